@@ -1,0 +1,3 @@
+from tokenabacus.cli.main import main
+
+main()

@@ -1,0 +1,68 @@
+"""Grouped usage reports over the ledger: tokens, requests and latency by any dimension."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import and_, func, literal, select
+
+from tokenabacus.ledger.schema import usage_records as t
+from tokenabacus.ledger.store import Store
+
+DIMENSIONS = ("project", "user", "department", "model", "key_id", "status", "day", "hour")
+_BUCKET_MS = {"day": 86_400_000, "hour": 3_600_000}
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    by: tuple[str, ...]
+    since_ms: int | None = None
+    until_ms: int | None = None
+    utc_offset_ms: int = 0  # buckets (day/hour) are cut in this offset from UTC
+    status: str | None = None
+
+
+def _bucket(dim: str, offset_ms: int):
+    size = _BUCKET_MS[dim]
+    shifted = t.c.timestamp + literal(offset_ms)
+    return (shifted - shifted % size).label(dim)
+
+
+def run_report(store: Store, q: ReportQuery) -> list[dict]:
+    for d in q.by:
+        if d not in DIMENSIONS:
+            raise ValueError(f"cannot group by {d!r}; choose from {', '.join(DIMENSIONS)}")
+    cols = [_bucket(d, q.utc_offset_ms) if d in _BUCKET_MS else t.c[d].label(d) for d in q.by]
+    aggs = [
+        func.count().label("requests"),
+        func.coalesce(func.sum(t.c.prompt_tokens), 0).label("prompt_tokens"),
+        func.coalesce(func.sum(t.c.completion_tokens), 0).label("completion_tokens"),
+        func.coalesce(func.sum(t.c.total_tokens), 0).label("total_tokens"),
+        func.avg(t.c.duration_ms).label("avg_duration_ms"),
+    ]
+    conds = []
+    if q.since_ms is not None:
+        conds.append(t.c.timestamp >= q.since_ms)
+    if q.until_ms is not None:
+        conds.append(t.c.timestamp < q.until_ms)
+    if q.status:
+        conds.append(t.c.status == q.status)
+    stmt = select(*cols, *aggs)
+    if conds:
+        stmt = stmt.where(and_(*conds))
+    if cols:
+        stmt = stmt.group_by(*cols).order_by(*cols)
+    with store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    for r in rows:
+        for d in q.by:
+            if d in _BUCKET_MS and r[d] is not None:
+                tz = timezone(timedelta(milliseconds=q.utc_offset_ms))
+                dt = datetime.fromtimestamp((int(r[d]) - q.utc_offset_ms) / 1000, tz)
+                r[d] = dt.strftime("%Y-%m-%d" if d == "day" else "%Y-%m-%d %H:00")
+        avg = r["avg_duration_ms"]
+        r["avg_duration_ms"] = round(float(avg), 1) if avg is not None else None
+        for k in ("requests", "prompt_tokens", "completion_tokens", "total_tokens"):
+            r[k] = int(r[k])
+    return rows

@@ -1,0 +1,278 @@
+"""The `tokenabacus` command: serve, keys, usage, report, db."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Annotated, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tokenabacus.config import ConfigError, Settings, load_settings, parse_upstream_flag, with_models
+
+app = typer.Typer(help="tokenabacus: an OpenAI-compatible LLM gateway with exact token accounting.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+db_app = typer.Typer(help="Ledger database maintenance.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", envvar="TOKENABACUS_CONFIG", help="Path to tokenabacus.yaml.")]
+DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", envvar="TOKENABACUS_DATA_DIR", help="Where the ledger, spool and logs live (default ./tokenabacus-data).")]
+
+
+class Fmt(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings_for(config: str | None, data_dir: str | None, **overrides) -> Settings:
+    try:
+        return load_settings(config, data_dir=data_dir, **overrides)
+    except ConfigError as e:
+        fail(str(e))
+        raise  # unreachable
+
+
+def open_store(config: str | None, data_dir: str | None):
+    from tokenabacus.ledger.store import Store
+
+    s = settings_for(config, data_dir)
+    try:
+        return Store(s.ledger_url)
+    except Exception as e:
+        fail(f"cannot open the ledger at {s.ledger_url}: {e}")
+
+
+# serve ---------------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to bind (default 8000).")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    upstream: Annotated[Optional[list[str]], typer.Option("--upstream", "-u", help="Serve an OpenAI-compatible server: NAME=URL or NAME=URL#UPSTREAM_MODEL (repeatable).")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Start the gateway."""
+    import uvicorn
+
+    from tokenabacus.server.app import create_app
+
+    settings = settings_for(config, data_dir, host=host, port=port)
+    if upstream:
+        try:
+            settings = with_models(settings, [parse_upstream_flag(u) for u in upstream])
+        except ConfigError as e:
+            fail(str(e))
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app_ = create_app(settings)
+    except Exception as e:  # e.g. a tokenizer file that does not exist
+        fail(str(e))
+    names = ", ".join(m.name for m in settings.models) or "smollm2-135m-instruct (embedded)"
+    typer.echo(f"tokenabacus on http://{settings.server.host}:{settings.server.port}/v1  models: {names}  data: {settings.data_path}")
+    uvicorn.run(app_, host=settings.server.host, port=settings.server.port, loop="uvloop", http="httptools",
+                access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=30)
+
+
+# keys ----------------------------------------------------------------------------------------------
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[Optional[str], typer.Option(help="The person or service the key belongs to.")] = None,
+    project: Annotated[Optional[str], typer.Option(help="Project charged for the key's usage.")] = None,
+    department: Annotated[Optional[str], typer.Option(help="Department charged for the key's usage.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="A label for the key.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the key as JSON.")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create an API key. The key is printed once; only its hash is stored."""
+    from tokenabacus.governance.keys import create_key
+
+    s = settings_for(config, data_dir)
+    project = project or s.keys.defaults.project
+    department = department or s.keys.defaults.department
+    if not (user or project):
+        fail("a key needs --user or --project (or keys.defaults.project in the config)")
+    store = open_store(config, data_dir)
+    key, row = create_key(store, user, project, department, name)
+    if as_json:
+        out = {"key": key, "key_id": row["key_id"], "user": user, "project": project, "department": department, "name": name}
+        typer.echo(orjson.dumps(out).decode())
+    else:
+        typer.echo(key)
+        typer.echo(f"key id {row['key_id']} for user={user} project={project} department={department}. "
+                   "Store the key now: it is not shown again.", err=True)
+
+
+@keys_app.command("list")
+def keys_list(
+    include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+    fmt: Annotated[Fmt, typer.Option("--format", help="table, json or csv.")] = Fmt.table,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """List API keys (never the keys themselves: only id, prefix and owner)."""
+    rows = open_store(config, data_dir).list_keys(include_revoked=include_revoked)
+    cols = ["key_id", "prefix", "user", "project", "department", "name", "created_at", "revoked_at"]
+    out = [{c: r[c] for c in cols} for r in rows]
+    for r in out:
+        for c in ("created_at", "revoked_at"):
+            r[c] = _iso(r[c]) if r[c] else None
+    emit(out, cols, fmt, title="API keys")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Revoke a key by its id; running gateways stop accepting it within seconds."""
+    if not open_store(config, data_dir).revoke_key(key_id, time.time_ns() // 1_000_000):
+        fail(f"no active key with id {key_id!r}")
+    typer.echo(f"revoked {key_id}")
+
+
+# usage and report ----------------------------------------------------------------------------------
+USAGE_COLS = ["timestamp", "request_id", "status", "model", "user", "project", "department",
+              "prompt_tokens", "completion_tokens", "total_tokens", "usage_source", "duration_ms"]
+
+
+@app.command()
+def usage(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many records.")] = 20,
+    since: Annotated[Optional[str], typer.Option(help="Only records from this date/time on (YYYY-MM-DD[THH:MM]).")] = None,
+    project: Annotated[Optional[str], typer.Option()] = None,
+    user: Annotated[Optional[str], typer.Option()] = None,
+    department: Annotated[Optional[str], typer.Option()] = None,
+    model: Annotated[Optional[str], typer.Option()] = None,
+    status: Annotated[Optional[str], typer.Option()] = None,
+    tz: Annotated[str, typer.Option(help="Time zone for dates shown and parsed (e.g. Asia/Shanghai).")] = "UTC",
+    fmt: Annotated[Fmt, typer.Option("--format", help="table, json (every contract field) or csv.")] = Fmt.table,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """List the latest ledger records, newest first."""
+    zone = _zone(tz)
+    since_ms = _parse_when(since, zone, "--since") if since else None
+    rows = open_store(config, data_dir).latest_records(limit, since_ms, project=project, user=user,
+                                                       department=department, model=model, status=status)
+    if fmt == Fmt.table:
+        for r in rows:
+            r["timestamp"] = _iso(r["timestamp"], zone)
+        emit(rows, USAGE_COLS, fmt, title="Latest usage records")
+    else:
+        from tokenabacus.ledger.record import FIELDS
+
+        emit(rows, list(FIELDS), fmt)
+
+
+@app.command()
+def report(
+    by: Annotated[list[str], typer.Option("--by", help="Group by project, user, department, model, key_id, status, day or hour (repeat or comma-separate).")] = ["project"],  # noqa: B006
+    since: Annotated[Optional[str], typer.Option(help="From this date/time (YYYY-MM-DD[THH:MM]), inclusive.")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Up to this date/time, exclusive.")] = None,
+    status: Annotated[Optional[str], typer.Option(help="Only records with this status (ok, error, cancelled, rejected).")] = None,
+    tz: Annotated[str, typer.Option(help="Time zone for dates and day/hour buckets (e.g. Asia/Shanghai).")] = "UTC",
+    fmt: Annotated[Fmt, typer.Option("--format", help="table, csv or json.")] = Fmt.table,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Tokens, requests and average latency grouped by any dimension."""
+    from tokenabacus.billing.reports import DIMENSIONS, ReportQuery, run_report
+
+    dims = tuple(d.strip() for item in by for d in item.split(",") if d.strip())
+    bad = [d for d in dims if d not in DIMENSIONS]
+    if bad:
+        fail(f"cannot group by {', '.join(bad)}; choose from {', '.join(DIMENSIONS)}")
+    zone = _zone(tz)
+    since_ms = _parse_when(since, zone, "--since") if since else None
+    until_ms = _parse_when(until, zone, "--until") if until else None
+    ref = datetime.fromtimestamp((since_ms or time.time_ns() // 1_000_000) / 1000, timezone.utc)
+    offset = zone.utcoffset(ref) or timedelta(0)
+    q = ReportQuery(by=dims, since_ms=since_ms, until_ms=until_ms, utc_offset_ms=int(offset.total_seconds() * 1000), status=status)
+    rows = run_report(open_store(config, data_dir), q)
+    cols = list(dims) + ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "avg_duration_ms"]
+    emit(rows, cols, fmt, title=f"Usage by {', '.join(dims)}" + (f" since {since}" if since else ""))
+
+
+# db ------------------------------------------------------------------------------------------------
+@db_app.command("replay")
+def db_replay(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Move spooled records into the ledger (run with the gateway stopped; start does this too)."""
+    from tokenabacus.ledger.writer import replay_spool
+
+    s = settings_for(config, data_dir)
+    n = replay_spool(s.spool_path, open_store(config, data_dir), [])
+    typer.echo(f"replayed {n} records from {s.spool_path}")
+
+
+# helpers -------------------------------------------------------------------------------------------
+def _zone(name: str):
+    if name.upper() == "UTC":
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        fail(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)")
+
+
+def _parse_when(text: str, zone, flag: str) -> int:
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{flag} {text!r}: expected a date like 2026-11-01 or 2026-11-01T08:00")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=zone)
+    return int(dt.timestamp() * 1000)
+
+
+def _iso(ms: int | None, zone=timezone.utc) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, zone).isoformat(timespec="seconds")
+
+
+def emit(rows: list[dict], cols: list[str], fmt: Fmt, title: str | None = None) -> None:
+    if fmt == Fmt.json:
+        sys.stdout.write(orjson.dumps([{c: r.get(c) for c in cols} for r in rows], option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    if fmt == Fmt.csv:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+        return
+    console = Console()
+    if not rows:
+        console.print("[dim]no records[/dim]")
+        return
+    table = Table(title=title)
+    numeric = {"requests", "prompt_tokens", "completion_tokens", "total_tokens", "avg_duration_ms", "duration_ms"}
+    for c in cols:
+        table.add_column(c, justify="right" if c in numeric else "left")
+    for r in rows:
+        table.add_row(*("" if r.get(c) is None else (f"{r[c]:,}" if isinstance(r.get(c), int) and c in numeric else str(r[c])) for c in cols))
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

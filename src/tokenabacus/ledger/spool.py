@@ -1,0 +1,153 @@
+"""The spool: an append-only local file a record reaches before its response's last byte.
+
+Appends are grouped: requests arriving within one flush interval share a single write + fsync,
+done on a dedicated thread so the event loop never blocks on the disk. The background writer
+rotates the current segment and moves closed segments into the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+
+from tokenabacus.ledger.record import UsageRecord
+
+_PREFIX, _SUFFIX = "seg-", ".jsonl"
+
+
+def _seq(path: Path) -> int:
+    return int(path.name[len(_PREFIX) : -len(_SUFFIX)])
+
+
+class Spool:
+    def __init__(self, directory: Path, flush_interval_ms: float = 2.0) -> None:
+        self.dir = directory
+        self.flush_interval = flush_interval_ms / 1000
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._fh = None
+        self._seq = 0
+        self._bytes = 0  # bytes in the current segment
+
+    # Lifecycle -----------------------------------------------------------------------------
+    def open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        existing = self.closed_segments()
+        self._seq = (_seq(existing[-1]) + 1) if existing else 1
+        self._open_segment()
+
+    def _open_segment(self) -> None:
+        path = self.dir / f"{_PREFIX}{self._seq:012d}{_SUFFIX}"
+        self._fh = open(path, "ab", buffering=0)
+        self._bytes = 0
+        # Make the new file's directory entry durable too.
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._flusher(), name="spool-flusher")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._pending:
+            batch, self._pending = self._pending, []
+            await asyncio.get_running_loop().run_in_executor(self._io, self._write, [b for b, _ in batch])
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+        await asyncio.get_running_loop().run_in_executor(self._io, self._close_fh)
+        self._io.shutdown(wait=True)
+
+    def _close_fh(self) -> None:
+        if self._fh:
+            self._fh.close()
+            self._fh = None
+
+    # Appending -----------------------------------------------------------------------------
+    def append(self, record: UsageRecord) -> asyncio.Future[None]:
+        """Queue a record; the returned future resolves once it is fsynced."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((orjson.dumps(record.to_dict()) + b"\n", fut))
+        assert self._wake is not None, "spool not started"
+        self._wake.set()
+        return fut
+
+    async def _flusher(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.flush_interval:
+                await asyncio.sleep(self.flush_interval)  # let a group gather
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                await loop.run_in_executor(self._io, self._write, [b for b, _ in batch])
+            except Exception as e:  # disk full, I/O error: the requests fail, nothing is faked
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _write(self, lines: list[bytes]) -> None:
+        data = b"".join(lines)
+        assert self._fh is not None
+        self._fh.write(data)
+        os.fsync(self._fh.fileno())
+        self._bytes += len(data)
+
+    # Rotation (used by the writer) ----------------------------------------------------------
+    async def rotate(self) -> None:
+        """Close the current segment if it holds anything, so the writer can take it."""
+        await asyncio.get_running_loop().run_in_executor(self._io, self._rotate)
+
+    def _rotate(self) -> None:
+        if self._bytes == 0:
+            return
+        self._close_fh()
+        self._seq += 1
+        self._open_segment()
+
+    def closed_segments(self) -> list[Path]:
+        """Segments no longer written to, oldest first."""
+        current = self._fh.name if self._fh else None
+        segs = sorted(
+            (p for p in self.dir.glob(f"{_PREFIX}*{_SUFFIX}") if str(p) != current),
+            key=_seq,
+        )
+        return segs
+
+
+def read_segment(path: Path) -> list[dict]:
+    """Parse a segment; a torn last line (crash mid-write, never acknowledged) is skipped."""
+    out = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                out.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue
+    return out

@@ -1,0 +1,134 @@
+"""The ledger database: batched idempotent inserts and the reads the CLI needs.
+
+All methods are synchronous; the gateway calls them from worker threads only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from tokenabacus.ledger.record import FIELDS
+from tokenabacus.ledger.schema import api_keys, meta, metadata, usage_records
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Usage records -----------------------------------------------------------------------
+    def _insert_ignore(self):
+        name = self.engine.dialect.name
+        if name == "sqlite":
+            return sqlite_insert(usage_records).on_conflict_do_nothing(index_elements=["request_id"])
+        if name == "postgresql":
+            return pg_insert(usage_records).on_conflict_do_nothing(index_elements=["request_id"])
+        if name in ("mysql", "mariadb"):
+            return mysql_insert(usage_records).prefix_with("IGNORE")
+        raise ValueError(f"unsupported database: {name}")
+
+    def insert_records(self, records: Iterable[dict]) -> int:
+        """Insert records, ignoring request_ids already present (replays are harmless)."""
+        rows = [{f: r.get(f) for f in FIELDS} for r in records]
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            res = conn.execute(self._insert_ignore(), rows)
+            return res.rowcount if res.rowcount is not None and res.rowcount >= 0 else len(rows)
+
+    def count_records(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(usage_records)).scalar_one()
+
+    def latest_records(self, limit: int = 20, since_ms: int | None = None, **filters: str | None) -> list[dict]:
+        q = select(*[usage_records.c[f] for f in FIELDS]).order_by(usage_records.c.timestamp.desc(), usage_records.c.id.desc())
+        if since_ms is not None:
+            q = q.where(usage_records.c.timestamp >= since_ms)
+        for k, v in filters.items():
+            if v is not None:
+                q = q.where(usage_records.c[k] == v)
+        q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def all_request_ids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(select(usage_records.c.request_id))}
+
+    # API keys ------------------------------------------------------------------------------
+    def add_key(self, row: dict) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(api_keys.insert().values(**row))
+        self.touch_keys()
+
+    def list_keys(self, include_revoked: bool = False) -> list[dict]:
+        q = select(api_keys).order_by(api_keys.c.created_at)
+        if not include_revoked:
+            q = q.where(api_keys.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def revoke_key(self, key_id: str, at_ms: int) -> bool:
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                api_keys.update()
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=at_ms)
+            )
+        if res.rowcount:
+            self.touch_keys()
+        return bool(res.rowcount)
+
+    def active_keys(self) -> list[dict]:
+        return self.list_keys(include_revoked=False)
+
+    def touch_keys(self) -> None:
+        """Bump the keys generation so running gateways reload their key cache."""
+        with self.engine.begin() as conn:
+            gen = int(self.get_meta("keys_generation", conn) or 0) + 1
+            self.set_meta("keys_generation", str(gen), conn)
+
+    def keys_generation(self) -> int:
+        return int(self.get_meta("keys_generation") or 0)
+
+    # Meta ----------------------------------------------------------------------------------
+    def get_meta(self, key: str, conn=None) -> str | None:
+        if conn is None:
+            with self.engine.connect() as c:
+                return self.get_meta(key, c)
+        return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar_one_or_none()
+
+    def set_meta(self, key: str, value: str, conn=None) -> None:
+        if conn is None:
+            with self.engine.begin() as c:
+                return self.set_meta(key, value, c)
+        updated = conn.execute(meta.update().where(meta.c.key == key).values(value=value)).rowcount
+        if not updated:
+            conn.execute(meta.insert().values(key=key, value=value))
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True

@@ -1,0 +1,104 @@
+"""Reading an upstream's SSE stream and keeping the accounts while it passes through.
+
+Upstreams report streamed usage three ways: one final usage chunk (vLLM, OpenAI, SGLang with
+``include_usage``), running usage in every chunk (ms-swift), or none (llama.cpp server). The
+accountant keeps the last usage it saw and the generated text, and strips usage from what the
+client gets: the gateway sends its own usage chunk, and only when the client asked for one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+
+
+async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Yield the data payload of each server-sent event (multi-line data joined by newlines)."""
+    data: list[bytes] = []
+    async for raw in lines:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if data:
+                yield b"\n".join(data)
+                data = []
+            continue
+        if line.startswith(b":"):
+            continue  # comment / keep-alive
+        field, _, value = line.partition(b":")
+        if field == b"data":
+            data.append(value[1:] if value.startswith(b" ") else value)
+    if data:
+        yield b"\n".join(data)
+
+
+class StreamAccountant:
+    def __init__(self) -> None:
+        self.text_parts: list[str] = []
+        self.upstream_usage: dict | None = None
+        self.error: dict | None = None
+        self.finished = False  # saw [DONE] or a finish_reason
+
+    def feed(self, chunk: dict) -> dict | None:
+        """Account for one chunk; return what to forward (None: drop a usage-only chunk)."""
+        usage = chunk.pop("usage", None)
+        if isinstance(usage, dict):
+            self.upstream_usage = usage
+        if "error" in chunk and "choices" not in chunk:
+            self.error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+            return chunk
+        choices = chunk.get("choices")
+        if not choices:
+            return None if usage is not None else chunk
+        for ch in choices:
+            if not isinstance(ch, dict):
+                continue
+            if ch.get("finish_reason"):
+                self.finished = True
+            delta = ch.get("delta")
+            if isinstance(delta, dict):
+                self.text_parts.extend(_delta_texts(delta))
+            elif isinstance(ch.get("text"), str):  # /v1/completions chunks
+                self.text_parts.append(ch["text"])
+        return chunk
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+
+def _delta_texts(delta: dict) -> list[str]:
+    out = []
+    for key in ("content", "reasoning_content", "reasoning", "refusal"):
+        v = delta.get(key)
+        if isinstance(v, str):
+            out.append(v)
+    for tc in delta.get("tool_calls") or []:
+        fn = tc.get("function") if isinstance(tc, dict) else None
+        if isinstance(fn, dict):
+            for key in ("name", "arguments"):
+                if isinstance(fn.get(key), str):
+                    out.append(fn[key])
+    return out
+
+
+def message_text(body: dict) -> str:
+    """The generated text of a non-streamed response (all choices)."""
+    parts: list[str] = []
+    for ch in body.get("choices") or []:
+        if not isinstance(ch, dict):
+            continue
+        msg = ch.get("message")
+        if isinstance(msg, dict):
+            parts.extend(_delta_texts(msg))
+        elif isinstance(ch.get("text"), str):
+            parts.append(ch["text"])
+    return "".join(parts)
+
+
+def parse_json(data: bytes) -> dict | None:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None

@@ -1,0 +1,74 @@
+"""The app factory: Starlette routing over plain ASGI handlers; one Gateway per app."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tokenabacus.api.errors import APIError
+from tokenabacus.config import Settings
+from tokenabacus.server.state import Gateway
+from tokenabacus.server.v1 import V1, send_json
+
+log = logging.getLogger(__name__)
+
+
+class _Endpoint:
+    """Wraps a handler so Starlette treats it as an ASGI app and any escape becomes a clean 500."""
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await self.handler(scope, receive, send)
+        except Exception:
+            log.exception("unhandled error on %s", scope.get("path"))
+            try:
+                err = APIError(500, "The gateway failed to handle this request.", "api_error", None, "internal_error")
+                await send_json(send, 500, err.body())
+            except Exception:
+                pass  # the response had already started
+
+
+def create_app(settings: Settings) -> Starlette:
+    gw = Gateway(settings)
+    v1 = V1(gw)
+
+    async def health(_: Request) -> Response:
+        return Response(orjson.dumps(gw.health()), media_type="application/json")
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        msg = "Unknown route." if status == 404 else "Method not allowed."
+        body = APIError(status, f"{msg} {request.method} {request.url.path}", "invalid_request_error", None,
+                        "not_found" if status == 404 else "method_not_allowed").body()
+        return Response(body, status_code=status, media_type="application/json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await gw.start()
+        if gw.new_admin_key:
+            # Shown once; only its hash is stored.
+            print(f"\nAdmin key (shown once, store it safely): {gw.new_admin_key}\n", flush=True)
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    routes = [
+        Route("/v1/chat/completions", _Endpoint(v1.chat), methods=["POST"]),
+        Route("/v1/completions", _Endpoint(v1.completions), methods=["POST"]),
+        Route("/v1/models", _Endpoint(v1.models), methods=["GET"]),
+        Route("/v1/models/{model:path}", _Endpoint(v1.models), methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
+    app.state.gateway = gw
+    return app

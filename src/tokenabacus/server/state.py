@@ -1,0 +1,89 @@
+"""The Gateway: everything one running server owns (settings, engines, key cache, spool,
+ledger writer). Built by the app factory, started and stopped by its lifespan; no globals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from tokenabacus.config import EmbeddedModel, Settings, effective_models
+from tokenabacus.engines.base import Engine
+from tokenabacus.engines.embedded import EmbeddedEngine
+from tokenabacus.engines.upstream import UpstreamEngine
+from tokenabacus.governance.keys import KeyCache, ensure_admin_key
+from tokenabacus.ledger.sinks import JsonlSink, Sink
+from tokenabacus.ledger.spool import Spool
+from tokenabacus.ledger.store import Store
+from tokenabacus.ledger.writer import LedgerWriter, replay_spool
+
+log = logging.getLogger(__name__)
+ADMIN_KEY_ENV = "TOKENABACUS_ADMIN_KEY"
+
+
+def build_engine(cfg) -> Engine:
+    return EmbeddedEngine(cfg) if isinstance(cfg, EmbeddedModel) else UpstreamEngine(cfg)
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_at = int(time.time())
+        self.engines: dict[str, Engine] = {m.name: build_engine(m) for m in effective_models(settings)}
+        self.store: Store | None = None
+        self.keys: KeyCache = None  # type: ignore[assignment]
+        self.spool = Spool(settings.spool_path, settings.ledger.flush_interval_ms)
+        self.sinks: list[Sink] = []
+        self.writer: LedgerWriter | None = None
+        self.new_admin_key: str | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        s.data_path.mkdir(parents=True, exist_ok=True)
+        self.store = await asyncio.to_thread(Store, s.ledger_url)
+        self.new_admin_key = await asyncio.to_thread(ensure_admin_key, self.store, os.environ.get(ADMIN_KEY_ENV))
+        if s.sinks.jsonl.enabled:
+            j = s.sinks.jsonl
+            self.sinks.append(JsonlSink(s.jsonl_path, j.rotate_bytes, j.rotate_daily, j.keep))
+        # Records spooled by an earlier run that did not reach the database (crash, kill -9).
+        replayed = await asyncio.to_thread(replay_spool, s.spool_path, self.store, self.sinks)
+        if replayed:
+            log.info("replayed %d spooled records into the ledger", replayed)
+        self.spool.open()
+        await self.spool.start()
+        self.writer = LedgerWriter(self.spool, self.store, self.sinks, s.ledger.writer_interval_ms / 1000)
+        await self.writer.start()
+        self.keys = KeyCache(self.store, s.keys.refresh_interval_s)
+        await self.keys.start()
+        for name, engine in self.engines.items():
+            log.info("starting model %s (%s)", name, engine.kind)
+            await engine.start()
+
+    async def stop(self) -> None:
+        for engine in self.engines.values():
+            try:
+                await engine.close()
+            except Exception:
+                log.exception("closing engine failed")
+        if self.keys:
+            await self.keys.stop()
+        if self.writer:
+            await self.writer.stop()
+        await self.spool.close()
+        if self.store:
+            self.store.close()
+
+    def model_object(self, name: str) -> dict:
+        return {"id": name, "object": "model", "created": self.started_at, "owned_by": "tokenabacus"}
+
+    def client_ip(self, scope: dict, peer: str | None) -> str | None:
+        return peer
+
+    def health(self) -> dict:
+        return {
+            "status": "ok",
+            "models": {name: e.health() for name, e in self.engines.items()},
+            "ledger": {"moved": self.writer.moved if self.writer else 0,
+                       "last_error": self.writer.last_error if self.writer else None},
+        }

@@ -1,0 +1,235 @@
+"""The /v1 routes as plain ASGI handlers: the hot path stays lean (no per-request pydantic,
+orjson throughout) and every exit writes exactly one ledger record before the last byte."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import orjson
+
+from tokenabacus.api.errors import APIError, bad_request, internal_error, model_not_found, unauthorized
+from tokenabacus.api.validation import validate_chat, validate_completion
+from tokenabacus.engines.base import CHAT, COMPLETIONS, Call
+from tokenabacus.governance.keys import Identity
+from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED, UsageRecord, start_record
+
+if TYPE_CHECKING:
+    from tokenabacus.server.state import Gateway
+
+log = logging.getLogger(__name__)
+
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+ADMIN_IDENTITY = Identity("admin", "admin", None, None, admin=True)
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
+async def send_json(send, status: int, body: bytes, request_id: str | None = None) -> None:
+    headers = list(_JSON)
+    if request_id:
+        headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def usage_dict(rec: UsageRecord) -> dict:
+    u: dict = {"prompt_tokens": rec.prompt_tokens or 0, "completion_tokens": rec.completion_tokens or 0,
+               "total_tokens": (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)}
+    if rec.cached_tokens is not None:
+        u["prompt_tokens_details"] = {"cached_tokens": rec.cached_tokens}
+    return u
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ConnectionResetError("client went away while sending the body")
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+        if not msg.get("more_body"):
+            return b"".join(chunks)
+
+
+class V1:
+    def __init__(self, gw: "Gateway") -> None:
+        self.gw = gw
+        self.limit = gw.settings.server.max_body_bytes
+        self.max_tokens_limit = gw.settings.server.max_tokens_limit
+
+    # Shared steps --------------------------------------------------------------------------
+    async def _identify(self, scope: dict) -> Identity:
+        auth = _header(scope, b"authorization")
+        if not auth or not auth[:7].lower() == "bearer ":
+            raise unauthorized("Missing API key. Pass it as 'Authorization: Bearer sk-...'.")
+        key = auth[7:].strip()
+        ident = await self.gw.keys.resolve(key)
+        if ident is None:
+            if self.gw.keys.is_admin(key):
+                return ADMIN_IDENTITY
+            raise unauthorized()
+        return ident
+
+    async def _record(self, rec: UsageRecord) -> None:
+        rec.finish()
+        await self.gw.spool.append(rec)
+
+    # Models ------------------------------------------------------------------------------------
+    async def models(self, scope, receive, send) -> None:
+        try:
+            await self._identify(scope)
+        except APIError as e:
+            return await send_json(send, e.status, e.body())
+        path_model = scope.get("path_params", {}).get("model")
+        if path_model is not None:
+            if path_model not in self.gw.engines:
+                e = model_not_found(path_model)
+                return await send_json(send, e.status, e.body())
+            return await send_json(send, 200, orjson.dumps(self.gw.model_object(path_model)))
+        data = [self.gw.model_object(name) for name in self.gw.engines]
+        await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+    # Completions -------------------------------------------------------------------------------
+    async def chat(self, scope, receive, send) -> None:
+        await self._serve(CHAT, scope, receive, send)
+
+    async def completions(self, scope, receive, send) -> None:
+        await self._serve(COMPLETIONS, scope, receive, send)
+
+    async def _serve(self, endpoint: str, scope, receive, send) -> None:
+        client = scope.get("client")
+        rec = start_record(endpoint=f"/v1/{'chat/completions' if endpoint == CHAT else 'completions'}",
+                           client_ip=self.gw.client_ip(scope, client[0] if client else None),
+                           user_agent=(_header(scope, b"user-agent") or "")[:500] or None)
+        try:
+            ident = await self._identify(scope)
+            rec.key_id, rec.user, rec.project, rec.department = ident.key_id, ident.user, ident.project, ident.department
+            try:
+                raw = await read_body(receive, self.limit)
+            except _BodyTooLarge:
+                raise bad_request(f"The request body is larger than the limit of {self.limit} bytes.", None, "request_too_large") from None
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as e:
+                raise bad_request(f"The request body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).", None, "invalid_json") from None
+            (validate_chat if endpoint == CHAT else validate_completion)(body, self.max_tokens_limit)
+            rec.model = body["model"]
+            rec.stream = bool(body.get("stream"))
+            engine = self.gw.engines.get(body["model"])
+            if engine is None:
+                raise model_not_found(body["model"])
+            rec.engine = engine.kind
+            rec.model_version = engine.model_version
+        except APIError as e:
+            rec.status, rec.error_code = REJECTED, e.error_code
+            await self._record(rec)
+            return await send_json(send, e.status, e.body(), rec.request_id)
+        except ConnectionResetError:
+            rec.status, rec.error_code = CANCELLED, "client_disconnected"
+            await self._record(rec)
+            return
+
+        call = Call(endpoint=endpoint, body=body, record=rec, stream=rec.stream)
+        if rec.stream:
+            await self._stream(engine, call, receive, send)
+        else:
+            await self._complete(engine, call, send)
+
+    async def _complete(self, engine, call: Call, send) -> None:
+        rec = call.record
+        try:
+            out = await engine.complete(call)
+        except Exception as e:
+            err = e if isinstance(e, APIError) else internal_error()
+            if not isinstance(e, APIError):
+                log.exception("engine failure on %s", rec.request_id)
+            rec.status, rec.error_code = ERROR, err.error_code
+            await self._record(rec)
+            return await send_json(send, err.status, err.body(), rec.request_id)
+        out["model"] = rec.model
+        rec.finish()  # totals for the usage block
+        out["usage"] = usage_dict(rec)
+        await self._record(rec)
+        await send_json(send, 200, orjson.dumps(out), rec.request_id)
+
+    async def _stream(self, engine, call: Call, receive, send) -> None:
+        rec = call.record
+        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        watcher = asyncio.create_task(_watch_disconnect(receive, call.cancelled))
+        chunks: AsyncIterator[dict] = engine.stream(call)
+        started = False
+        last: dict | None = None
+        try:
+            try:
+                async for chunk in chunks:
+                    if call.cancelled.is_set():
+                        break
+                    if not started:
+                        rec.ttft_ms = rec.ttft_ms or int((time.perf_counter() - rec._t0) * 1000)
+                        headers = list(_SSE) + [(b"x-request-id", rec.request_id.encode())]
+                        await send({"type": "http.response.start", "status": 200, "headers": headers})
+                        started = True
+                    chunk["model"] = rec.model
+                    last = chunk
+                    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
+            finally:
+                await chunks.aclose()  # on cancel this stops the engine and meters what ran
+        except Exception as e:
+            err = e if isinstance(e, APIError) else internal_error()
+            if not isinstance(e, APIError):
+                log.exception("engine failure on %s", rec.request_id)
+            rec.status, rec.error_code = ERROR, err.error_code
+            await self._record(rec)
+            watcher.cancel()
+            if not started:
+                return await send_json(send, err.status, err.body(), rec.request_id)
+            # Headers are gone: tell the client in-band, as OpenAI does, then end the stream.
+            await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n", "more_body": False})
+            return
+        watcher.cancel()
+        if call.cancelled.is_set():
+            rec.status, rec.error_code = CANCELLED, "client_disconnected"
+            await self._record(rec)
+            return
+        rec.status = OK
+        rec.finish()
+        tail = b""
+        if include_usage:
+            base = last or {"id": "chatcmpl-" + rec.request_id[4:], "created": int(time.time())}
+            usage_chunk = {"id": base.get("id"), "object": base.get("object") or ("chat.completion.chunk" if call.endpoint == CHAT else "text_completion"),
+                           "created": base.get("created"), "model": rec.model, "choices": [], "usage": usage_dict(rec)}
+            if "system_fingerprint" in base:
+                usage_chunk["system_fingerprint"] = base["system_fingerprint"]
+            tail += b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
+        await self._record(rec)  # durable before the final bytes
+        if not started:
+            headers = list(_SSE) + [(b"x-request-id", rec.request_id.encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n", "more_body": False})
+
+
+async def _watch_disconnect(receive, cancelled: asyncio.Event) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            cancelled.set()
+            return
