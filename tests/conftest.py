@@ -187,6 +187,8 @@ def upstream_models(base_url: str) -> list[dict]:
         {"name": "qwen-hf", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
          "tokenizer": {"type": "hf", "path": str(QWEN_DIR)}},
         {"name": "smol-bare", "engine": "upstream", "base_url": base_url, "upstream_model": "smol"},
+        {"name": "gpt-4o-mini", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
+         "tokenizer": {"type": "tiktoken", "path": str(TIKTOKEN_DIR / "o200k_base.tiktoken")}},
         {"name": "smol-billed-upstream", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
          "tokenizer": {"type": "gguf", "path": str(GGUF)}, "bill": "upstream"},
     ]

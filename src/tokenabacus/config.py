@@ -59,7 +59,7 @@ class EmbeddedModel(_Strict):
     name: str
     engine: Literal["embedded"]
     gguf: str | None = None  # None: the SmolLM2 file installed with the project
-    n_ctx: int = Field(2048, ge=128)
+    n_ctx: int = Field(4096, ge=128)
     n_threads: int | None = Field(None, ge=1)
     seed: int | None = None
 

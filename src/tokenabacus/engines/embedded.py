@@ -22,6 +22,7 @@ from tokenabacus.api.errors import APIError, bad_request
 from tokenabacus.config import EmbeddedModel
 from tokenabacus.engines.base import CHAT, Call, Engine
 from tokenabacus.ledger.record import SOURCE_ENGINE
+from tokenabacus.metering.tokenizers import chat_prompt_ids
 
 # Parameters passed to llama.cpp as they are; everything else in the body is not for the engine.
 _PASS = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format",
@@ -156,7 +157,21 @@ class EmbeddedEngine(Engine):
                 return self.llm.create_chat_completion(messages=call.body["messages"], stream=stream, **args)
             return self.llm.create_completion(prompt=call.body["prompt"], stream=stream, **args)
         except ValueError as e:
+            self._count_refused_prompt(call)
             raise _engine_error(e) from None
+
+    def _count_refused_prompt(self, call: Call) -> None:
+        """llama.cpp checks the context window before generating; count the prompt the same way
+        so a refused request still records what it tried to send."""
+        if self._cap.prompt_tokens is not None:
+            return
+        try:
+            if call.endpoint == CHAT:
+                self._cap.prompt_tokens = len(chat_prompt_ids(self.llm, call.body["messages"], call.body.get("tools")))
+            else:
+                self._cap.prompt_tokens = len(self.llm.tokenize(call.body["prompt"].encode("utf-8"), special=True))
+        except Exception:
+            pass
 
     # Non-streaming ---------------------------------------------------------------------------
     def _complete_sync(self, call: Call) -> dict:
@@ -183,6 +198,7 @@ class EmbeddedEngine(Engine):
                         break
                     put(chunk)
             except ValueError as e:
+                self._count_refused_prompt(call)
                 raise _engine_error(e) from None
             finally:
                 chunks.close()
