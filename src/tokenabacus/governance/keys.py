@@ -68,14 +68,14 @@ def ensure_admin_key(store: Store, env_key: str | None) -> str | None:
 class KeyCache:
     """Maps key hashes to identities; refreshed off the event loop when the keys change."""
 
-    def __init__(self, store: Store, refresh_interval_s: float = 2.0, miss_interval_s: float = 0.5) -> None:
+    def __init__(self, store: Store, refresh_interval_s: float = 2.0, miss_interval_s: float = 0.1) -> None:
         self.store = store
         self.refresh_interval = refresh_interval_s
         self.miss_interval = miss_interval_s
         self._by_hash: dict[str, Identity] = {}
         self._admin_hash: str | None = None
         self._generation = -1
-        self._last_load = 0.0
+        self._last_check = 0.0
         self._loading: asyncio.Task | None = None
         self._task: asyncio.Task | None = None
 
@@ -88,7 +88,6 @@ class KeyCache:
     async def load(self) -> None:
         gen, table, admin = await asyncio.to_thread(self._load_sync)
         self._generation, self._by_hash, self._admin_hash = gen, table, admin
-        self._last_load = time.monotonic()
 
     async def _refresh_if_changed(self) -> None:
         gen = await asyncio.to_thread(self.store.keys_generation)
@@ -115,21 +114,27 @@ class KeyCache:
         return self._by_hash.get(hash_key(key))
 
     async def resolve(self, key: str) -> Identity | None:
-        """Cache hit: no I/O. Miss: one coalesced, rate-limited reload, so a key created a moment
-        ago by `tokenabacus keys create` works at once while random keys cannot hammer the DB."""
+        """Cache hit: no I/O. Miss: wait for the next coalesced check of the keys generation (at
+        most one per miss interval), so a key created a moment ago by `tokenabacus keys create`
+        works at once while random keys cannot hammer the database."""
         h = hash_key(key)
         ident = self._by_hash.get(h)
         if ident is not None:
             return ident
-        if time.monotonic() - self._last_load >= self.miss_interval:
-            if self._loading is None or self._loading.done():
-                self._loading = asyncio.create_task(self._refresh_if_changed())
-            try:
-                await asyncio.shield(self._loading)
-            except Exception:
-                log.warning("key cache reload failed", exc_info=True)
-            self._last_load = time.monotonic()
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.create_task(self._checked_reload())
+        try:
+            await asyncio.shield(self._loading)
+        except Exception:
+            log.warning("key cache reload failed", exc_info=True)
         return self._by_hash.get(h)
+
+    async def _checked_reload(self) -> None:
+        wait = self.miss_interval - (time.monotonic() - self._last_check)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last_check = time.monotonic()
+        await self._refresh_if_changed()
 
     def is_admin(self, key: str) -> bool:
         return self._admin_hash is not None and hmac.compare_digest(hash_key(key), self._admin_hash)

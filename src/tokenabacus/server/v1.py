@@ -82,10 +82,10 @@ class V1:
         if not auth or not auth[:7].lower() == "bearer ":
             raise unauthorized("Missing API key. Pass it as 'Authorization: Bearer sk-...'.")
         key = auth[7:].strip()
+        if self.gw.keys.is_admin(key):
+            return ADMIN_IDENTITY
         ident = await self.gw.keys.resolve(key)
         if ident is None:
-            if self.gw.keys.is_admin(key):
-                return ADMIN_IDENTITY
             raise unauthorized()
         return ident
 
