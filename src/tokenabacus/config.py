@@ -31,7 +31,6 @@ class ServerConfig(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_tokens_limit: int = Field(32768, ge=1)
-    log_prompts: bool = False
 
 
 class TimeoutConfig(_Strict):
@@ -112,7 +111,6 @@ class LedgerConfig(_Strict):
     spool_dir: str | None = None  # default: <data_dir>/spool
     flush_interval_ms: float = Field(2.0, ge=0)
     writer_interval_ms: float = Field(200.0, ge=10)
-    writer_batch: int = Field(2000, ge=1)
 
 
 class KeyDefaults(_Strict):

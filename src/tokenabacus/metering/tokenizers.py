@@ -211,6 +211,8 @@ class TiktokenCounter:
         return len(self.enc.encode(text, disallowed_special=()))
 
     def count_chat(self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None) -> int:
+        if not self.openai_chat:  # plain text of the messages, no framing
+            return sum(self._n(m["content"]) for m in flatten_content(messages))
         n = 0
         for m in flatten_content(messages):
             n += self.TOKENS_PER_MESSAGE
