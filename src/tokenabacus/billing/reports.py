@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -66,3 +67,39 @@ def run_report(store: Store, q: ReportQuery) -> list[dict]:
         for k in ("requests", "prompt_tokens", "completion_tokens", "total_tokens"):
             r[k] = int(r[k])
     return rows
+
+
+# Time parsing shared by the CLI and the admin API ------------------------------------------------
+def zone_named(name: str):
+    """UTC or an IANA zone (Asia/Shanghai); ValueError for anything else."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if name.upper() == "UTC":
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
+
+
+def parse_when(text: str, zone, name: str) -> int:
+    """A date or date-time (naive ones are in `zone`) as UTC epoch milliseconds."""
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} {text!r}: expected a date like 2026-11-01 or 2026-11-01T08:00") from None
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=zone)).timestamp() * 1000)
+
+
+def build_query(by: tuple[str, ...], since: str | None, until: str | None, tz: str, status: str | None) -> ReportQuery:
+    """Validate report arguments into a query; ValueError names the bad one."""
+    bad = [d for d in by if d not in DIMENSIONS]
+    if bad:
+        raise ValueError(f"cannot group by {', '.join(bad)}; choose from {', '.join(DIMENSIONS)}")
+    zone = zone_named(tz)
+    since_ms = parse_when(since, zone, "--since") if since else None
+    until_ms = parse_when(until, zone, "--until") if until else None
+    # Buckets use the zone's offset at the start of the period (exact for zones without DST).
+    ref = datetime.fromtimestamp((since_ms if since_ms is not None else time.time_ns() // 1_000_000) / 1000, timezone.utc)
+    offset = zone.utcoffset(ref) or timedelta(0)
+    return ReportQuery(by=by, since_ms=since_ms, until_ms=until_ms, utc_offset_ms=int(offset.total_seconds() * 1000), status=status)

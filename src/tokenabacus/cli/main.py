@@ -7,10 +7,9 @@ import io
 import logging
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Optional
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import typer
@@ -166,8 +165,13 @@ def usage(
     data_dir: DataDirOpt = None,
 ) -> None:
     """List the latest ledger records, newest first."""
-    zone = _zone(tz)
-    since_ms = _parse_when(since, zone, "--since") if since else None
+    from tokenabacus.billing.reports import parse_when, zone_named
+
+    try:
+        zone = zone_named(tz)
+        since_ms = parse_when(since, zone, "--since") if since else None
+    except ValueError as e:
+        fail(str(e))
     rows = open_store(config, data_dir).latest_records(limit, since_ms, project=project, user=user,
                                                        department=department, model=model, status=status)
     if fmt == Fmt.table:
@@ -192,18 +196,13 @@ def report(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Tokens, requests and average latency grouped by any dimension."""
-    from tokenabacus.billing.reports import DIMENSIONS, ReportQuery, run_report
+    from tokenabacus.billing.reports import build_query, run_report
 
     dims = tuple(d.strip() for item in by for d in item.split(",") if d.strip())
-    bad = [d for d in dims if d not in DIMENSIONS]
-    if bad:
-        fail(f"cannot group by {', '.join(bad)}; choose from {', '.join(DIMENSIONS)}")
-    zone = _zone(tz)
-    since_ms = _parse_when(since, zone, "--since") if since else None
-    until_ms = _parse_when(until, zone, "--until") if until else None
-    ref = datetime.fromtimestamp((since_ms or time.time_ns() // 1_000_000) / 1000, timezone.utc)
-    offset = zone.utcoffset(ref) or timedelta(0)
-    q = ReportQuery(by=dims, since_ms=since_ms, until_ms=until_ms, utc_offset_ms=int(offset.total_seconds() * 1000), status=status)
+    try:
+        q = build_query(dims, since, until, tz, status)
+    except ValueError as e:
+        fail(str(e))
     rows = run_report(open_store(config, data_dir), q)
     cols = list(dims) + ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "avg_duration_ms"]
     emit(rows, cols, fmt, title=f"Usage by {', '.join(dims)}" + (f" since {since}" if since else ""))
@@ -221,25 +220,6 @@ def db_replay(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
 
 # helpers -------------------------------------------------------------------------------------------
-def _zone(name: str):
-    if name.upper() == "UTC":
-        return timezone.utc
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        fail(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)")
-
-
-def _parse_when(text: str, zone, flag: str) -> int:
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"{flag} {text!r}: expected a date like 2026-11-01 or 2026-11-01T08:00")
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=zone)
-    return int(dt.timestamp() * 1000)
-
-
 def _iso(ms: int | None, zone=timezone.utc) -> str | None:
     if ms is None:
         return None

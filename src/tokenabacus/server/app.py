@@ -9,10 +9,11 @@ import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from tokenabacus.api.errors import APIError
 from tokenabacus.config import Settings
+from tokenabacus.server.admin import create_admin_app
 from tokenabacus.server.state import Gateway
 from tokenabacus.server.v1 import V1, send_json
 
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/models", _Endpoint(v1.models), methods=["GET"]),
         Route("/v1/models/{model:path}", _Endpoint(v1.models), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Mount("/admin", app=create_admin_app(gw)),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
     app.state.gateway = gw

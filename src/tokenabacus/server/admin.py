@@ -1,0 +1,99 @@
+"""The /admin API (FastAPI): keys and ledger reads for operators, behind the admin key.
+
+Everything here touches the database, so every call runs in a worker thread; none of it is on
+the /v1 hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timezone
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from tokenabacus.billing.reports import build_query, parse_when, run_report
+from tokenabacus.governance.keys import create_key
+
+if TYPE_CHECKING:
+    from tokenabacus.server.state import Gateway
+
+
+class KeyCreate(BaseModel):
+    user: str | None = Field(None, max_length=200)
+    project: str | None = Field(None, max_length=200)
+    department: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=200)
+
+
+def _error(status: int, message: str, code: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}, status)
+
+
+def create_admin_app(gw: "Gateway") -> FastAPI:
+    async def require_admin(request: Request) -> None:
+        auth = request.headers.get("authorization", "")
+        if not (auth[:7].lower() == "bearer " and gw.keys.is_admin(auth[7:].strip())):
+            raise HTTPException(401, "admin key required")
+
+    # The dependency guards every route of this app, present and future.
+    app = FastAPI(title="tokenabacus admin", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(require_admin)])
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {401: "invalid_api_key", 404: "not_found"}.get(exc.status_code, "invalid_request")
+        return _error(exc.status_code, str(exc.detail), code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc) -> JSONResponse:
+        first = exc.errors()[0] if getattr(exc, "errors", None) else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(400, f"{where}: {first.get('msg', 'invalid request')}", "invalid_request")
+
+    @app.get("/keys")
+    async def list_keys(include_revoked: bool = False) -> list[dict]:
+        rows = await asyncio.to_thread(gw.store.list_keys, include_revoked)
+        return [{k: v for k, v in r.items() if k != "key_hash"} for r in rows]
+
+    @app.post("/keys", status_code=201)
+    async def new_key(body: KeyCreate) -> dict:
+        defaults = gw.settings.keys.defaults
+        project = body.project or defaults.project
+        department = body.department or defaults.department
+        if not (body.user or project):
+            raise HTTPException(400, "a key needs a user or a project")
+        key, row = await asyncio.to_thread(create_key, gw.store, body.user, project, department, body.name)
+        return {"key": key, **{k: v for k, v in row.items() if k != "key_hash"}}
+
+    @app.delete("/keys/{key_id}")
+    async def revoke(key_id: str) -> dict:
+        if not await asyncio.to_thread(gw.store.revoke_key, key_id, time.time_ns() // 1_000_000):
+            raise HTTPException(404, f"no active key with id {key_id!r}")
+        return {"key_id": key_id, "revoked": True}
+
+    @app.get("/usage")
+    async def usage(limit: Annotated[int, Query(ge=1, le=10000)] = 100, since: str | None = None,
+                    project: str | None = None, user: str | None = None, department: str | None = None,
+                    model: str | None = None, status: str | None = None) -> list[dict]:
+        try:
+            since_ms = parse_when(since, timezone.utc, "since") if since else None
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+        return await asyncio.to_thread(gw.store.latest_records, limit, since_ms, project=project, user=user,
+                                       department=department, model=model, status=status)
+
+    @app.get("/report")
+    async def report(by: str = "project", since: str | None = None, until: str | None = None,
+                     tz: str = "UTC", status: str | None = None) -> list[dict]:
+        try:
+            q = build_query(tuple(d.strip() for d in by.split(",") if d.strip()), since, until, tz, status)
+        except ValueError as e:
+            raise HTTPException(400, str(e).replace("--", "")) from None
+        return await asyncio.to_thread(run_report, gw.store, q)
+
+    return app
