@@ -88,6 +88,7 @@ def test_upstream_usage_kept_beside_ours_and_billing_choice(upstream_gw, upstrea
         usage = raw.parse().usage
         rec = upstream_gw.record(raw.headers["x-request-id"])
         assert rec["usage_source"] == source
+        assert rec["model_version"] == "smol"  # the model id the upstream reported
         assert rec["upstream_prompt_tokens"] is not None and rec["upstream_completion_tokens"] is not None
         assert (usage.prompt_tokens, usage.completion_tokens) == (rec["prompt_tokens"], rec["completion_tokens"])
         if source == "upstream":

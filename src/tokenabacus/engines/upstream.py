@@ -98,10 +98,10 @@ class UpstreamEngine(Engine):
         return await asyncio.to_thread(self._count_text_sync, text)
 
     def _settle(self, call: Call, prompt: int | None, completion: int | None, upstream: dict | None,
-                fallback_text: str = "") -> None:
+                fallback_text: str = "", reported_model: str | None = None) -> None:
         """Decide the record's figures: ours, the upstream's, or (lacking both) an estimate."""
         rec = call.record
-        rec.model_version = self.model_version
+        rec.model_version = reported_model or self.model_version
         up_p = up_c = None
         if isinstance(upstream, dict):
             up_p = upstream.get("prompt_tokens") if isinstance(upstream.get("prompt_tokens"), int) else None
@@ -171,7 +171,8 @@ class UpstreamEngine(Engine):
         upstream_usage = body.pop("usage", None)
         text = message_text(body)
         completion = await self._count_text(text) if self.counter else None
-        self._settle(call, prompt, completion, upstream_usage, text)
+        reported = body.get("model") if isinstance(body.get("model"), str) else None
+        self._settle(call, prompt, completion, upstream_usage, text, reported)
         return body
 
     async def stream(self, call: Call) -> AsyncIterator[dict]:
@@ -195,7 +196,7 @@ class UpstreamEngine(Engine):
             completed = True
             prompt = await _result(counting)
             completion = await self._count_text(acct.text) if self.counter else None
-            self._settle(call, prompt, completion, acct.upstream_usage, acct.text)
+            self._settle(call, prompt, completion, acct.upstream_usage, acct.text, acct.model)
             settled = True
         except asyncio.TimeoutError:
             raise upstream_timeout() from None
@@ -209,7 +210,7 @@ class UpstreamEngine(Engine):
             if not settled:  # cancelled or failed: bill what was generated, without awaiting
                 prompt = _result_nowait(counting, self, call)
                 completion = self._count_text_sync(acct.text) if self.counter else None
-                self._settle(call, prompt, completion, acct.upstream_usage, acct.text)
+                self._settle(call, prompt, completion, acct.upstream_usage, acct.text, acct.model)
 
 
 def _map_upstream_status(status: int, raw: bytes) -> APIError:

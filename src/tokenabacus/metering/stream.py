@@ -38,9 +38,12 @@ class StreamAccountant:
         self.upstream_usage: dict | None = None
         self.error: dict | None = None
         self.finished = False  # saw [DONE] or a finish_reason
+        self.model: str | None = None  # the model id the upstream reports
 
     def feed(self, chunk: dict) -> dict | None:
         """Account for one chunk; return what to forward (None: drop a usage-only chunk)."""
+        if self.model is None and isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
         usage = chunk.pop("usage", None)
         if isinstance(usage, dict):
             self.upstream_usage = usage

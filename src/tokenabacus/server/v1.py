@@ -93,6 +93,15 @@ class V1:
         rec.finish()
         await self.gw.spool.append(rec)
 
+    async def _failed(self, rec: UsageRecord, e: Exception) -> APIError:
+        """Record an engine failure; unexpected ones are logged and shown as a plain 500."""
+        err = e if isinstance(e, APIError) else internal_error()
+        if not isinstance(e, APIError):
+            log.exception("engine failure on %s", rec.request_id)
+        rec.status, rec.error_code = ERROR, err.error_code
+        await self._record(rec)
+        return err
+
     # Models ------------------------------------------------------------------------------------
     async def models(self, scope, receive, send) -> None:
         try:
@@ -159,11 +168,7 @@ class V1:
         try:
             out = await engine.complete(call)
         except Exception as e:
-            err = e if isinstance(e, APIError) else internal_error()
-            if not isinstance(e, APIError):
-                log.exception("engine failure on %s", rec.request_id)
-            rec.status, rec.error_code = ERROR, err.error_code
-            await self._record(rec)
+            err = await self._failed(rec, e)
             return await send_json(send, err.status, err.body(), rec.request_id)
         out["model"] = rec.model
         if call.endpoint == CHAT:
@@ -199,11 +204,7 @@ class V1:
             finally:
                 await chunks.aclose()  # on cancel this stops the engine and meters what ran
         except Exception as e:
-            err = e if isinstance(e, APIError) else internal_error()
-            if not isinstance(e, APIError):
-                log.exception("engine failure on %s", rec.request_id)
-            rec.status, rec.error_code = ERROR, err.error_code
-            await self._record(rec)
+            err = await self._failed(rec, e)
             watcher.cancel()
             if not started:
                 return await send_json(send, err.status, err.body(), rec.request_id)
