@@ -65,6 +65,19 @@ def test_insert_is_idempotent_on_request_id(db_url):
         store.close()
 
 
+def test_overlong_strings_are_clipped_not_fatal(db_url):
+    store = Store(db_url)
+    try:
+        rec = _records(1)[0]
+        rec["model"] = "m" * 5000
+        rec["user_agent"] = "ua" * 1000
+        store.insert_records([rec])
+        row = store.latest_records(limit=1)[0]
+        assert row["model"] == "m" * 200 and len(row["user_agent"]) == 500
+    finally:
+        store.close()
+
+
 def test_gateway_writes_to_database(db_url, tmp_path):
     gw = GatewayProc(tmp_path / "data", {"ledger": {"url": db_url}, "sinks": {"jsonl": {"enabled": False}}}).start()
     try:

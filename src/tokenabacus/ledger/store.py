@@ -25,6 +25,14 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+_LENGTHS = {c.name: c.type.length for c in usage_records.columns if getattr(c.type, "length", None)}
+
+
+def _clip(field: str, value):
+    n = _LENGTHS.get(field)
+    return value[:n] if n and isinstance(value, str) and len(value) > n else value
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -50,8 +58,10 @@ class Store:
         raise ValueError(f"unsupported database: {name}")
 
     def insert_records(self, records: Iterable[dict]) -> int:
-        """Insert records, ignoring request_ids already present (replays are harmless)."""
-        rows = [{f: r.get(f) for f in FIELDS} for r in records]
+        """Insert records, ignoring request_ids already present (replays are harmless).
+        Strings are clipped to their column so one odd value cannot wedge the writer on a
+        database that enforces lengths (PostgreSQL, MySQL)."""
+        rows = [{f: _clip(f, r.get(f)) for f in FIELDS} for r in records]
         if not rows:
             return 0
         with self.engine.begin() as conn:
