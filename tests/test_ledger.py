@@ -115,7 +115,7 @@ def test_jsonl_sink_rotates_by_size_and_keeps_n(tmp_path):
     for _ in range(20):
         batch = _records(5)
         written += [r["request_id"] for r in batch]
-        sink.write(batch)
+        sink.write([json.dumps(r).encode() + b"\n" for r in batch])
     sink.close()
     files = sorted(tmp_path.glob("usage*.jsonl"))
     assert 2 <= len(files) <= 4  # the live file plus at most `keep` rotated ones

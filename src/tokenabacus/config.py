@@ -109,7 +109,7 @@ class SinksConfig(_Strict):
 class LedgerConfig(_Strict):
     url: str | None = None  # default: sqlite:///<data_dir>/ledger.db
     spool_dir: str | None = None  # default: <data_dir>/spool
-    flush_interval_ms: float = Field(2.0, ge=0)
+    flush_interval_ms: float = Field(0.0, ge=0)
     writer_interval_ms: float = Field(200.0, ge=10)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
+import itertools
+import os
 from dataclasses import dataclass, field
 
 # Statuses a record can carry.
@@ -13,8 +14,22 @@ OK, ERROR, CANCELLED, REJECTED = "ok", "error", "cancelled", "rejected"
 SOURCE_ENGINE, SOURCE_TOKENIZER, SOURCE_UPSTREAM, SOURCE_ESTIMATED = "engine", "tokenizer", "upstream", "estimated"
 
 
+# A random per-process prefix plus a counter: unique across replicas and restarts without a
+# syscall per request (uuid4 reads the kernel's random source every time).
+_PREFIX = "req_" + os.urandom(10).hex()
+_COUNTER = itertools.count(1)
+
+
+def _reseed() -> None:
+    global _PREFIX, _COUNTER
+    _PREFIX, _COUNTER = "req_" + os.urandom(10).hex(), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reseed)  # forked workers must not share a prefix
+
+
 def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    return f"{_PREFIX}{next(_COUNTER):012x}"
 
 
 def now_ms() -> int:

@@ -8,11 +8,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-import orjson
 
 
 class Sink(Protocol):
-    def write(self, records: list[dict]) -> None: ...
+    def write(self, lines: list[bytes]) -> None:
+        """Take records as the spool holds them: JSON lines with the contract's names."""
+        ...
 
     def close(self) -> None: ...
 
@@ -54,9 +55,9 @@ class JsonlSink:
         for old in rotated[: max(0, len(rotated) - self.keep)]:
             old.unlink(missing_ok=True)
 
-    def write(self, records: list[dict]) -> None:
+    def write(self, lines: list[bytes]) -> None:
         self._rotate_if_needed()
-        self._fh.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
+        self._fh.write(b"".join(lines))
         self._fh.flush()
         os.fsync(self._fh.fileno())
 

@@ -24,7 +24,7 @@ def _seq(path: Path) -> int:
 
 
 class Spool:
-    def __init__(self, directory: Path, flush_interval_ms: float = 2.0) -> None:
+    def __init__(self, directory: Path, flush_interval_ms: float = 0.0) -> None:
         self.dir = directory
         self.flush_interval = flush_interval_ms / 1000
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
@@ -139,15 +139,18 @@ class Spool:
         return segs
 
 
-def read_segment(path: Path) -> list[dict]:
-    """Parse a segment; a torn last line (crash mid-write, never acknowledged) is skipped."""
-    out = []
+def read_segment(path: Path) -> tuple[list[dict], list[bytes]]:
+    """Parse a segment into records and their JSON lines. A torn last line (a crash mid-write,
+    never acknowledged to a client) is skipped."""
+    records: list[dict] = []
+    lines: list[bytes] = []
     with open(path, "rb") as fh:
         for line in fh:
             if not line.endswith(b"\n"):
                 break
             try:
-                out.append(orjson.loads(line))
+                records.append(orjson.loads(line))
             except orjson.JSONDecodeError:
                 continue
-    return out
+            lines.append(line)
+    return records, lines

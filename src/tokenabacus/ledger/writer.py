@@ -18,12 +18,12 @@ def drain_segments(segments: list[Path], store: Store, sinks: list[Sink]) -> int
     """Write each segment to the database, then the sinks, then delete it. Returns records moved."""
     moved = 0
     for seg in segments:
-        records = read_segment(seg)
+        records, lines = read_segment(seg)
         if records:
             store.insert_records(records)
             for sink in sinks:
                 try:
-                    sink.write(records)
+                    sink.write(lines)
                 except Exception:  # a sink failing must not stop the ledger
                     log.exception("sink %s failed", type(sink).__name__)
         seg.unlink()

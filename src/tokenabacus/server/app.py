@@ -38,7 +38,24 @@ class _Endpoint:
                 pass  # the response had already started
 
 
-def create_app(settings: Settings) -> Starlette:
+class GatewayApp:
+    """The /v1 completion routes go straight to their handlers (no middleware or router walk on
+    the hot path); everything else, lifespan included, goes through Starlette."""
+
+    def __init__(self, app: Starlette, fast: dict[tuple[str, str], _Endpoint]) -> None:
+        self.app = app
+        self.fast = fast
+        self.state = app.state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            handler = self.fast.get((scope["method"], scope["path"]))
+            if handler is not None:
+                return await handler(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings) -> GatewayApp:
     gw = Gateway(settings)
     v1 = V1(gw)
 
@@ -63,9 +80,10 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await gw.stop()
 
+    chat, completions = _Endpoint(v1.chat), _Endpoint(v1.completions)
     routes = [
-        Route("/v1/chat/completions", _Endpoint(v1.chat), methods=["POST"]),
-        Route("/v1/completions", _Endpoint(v1.completions), methods=["POST"]),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/models", _Endpoint(v1.models), methods=["GET"]),
         Route("/v1/models/{model:path}", _Endpoint(v1.models), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
@@ -73,4 +91,4 @@ def create_app(settings: Settings) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
     app.state.gateway = gw
-    return app
+    return GatewayApp(app, {("POST", "/v1/chat/completions"): chat, ("POST", "/v1/completions"): completions})

@@ -34,6 +34,17 @@ def _header(scope: dict, name: bytes) -> str | None:
     return None
 
 
+def _auth_and_agent(scope: dict) -> tuple[str | None, str | None]:
+    """The two headers the hot path reads, in one pass."""
+    auth = agent = None
+    for k, v in scope["headers"]:
+        if k == b"authorization":
+            auth = v.decode("latin-1")
+        elif k == b"user-agent":
+            agent = v.decode("latin-1")
+    return auth, agent
+
+
 async def send_json(send, status: int, body: bytes, request_id: str | None = None) -> None:
     headers = list(_JSON)
     if request_id:
@@ -77,8 +88,7 @@ class V1:
         self.max_tokens_limit = gw.settings.server.max_tokens_limit
 
     # Shared steps --------------------------------------------------------------------------
-    async def _identify(self, scope: dict) -> Identity:
-        auth = _header(scope, b"authorization")
+    async def _identify(self, auth: str | None) -> Identity:
         if not auth or not auth[:7].lower() == "bearer ":
             raise unauthorized("Missing API key. Pass it as 'Authorization: Bearer sk-...'.")
         key = auth[7:].strip()
@@ -105,7 +115,7 @@ class V1:
     # Models ------------------------------------------------------------------------------------
     async def models(self, scope, receive, send) -> None:
         try:
-            await self._identify(scope)
+            await self._identify(_header(scope, b"authorization"))
         except APIError as e:
             return await send_json(send, e.status, e.body())
         path_model = scope.get("path_params", {}).get("model")
@@ -126,11 +136,12 @@ class V1:
 
     async def _serve(self, endpoint: str, scope, receive, send) -> None:
         client = scope.get("client")
-        rec = start_record(endpoint=f"/v1/{'chat/completions' if endpoint == CHAT else 'completions'}",
+        auth, agent = _auth_and_agent(scope)
+        rec = start_record(endpoint="/v1/chat/completions" if endpoint == CHAT else "/v1/completions",
                            client_ip=self.gw.client_ip(scope, client[0] if client else None),
-                           user_agent=(_header(scope, b"user-agent") or "")[:500] or None)
+                           user_agent=agent[:500] if agent else None)
         try:
-            ident = await self._identify(scope)
+            ident = await self._identify(auth)
             rec.key_id, rec.user, rec.project, rec.department = ident.key_id, ident.user, ident.project, ident.department
             try:
                 raw = await read_body(receive, self.limit)
