@@ -102,12 +102,16 @@ class HFCounter:
             messages=flatten_content(messages), tools=tools, add_generation_prompt=self.add_generation_prompt, **kwargs
         )
 
+    def _n(self, text: str) -> int:
+        # encode_batch_fast releases the GIL (encode does not), so counting on a worker thread
+        # really runs beside the event loop; "fast" skips the offsets we do not need.
+        return len(self.tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids)
+
     def count_chat(self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None) -> int:
-        text = self.render(messages, tools, template_kwargs)
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        return self._n(self.render(messages, tools, template_kwargs))
 
     def count_text(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        return self._n(text)
 
 
 # GGUF (llama.cpp) ------------------------------------------------------------------------
