@@ -405,6 +405,9 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="Very short runs (2 s) to prove the script works.")
     ap.add_argument("--markdown", action="store_true", help="Print the table as markdown.")
     ap.add_argument("--no-pin", action="store_true", help="Do not pin processes to CPUs.")
+    ap.add_argument("--metering", choices=["tokenizer", "upstream"], default="tokenizer",
+                    help="tokenizer (default): count locally with the Qwen tokenizer; upstream: no tokenizer "
+                         "configured, so records carry the upstream's usage (ledger still on).")
     ap.add_argument("--check", action="store_true", help="Exit 3 when a target is missed.")
     ap.add_argument("--keep", action="store_true", help="Keep the temporary directory (config, ledger, logs).")
     ap.add_argument("--flush-interval-ms", type=float, metavar="MS",
@@ -455,7 +458,7 @@ def main() -> int:
             f"  - name: {MODEL}\n"
             "    engine: upstream\n"
             f"    base_url: http://127.0.0.1:{up_port}/v1\n"
-            f"    tokenizer: {{type: hf, path: {json.dumps(qdir)}}}\n"
+            + (f"    tokenizer: {{type: hf, path: {json.dumps(qdir)}}}\n" if args.metering == "tokenizer" else "")
             + (f"ledger: {{flush_interval_ms: {args.flush_interval_ms}}}\n" if args.flush_interval_ms is not None else ""),
             encoding="utf-8",
         )
@@ -522,8 +525,8 @@ def main() -> int:
             problems.append(f"ledger has {recs} records but wrk completed {sent} measured requests")
         if recs:
             first = json.loads(jsonl.open("rb").readline())
-            if first.get("usage_source") != "tokenizer":
-                problems.append(f"ledger record usage_source is {first.get('usage_source')!r}, expected 'tokenizer'")
+            if first.get("usage_source") != args.metering:
+                problems.append(f"ledger record usage_source is {first.get('usage_source')!r}, expected {args.metering!r}")
 
         proxy = procs.start("bare proxy", [py, me, "_proxy", str(px_port), str(up_port)], tmp / "proxy.log", target_cpus)
         wait_ready("bare proxy", f"http://127.0.0.1:{px_port}/health", proxy, tmp / "proxy.log")

@@ -87,7 +87,9 @@ def serve(
     names = ", ".join(m.name for m in settings.models) or "smollm2-135m-instruct (embedded)"
     typer.echo(f"tokenabacus on http://{settings.server.host}:{settings.server.port}/v1  models: {names}  data: {settings.data_path}")
     uvicorn.run(app_, host=settings.server.host, port=settings.server.port, loop="uvloop", http="httptools",
-                access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=30)
+                access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=30,
+                # client_ip is the socket peer: X-Forwarded-For is not trusted (no trusted proxies yet).
+                proxy_headers=False, server_header=False)
 
 
 # keys ----------------------------------------------------------------------------------------------

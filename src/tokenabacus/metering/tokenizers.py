@@ -103,9 +103,9 @@ class HFCounter:
         )
 
     def _n(self, text: str) -> int:
-        # encode_batch_fast releases the GIL (encode does not), so counting on a worker thread
-        # really runs beside the event loop; "fast" skips the offsets we do not need.
-        return len(self.tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids)
+        # Plain encode keeps the GIL. encode_batch_fast releases it, which measured worse: taking
+        # the GIL back from the ledger threads stalled the event loop.
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def count_chat(self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None) -> int:
         return self._n(self.render(messages, tools, template_kwargs))
