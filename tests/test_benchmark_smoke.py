@@ -1,0 +1,25 @@
+"""The overhead benchmark runs end to end (a smoke run: figures are not checked here; they are
+measured by hand and recorded in benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import IN_CI, ROOT
+
+
+def test_overhead_benchmark_smoke():
+    if shutil.which("wrk") is None:
+        if IN_CI:
+            pytest.fail("wrk is not installed under CI (.ci/run installs it)")
+        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--smoke", "--markdown"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    for target in ("upstream", "tokenabacus", "bare proxy"):
+        assert f"| {target} | c32 |" in r.stdout
+    assert "INVALID" not in r.stdout and "not valid" not in r.stdout
