@@ -34,7 +34,9 @@ def _num_field(body: dict, name: str, lo: float, hi: float) -> None:
         raise bad_request(f"'{name}' must be between {lo} and {hi}, got {v}.", name, "invalid_value")
 
 
-def _common(body: dict, max_tokens_limit: int) -> None:
+def _common(body: Any, max_tokens_limit: int) -> None:
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.", None, "invalid_body")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("'model' is required and must be a non-empty string.", "model", "invalid_type" if model is not None else "missing_required_parameter")
@@ -73,8 +75,6 @@ def _content_ok(content: Any) -> bool:
 
 
 def validate_chat(body: Any, max_tokens_limit: int) -> None:
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.", None, "invalid_body")
     _common(body, max_tokens_limit)
     messages = body.get("messages")
     if messages is None:
@@ -99,8 +99,6 @@ def validate_chat(body: Any, max_tokens_limit: int) -> None:
 
 
 def validate_completion(body: Any, max_tokens_limit: int) -> None:
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.", None, "invalid_body")
     _common(body, max_tokens_limit)
     prompt = body.get("prompt")
     if prompt is None:

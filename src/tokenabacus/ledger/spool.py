@@ -19,6 +19,17 @@ from tokenabacus.ledger.record import UsageRecord
 _PREFIX, _SUFFIX = "seg-", ".jsonl"
 
 
+async def cancel_and_wait(task: asyncio.Task | None) -> None:
+    """Stop a background loop and wait until it has really stopped."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
 def _seq(path: Path) -> int:
     return int(path.name[len(_PREFIX) : -len(_SUFFIX)])
 
@@ -58,13 +69,8 @@ class Spool:
         self._task = asyncio.create_task(self._flusher(), name="spool-flusher")
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._pending:
             batch, self._pending = self._pending, []
             await asyncio.get_running_loop().run_in_executor(self._io, self._write, [b for b, _ in batch])

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from tokenabacus.ledger.sinks import Sink
-from tokenabacus.ledger.spool import Spool, read_segment
+from tokenabacus.ledger.spool import Spool, cancel_and_wait, read_segment
 from tokenabacus.ledger.store import Store
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,7 @@ class LedgerWriter:
 
     async def stop(self) -> None:
         """Final drain on shutdown, after the spool has flushed everything pending."""
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         try:
             await self._cycle()
         except Exception:
