@@ -91,6 +91,9 @@ def test_report_groups_and_formats(tmp_path):
         assert "Usage by user" in gw.cli("report", "--by", "user").stdout
         future = json.loads(gw.cli("report", "--since", "2999-01-01", "--format", "json").stdout)
         assert future == []
+        assert "no records" in gw.cli("report", "--since", "2999-01-01").stdout
+        wide = gw.cli("report", "--by", "project,user,department").stdout  # piped: nothing cut short
+        assert "campaign" not in wide and "alpha" in wide and "sales" in wide and "…" not in wide
     finally:
         gw.stop()
 

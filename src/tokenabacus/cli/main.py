@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import orjson
 import typer
 from rich.console import Console
+from rich.cells import cell_len
 from rich.table import Table
 
 from tokenabacus.config import ConfigError, Settings, load_settings, parse_upstream_flag, with_models
@@ -228,6 +229,9 @@ def _iso(ms: int | None, zone=timezone.utc) -> str | None:
     return datetime.fromtimestamp(ms / 1000, zone).isoformat(timespec="seconds")
 
 
+NUMERIC = {"requests", "prompt_tokens", "completion_tokens", "total_tokens", "avg_duration_ms", "duration_ms"}
+
+
 def emit(rows: list[dict], cols: list[str], fmt: Fmt, title: str | None = None) -> None:
     if fmt == Fmt.json:
         sys.stdout.write(orjson.dumps([{c: r.get(c) for c in cols} for r in rows], option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -239,16 +243,19 @@ def emit(rows: list[dict], cols: list[str], fmt: Fmt, title: str | None = None) 
         w.writerows(rows)
         sys.stdout.write(buf.getvalue())
         return
-    console = Console()
+    cells = [["" if r.get(c) is None else (f"{r[c]:,}" if isinstance(r.get(c), int) and c in NUMERIC else str(r[c]))
+              for c in cols] for r in rows]
+    # A terminal gets Rich's fitting; piped or redirected output keeps every cell whole.
+    widths = [max([cell_len(c)] + [cell_len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    console = Console() if sys.stdout.isatty() else Console(width=sum(widths) + 3 * len(cols) + 1)
     if not rows:
         console.print("[dim]no records[/dim]")
         return
     table = Table(title=title)
-    numeric = {"requests", "prompt_tokens", "completion_tokens", "total_tokens", "avg_duration_ms", "duration_ms"}
     for c in cols:
-        table.add_column(c, justify="right" if c in numeric else "left")
-    for r in rows:
-        table.add_row(*("" if r.get(c) is None else (f"{r[c]:,}" if isinstance(r.get(c), int) and c in numeric else str(r[c])) for c in cols))
+        table.add_column(c, justify="right" if c in NUMERIC else "left")
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
 
 
