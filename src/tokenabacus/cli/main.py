@@ -49,10 +49,10 @@ def settings_for(config: str | None, data_dir: str | None, **overrides) -> Setti
         raise  # unreachable
 
 
-def open_store(config: str | None, data_dir: str | None):
+def open_store(config: str | None, data_dir: str | None, settings: Settings | None = None):
     from tokenabacus.ledger.store import Store
 
-    s = settings_for(config, data_dir)
+    s = settings or settings_for(config, data_dir)
     try:
         return Store(s.ledger_url)
     except Exception as e:
@@ -112,7 +112,7 @@ def keys_create(
     department = department or s.keys.defaults.department
     if not (user or project):
         fail("a key needs --user or --project (or keys.defaults.project in the config)")
-    store = open_store(config, data_dir)
+    store = open_store(config, data_dir, s)
     key, row = create_key(store, user, project, department, name)
     if as_json:
         out = {"key": key, "key_id": row["key_id"], "user": user, "project": project, "department": department, "name": name}
@@ -218,7 +218,7 @@ def db_replay(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     from tokenabacus.ledger.writer import replay_spool
 
     s = settings_for(config, data_dir)
-    n = replay_spool(s.spool_path, open_store(config, data_dir), [])
+    n = replay_spool(s.spool_path, open_store(config, data_dir, s), [])
     typer.echo(f"replayed {n} records from {s.spool_path}")
 
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from tokenabacus.ledger.store import Store
+from tokenabacus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "sk-"
@@ -99,8 +100,7 @@ class KeyCache:
         self._task = asyncio.create_task(self._poll(), name="key-cache")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        await cancel_and_wait(self._task)
 
     async def _poll(self) -> None:
         while True:

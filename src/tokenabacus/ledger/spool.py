@@ -19,17 +19,6 @@ from tokenabacus.ledger.record import UsageRecord
 _PREFIX, _SUFFIX = "seg-", ".jsonl"
 
 
-async def cancel_and_wait(task: asyncio.Task | None) -> None:
-    """Stop a background loop and wait until it has really stopped."""
-    if task is None:
-        return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-
-
 def _seq(path: Path) -> int:
     return int(path.name[len(_PREFIX) : -len(_SUFFIX)])
 
@@ -41,6 +30,7 @@ class Spool:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
         self._wake: asyncio.Event | None = None
+        self._closing = False
         self._task: asyncio.Task | None = None
         self._fh = None
         self._seq = 0
@@ -69,14 +59,13 @@ class Spool:
         self._task = asyncio.create_task(self._flusher(), name="spool-flusher")
 
     async def close(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
-        if self._pending:
-            batch, self._pending = self._pending, []
-            await asyncio.get_running_loop().run_in_executor(self._io, self._write, [b for b, _ in batch])
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
+        """Flush what is pending (its futures resolve), then close the segment."""
+        if self._task is not None:
+            assert self._wake is not None
+            self._closing = True
+            self._wake.set()
+            await self._task  # the flusher ends after one last flush; never cancel it mid-write
+            self._task = None
         await asyncio.get_running_loop().run_in_executor(self._io, self._close_fh)
         self._io.shutdown(wait=True)
 
@@ -95,26 +84,29 @@ class Spool:
         return fut
 
     async def _flusher(self) -> None:
-        loop = asyncio.get_running_loop()
         assert self._wake is not None
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
-            if self.flush_interval:
+            if self.flush_interval and not self._closing:
                 await asyncio.sleep(self.flush_interval)  # let a group gather
-            batch, self._pending = self._pending, []
-            if not batch:
-                continue
-            try:
-                await loop.run_in_executor(self._io, self._write, [b for b, _ in batch])
-            except Exception as e:  # disk full, I/O error: the requests fail, nothing is faked
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
+            await self._flush_pending()
+        await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._io, self._write, [b for b, _ in batch])
+        except Exception as e:  # disk full, I/O error: the requests fail, nothing is faked
             for _, fut in batch:
                 if not fut.done():
-                    fut.set_result(None)
+                    fut.set_exception(e)
+            return
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_result(None)
 
     def _write(self, lines: list[bytes]) -> None:
         data = b"".join(lines)

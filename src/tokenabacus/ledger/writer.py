@@ -8,8 +8,9 @@ import logging
 from pathlib import Path
 
 from tokenabacus.ledger.sinks import Sink
-from tokenabacus.ledger.spool import Spool, cancel_and_wait, read_segment
+from tokenabacus.ledger.spool import Spool, read_segment
 from tokenabacus.ledger.store import Store
+from tokenabacus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

@@ -187,7 +187,6 @@ class V1:
                 msg = choice.get("message") if isinstance(choice, dict) else None
                 if isinstance(msg, dict):
                     msg.setdefault("refusal", None)  # required by OpenAI's schema; some engines omit it
-        rec.finish()  # totals for the usage block
         out["usage"] = usage_dict(rec)
         await self._record(rec)
         await send_json(send, 200, orjson.dumps(out), rec.request_id)
@@ -228,7 +227,6 @@ class V1:
             await self._record(rec)
             return
         rec.status = OK
-        rec.finish()
         tail = b""
         if include_usage:
             base = last or {"id": "chatcmpl-" + rec.request_id[4:], "created": int(time.time())}
