@@ -184,3 +184,12 @@ def test_serve_upstream_flag(tmp_path, llama_upstream):
         assert r.model == "qwen-7b-chat" and r.usage.prompt_tokens > 0
     finally:
         gw.stop()
+
+
+def test_health_names_the_counting_library(upstream_gw):
+    import httpx
+
+    models = httpx.get(upstream_gw.base_url.removesuffix("/v1") + "/health").json()["models"]
+    assert models["qwen-hf"]["counted_by"] == "tiktoken"  # the fast path passed its self-check
+    assert models["smol-gguf"]["counted_by"] == "llama.cpp"
+    assert models["gpt-4o-mini"]["counted_by"] == "tiktoken"

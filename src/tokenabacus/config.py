@@ -47,6 +47,9 @@ class TokenizerConfig(_Strict):
     # tiktoken: count with OpenAI's per-message rule (3 tokens a message + 3 for the reply).
     openai_chat: bool = True
     add_generation_prompt: bool = True
+    # hf: count byte-level BPE files (Qwen, Llama 3) with tiktoken's faster BPE after checking it
+    # agrees with tokenizers on the file; false always uses tokenizers.
+    fast_bpe: bool = True
 
     @field_validator("path")
     @classmethod

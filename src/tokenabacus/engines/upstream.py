@@ -60,7 +60,8 @@ class UpstreamEngine(Engine):
 
     def health(self) -> dict:
         return {"engine": self.kind, "ready": self.session is not None, "base_url": self.cfg.base_url,
-                "tokenizer": self.cfg.tokenizer.type if self.cfg.tokenizer else None}
+                "tokenizer": self.cfg.tokenizer.type if self.cfg.tokenizer else None,
+                "counted_by": self.counter.engine if self.counter else None}
 
     # Counting ----------------------------------------------------------------------------------
     def _count_prompt_sync(self, call: Call) -> int:

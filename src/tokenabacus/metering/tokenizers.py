@@ -13,12 +13,16 @@ Counters are synchronous; callers move long inputs off the event loop.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from tokenabacus.config import TokenizerConfig
+from tokenabacus.metering.fastbpe import FastBPE, Unsupported
+
+log = logging.getLogger(__name__)
 
 
 class TokenizerError(Exception):
@@ -26,6 +30,8 @@ class TokenizerError(Exception):
 
 
 class Counter(Protocol):
+    engine: str  # the library that does the counting, shown by /health
+
     def count_chat(self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None) -> int: ...
 
     def count_text(self, text: str) -> int: ...
@@ -72,6 +78,10 @@ class HFCounter:
         if not tok_file.is_file():
             raise TokenizerError(f"tokenizer file not found: {tok_file}")
         self.tokenizer = Tokenizer.from_file(str(tok_file))
+        self.engine = "tokenizers"
+        self._n = self._n_tokenizers
+        if cfg.fast_bpe:
+            self._use_fast_bpe(tok_file)
         conf_file = tok_file.parent / "tokenizer_config.json"
         conf = json.loads(conf_file.read_text(encoding="utf-8")) if conf_file.is_file() else {}
         template = None
@@ -102,7 +112,23 @@ class HFCounter:
             messages=flatten_content(messages), tools=tools, add_generation_prompt=self.add_generation_prompt, **kwargs
         )
 
-    def _n(self, text: str) -> int:
+    def _use_fast_bpe(self, tok_file: Path) -> None:
+        import orjson
+
+        spec = orjson.loads(tok_file.read_bytes())
+        try:
+            fast = FastBPE.from_tokenizer_json(spec)
+        except Unsupported as e:
+            log.info("%s: counting with tokenizers (fast BPE does not apply: %s)", tok_file, e)
+            return
+        problem = fast.verify(self.tokenizer, spec)
+        if problem:
+            log.warning("%s: counting with tokenizers; fast BPE disagreed: %s", tok_file, problem)
+            return
+        self.engine = "tiktoken"
+        self._n = fast.count
+
+    def _n_tokenizers(self, text: str) -> int:
         # Plain encode keeps the GIL. encode_batch_fast releases it, which measured worse: taking
         # the GIL back from the ledger threads stalled the event loop.
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
@@ -152,6 +178,8 @@ def chat_prompt_ids(llm: Any, messages: list[dict], tools: list | None = None) -
 
 
 class GGUFCounter:
+    engine = "llama.cpp"
+
     def __init__(self, cfg: TokenizerConfig) -> None:
         try:
             from llama_cpp import Llama
@@ -203,6 +231,8 @@ def load_tiktoken_file(path: str, name: str | None = None):
 
 
 class TiktokenCounter:
+    engine = "tiktoken"
+
     # OpenAI's published rule for chat models: every message costs 3 tokens of framing,
     # a name 1 more, and the reply is primed with 3.
     TOKENS_PER_MESSAGE, TOKENS_PER_NAME, REPLY_PRIMING = 3, 1, 3
