@@ -113,6 +113,7 @@ class LedgerConfig(_Strict):
     url: str | None = None  # default: sqlite:///<data_dir>/ledger.db
     spool_dir: str | None = None  # default: <data_dir>/spool
     flush_interval_ms: float = Field(0.0, ge=0)
+    group_commit_ms: float = Field(1.0, ge=0, le=100)
     writer_interval_ms: float = Field(200.0, ge=10)
 
 

@@ -1,8 +1,11 @@
 """The spool: an append-only local file a record reaches before its response's last byte.
 
-Appends are grouped: requests arriving within one flush interval share a single write + fsync,
-done on a dedicated thread so the event loop never blocks on the disk. The background writer
-rotates the current segment and moves closed segments into the database.
+Appends are grouped: records arriving while a write is under way share the next write + fsync,
+done on a dedicated thread so the event loop never blocks on the disk. When other requests are
+still being served, the flusher waits up to ``group_commit_ms`` for their records too (like
+PostgreSQL's commit_delay/commit_siblings): under load one fsync then covers several responses,
+while a lone request is synced at once. The background writer rotates the current segment and
+moves closed segments into the database.
 """
 
 from __future__ import annotations
@@ -19,14 +22,22 @@ from tokenabacus.ledger.record import UsageRecord
 _PREFIX, _SUFFIX = "seg-", ".jsonl"
 
 
+# fdatasync skips the inode times but still persists the appended data and the new file size.
+_sync = getattr(os, "fdatasync", os.fsync)
+
+
 def _seq(path: Path) -> int:
     return int(path.name[len(_PREFIX) : -len(_SUFFIX)])
 
 
 class Spool:
-    def __init__(self, directory: Path, flush_interval_ms: float = 0.0) -> None:
+    def __init__(self, directory: Path, flush_interval_ms: float = 0.0, group_commit_ms: float = 1.0) -> None:
         self.dir = directory
         self.flush_interval = flush_interval_ms / 1000
+        self.group_commit = group_commit_ms / 1000
+        # Requests being served that will append a record; the server keeps this count.
+        self.active = 0
+        self._group_full: asyncio.Event | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
         self._wake: asyncio.Event | None = None
@@ -56,6 +67,7 @@ class Spool:
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
+        self._group_full = asyncio.Event()
         self._task = asyncio.create_task(self._flusher(), name="spool-flusher")
 
     async def close(self) -> None:
@@ -64,6 +76,8 @@ class Spool:
             assert self._wake is not None
             self._closing = True
             self._wake.set()
+            assert self._group_full is not None
+            self._group_full.set()
             await self._task  # the flusher ends after one last flush; never cancel it mid-write
             self._task = None
         await asyncio.get_running_loop().run_in_executor(self._io, self._close_fh)
@@ -79,8 +93,10 @@ class Spool:
         """Queue a record; the returned future resolves once it is fsynced."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((orjson.dumps(record.to_dict()) + b"\n", fut))
-        assert self._wake is not None, "spool not started"
+        assert self._wake is not None and self._group_full is not None, "spool not started"
         self._wake.set()
+        if self.active <= len(self._pending):  # nobody else is coming: stop gathering
+            self._group_full.set()
         return fut
 
     async def _flusher(self) -> None:
@@ -90,8 +106,20 @@ class Spool:
             self._wake.clear()
             if self.flush_interval and not self._closing:
                 await asyncio.sleep(self.flush_interval)  # let a group gather
+            elif self.group_commit and not self._closing and self.active > len(self._pending):
+                await self._gather()
             await self._flush_pending()
         await self._flush_pending()
+
+    async def _gather(self) -> None:
+        """Wait until every request being served has appended, or group_commit has passed."""
+        assert self._group_full is not None
+        self._group_full.clear()
+        timer = asyncio.get_running_loop().call_later(self.group_commit, self._group_full.set)
+        try:
+            await self._group_full.wait()
+        finally:
+            timer.cancel()
 
     async def _flush_pending(self) -> None:
         batch, self._pending = self._pending, []
@@ -112,7 +140,7 @@ class Spool:
         data = b"".join(lines)
         assert self._fh is not None
         self._fh.write(data)
-        os.fsync(self._fh.fileno())
+        _sync(self._fh.fileno())
         self._bytes += len(data)
 
     # Rotation (used by the writer) ----------------------------------------------------------

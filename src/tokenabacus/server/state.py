@@ -33,7 +33,7 @@ class Gateway:
         self.engines: dict[str, Engine] = {m.name: build_engine(m) for m in effective_models(settings)}
         self.store: Store | None = None
         self.keys: KeyCache = None  # type: ignore[assignment]
-        self.spool = Spool(settings.spool_path, settings.ledger.flush_interval_ms)
+        self.spool = Spool(settings.spool_path, settings.ledger.flush_interval_ms, settings.ledger.group_commit_ms)
         self.sinks: list[Sink] = []
         self.writer: LedgerWriter | None = None
         self.new_admin_key: str | None = None

@@ -128,11 +128,20 @@ class V1:
         await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))
 
     # Completions -------------------------------------------------------------------------------
+    # The spool's count of requests that will append a record lets a group fsync wait for them.
     async def chat(self, scope, receive, send) -> None:
-        await self._serve(CHAT, scope, receive, send)
+        self.gw.spool.active += 1
+        try:
+            await self._serve(CHAT, scope, receive, send)
+        finally:
+            self.gw.spool.active -= 1
 
     async def completions(self, scope, receive, send) -> None:
-        await self._serve(COMPLETIONS, scope, receive, send)
+        self.gw.spool.active += 1
+        try:
+            await self._serve(COMPLETIONS, scope, receive, send)
+        finally:
+            self.gw.spool.active -= 1
 
     async def _serve(self, endpoint: str, scope, receive, send) -> None:
         client = scope.get("client")
