@@ -117,3 +117,30 @@ def test_upstream_tiktoken_model_counts_through_gateway(upstream_gw, upstream_ke
     reference = TiktokenCounter(TokenizerConfig(type="tiktoken", path=str(TIKTOKEN_DIR / "o200k_base.tiktoken")))
     r = upstream_gw.client(upstream_key).chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=1)
     assert r.usage.prompt_tokens == reference.count_chat(messages)
+
+
+def test_embedded_reports_kv_cache_hits_as_cached_tokens(embedded_gw, embedded_key):
+    """A second request sharing a long prefix with the first is served partly from llama.cpp's
+    KV cache; cached_tokens is exactly the shared prefix of the two prompts' ids."""
+    vocab = Llama(model_path=str(GGUF), vocab_only=True, verbose=False)
+    formatter = llama_chat_format.Jinja2ChatFormatter(
+        template=vocab.metadata["tokenizer.chat_template"],
+        eos_token=vocab._model.token_get_text(vocab.token_eos()), bos_token=vocab._model.token_get_text(vocab.token_bos()))
+
+    def ids(messages):
+        result = formatter(messages=messages)
+        return vocab.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+
+    system = {"role": "system", "content": "你是一名资深的市场营销顾问。" + "Answer briefly and in the user's language. " * 8}
+    first = [system, {"role": "user", "content": "请给出三个卖点。"}]
+    second = [system, {"role": "user", "content": "Now give me one slogan."}]
+    client = embedded_gw.client(embedded_key)
+    client.chat.completions.create(model=EMBEDDED, messages=first, max_tokens=2, temperature=0)
+    raw = client.chat.completions.with_raw_response.create(model=EMBEDDED, messages=second, max_tokens=2, temperature=0)
+    r = raw.parse()
+    a, b = ids(first), ids(second)
+    shared = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    assert shared > 50
+    assert r.usage.prompt_tokens == len(b)
+    assert r.usage.prompt_tokens_details.cached_tokens == shared
+    assert embedded_gw.record(raw.headers["x-request-id"])["cached_tokens"] == shared

@@ -3,7 +3,9 @@
 One Llama context serves one request at a time, so requests wait their turn on a single worker
 thread (FIFO) instead of interrupting each other, and generation never runs on the event loop.
 Token counts are the engine's own ids: ``Llama.generate`` is wrapped to see the exact prompt ids
-it receives and every id it samples.
+it receives and every id it samples, and ``Llama.eval`` to see how many prompt ids it really
+evaluated: the rest came from the KV cache (a prefix shared with the previous request), reported
+as ``cached_tokens``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def file_sha256(path: Path) -> str:
 @dataclass
 class _Capture:
     prompt_tokens: int | None = None
+    prompt_evaluated: int | None = None  # ids of the prompt evaluated by this request's first eval()
     ids: list[int] = field(default_factory=list)
     first_token_at: float | None = None
 
@@ -102,6 +105,7 @@ class EmbeddedEngine(Engine):
 
         def generate(tokens, *args, **kwargs):  # sees the exact ids the engine evaluates
             cap.prompt_tokens = len(tokens)  # generate() mutates `tokens` later: count now
+            cap.prompt_evaluated = None
             inner = original(tokens, *args, **kwargs)
 
             def counted() -> Iterator[int]:
@@ -114,6 +118,14 @@ class EmbeddedEngine(Engine):
             return counted()
 
         self.llm.generate = generate
+        original_eval = self.llm.eval
+
+        def eval_(tokens, *args, **kwargs):  # generate's first eval() is the uncached prompt suffix
+            if cap.prompt_tokens is not None and cap.prompt_evaluated is None:
+                cap.prompt_evaluated = len(tokens)
+            return original_eval(tokens, *args, **kwargs)
+
+        self.llm.eval = eval_
 
     async def close(self) -> None:
         self._exec.shutdown(wait=False, cancel_futures=True)
@@ -127,6 +139,7 @@ class EmbeddedEngine(Engine):
     # Metering --------------------------------------------------------------------------------
     def _reset(self) -> None:
         self._cap.prompt_tokens = None
+        self._cap.prompt_evaluated = None
         self._cap.ids = []
         self._cap.first_token_at = None
 
@@ -138,6 +151,8 @@ class EmbeddedEngine(Engine):
         rec = call.record
         rec.prompt_tokens = self._cap.prompt_tokens
         rec.completion_tokens = n if self._cap.prompt_tokens is not None else None
+        if self._cap.prompt_tokens is not None and self._cap.prompt_evaluated is not None:
+            rec.cached_tokens = max(0, self._cap.prompt_tokens - self._cap.prompt_evaluated)
         rec.usage_source = SOURCE_ENGINE
         rec.model_version = self.model_version
         if self._cap.first_token_at is not None and rec.ttft_ms is None:
