@@ -62,6 +62,42 @@ def service_available(host: str, port: int, what: str) -> None:
         pytest.skip(f"{what} is not running on {host}:{port}")
 
 
+DATABASES = {
+    "sqlite": None,
+    "postgresql": ("postgresql+psycopg://postgres@127.0.0.1:5432/test", 5432, "PostgreSQL"),
+    "mariadb": ("mysql+pymysql://root@127.0.0.1:3306/test", 3306, "MariaDB"),
+}
+
+
+def drop_ledger(url: str) -> None:
+    """Remove the ledger's tables and migration history: a clean database for the next test."""
+    from sqlalchemy import create_engine, text
+
+    from tokenabacus.ledger.schema import metadata
+
+    engine = create_engine(url)
+    try:
+        metadata.drop_all(engine)
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=sorted(DATABASES))
+def db_url(request, tmp_path):
+    """Each ledger database in turn: SQLite in a temporary folder, the local PostgreSQL and MariaDB."""
+    spec = DATABASES[request.param]
+    if spec is None:
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    url, port, name = spec
+    service_available("127.0.0.1", port, name)
+    drop_ledger(url)
+    yield url
+    drop_ledger(url)
+
+
 class GatewayProc:
     def __init__(self, data_dir: Path, config: dict | None = None, args: list[str] | None = None,
                  env: dict | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai" / "openapi.json"
+# The spec sits beside the checkout (../shared/openai); TOKENABACUS_OPENAPI_SPEC points elsewhere.
+SPEC = Path(os.environ.get("TOKENABACUS_OPENAPI_SPEC")
+            or Path(__file__).resolve().parents[2] / "shared" / "openai" / "openapi.json")
 
 
 def _nullable(node):
@@ -36,6 +39,9 @@ def _nullable(node):
 
 @lru_cache(maxsize=1)
 def _registry() -> tuple[Registry, dict]:
+    if not SPEC.is_file():
+        raise FileNotFoundError(f"OpenAI's OpenAPI document is not at {SPEC}: clone the project beside ../shared "
+                                "or set TOKENABACUS_OPENAPI_SPEC")
     spec = _nullable(json.loads(SPEC.read_text()))
     resource = Resource.from_contents(spec, default_specification=DRAFT202012)
     return Registry().with_resource("openapi.json", resource), spec

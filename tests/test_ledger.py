@@ -6,38 +6,12 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 from sqlalchemy import text
 
-from conftest import EMBEDDED, GatewayProc, service_available
+from conftest import EMBEDDED, GatewayProc
 from tokenabacus.ledger.record import FIELDS, start_record
-from tokenabacus.ledger.schema import metadata
 from tokenabacus.ledger.sinks import JsonlSink
 from tokenabacus.ledger.store import Store
-
-DATABASES = {
-    "sqlite": None,
-    "postgresql": ("postgresql+psycopg://postgres@127.0.0.1:5432/test", 5432, "PostgreSQL"),
-    "mariadb": ("mysql+pymysql://root@127.0.0.1:3306/test", 3306, "MariaDB"),
-}
-
-
-@pytest.fixture(params=sorted(DATABASES))
-def db_url(request, tmp_path):
-    spec = DATABASES[request.param]
-    if spec is None:
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
-        return
-    url, port, name = spec
-    service_available("127.0.0.1", port, name)
-    store = Store(url)
-    metadata.drop_all(store.engine)  # a clean schema for each test
-    store.close()
-    yield url
-    store = Store(url)
-    metadata.drop_all(store.engine)
-    store.close()
-
 
 def _records(n: int) -> list[dict]:
     out = []

@@ -56,7 +56,16 @@ def open_store(config: str | None, data_dir: str | None, settings: Settings | No
     try:
         return Store(s.ledger_url)
     except Exception as e:
-        fail(f"cannot open the ledger at {s.ledger_url}: {e}")
+        fail(f"cannot open the ledger at {safe_url(s.ledger_url)}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable ledger.url)"
 
 
 # serve ---------------------------------------------------------------------------------------------
@@ -220,6 +229,17 @@ def db_replay(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     s = settings_for(config, data_dir)
     n = replay_spool(s.spool_path, open_store(config, data_dir, s), [])
     typer.echo(f"replayed {n} records from {s.spool_path}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Apply the ledger's schema migrations (opening the ledger does this too) and show the revision."""
+    from tokenabacus.ledger.migrate import current, head
+
+    s = settings_for(config, data_dir)
+    store = open_store(config, data_dir, s)
+    rev = current(store.engine)
+    typer.echo(f"ledger {safe_url(s.ledger_url)}: schema revision {rev}" + (" (newest)" if rev == head() else f" (newest is {head()})"))
 
 
 # helpers -------------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from tokenabacus.ledger.migrate import upgrade
 from tokenabacus.ledger.record import FIELDS
-from tokenabacus.ledger.schema import api_keys, meta, metadata, usage_records
+from tokenabacus.ledger.schema import api_keys, meta, usage_records
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -47,7 +48,7 @@ class Store:
         self.engine: Engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
