@@ -13,6 +13,7 @@ the bare proxy's requests/s, and its light-load p50 adds < 2 ms over the upstrea
 
     python benchmarks/overhead.py                 # full run (about 70 s)
     python benchmarks/overhead.py --smoke         # CI: -d2s runs, proves the script works (about 20 s)
+    python benchmarks/overhead.py --unique-prompts  # a different prompt in every request
     python benchmarks/overhead.py --markdown      # the table as markdown
 
 On a machine with 2+ CPUs the upstream and wrk share the last CPU and the target under test gets
@@ -243,6 +244,23 @@ end
 """
 
 
+# --unique-prompts: every request carries a different prompt, so nothing on the counting path
+# (tokenizer caches included) can profit from seeing the same text again.
+LUA_UNIQUE = r"""
+local words = {"鲜花", "蛋糕", "spring", "sale", "折扣", "限时", "gift", "感恩", "妈妈", "love", "2026",
+               "🎁", "免费配送", "members", "会员", "カーネーション", "thank-you", "限量", "bouquet", "¥199"}
+local n = 0
+request = function()
+  n = n + 1
+  local parts = {}
+  for i = 1, 6 do parts[i] = words[math.random(#words)] end
+  local body = string.format('{"model":"MODEL","messages":[{"role":"user","content":"写一段母亲节促销文案 #%d：%s"}],"max_tokens":16}',
+                             n, table.concat(parts, " "))
+  return wrk.format("POST", nil, nil, body)
+end
+"""
+
+
 @dataclass
 class Run:
     target: str
@@ -408,6 +426,8 @@ def main() -> int:
     ap.add_argument("--metering", choices=["tokenizer", "upstream"], default="tokenizer",
                     help="tokenizer (default): count locally with the Qwen tokenizer; upstream: no tokenizer "
                          "configured, so records carry the upstream's usage (ledger still on).")
+    ap.add_argument("--unique-prompts", action="store_true",
+                    help="Send a different prompt with every request (random words and a counter).")
     ap.add_argument("--check", action="store_true", help="Exit 3 when a target is missed.")
     ap.add_argument("--keep", action="store_true", help="Keep the temporary directory (config, ledger, logs).")
     ap.add_argument("--flush-interval-ms", type=float, metavar="MS",
@@ -469,7 +489,10 @@ def main() -> int:
         key = json.loads(k.stdout.strip().splitlines()[-1])["key"]
 
         script = tmp / "chat.lua"
-        script.write_text(LUA % {"body": json.dumps(BODY, ensure_ascii=False), "key": key}, encoding="utf-8")
+        lua = LUA % {"body": json.dumps(BODY, ensure_ascii=False), "key": key}
+        if args.unique_prompts:
+            lua += LUA_UNIQUE.replace("MODEL", MODEL)
+        script.write_text(lua, encoding="utf-8")
         body = json.dumps(BODY, ensure_ascii=False).encode()
         auth = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
 
@@ -553,8 +576,8 @@ def main() -> int:
 
     if problems:
         ok_rps = ok_lat = False
-    mode = ("smoke" if args.smoke else "full") + " run" + ("" if args.flush_interval_ms is None
-                                                           else f", ledger.flush_interval_ms={args.flush_interval_ms:g}")
+    mode = (("smoke" if args.smoke else "full") + " run" + (", unique prompts" if args.unique_prompts else "")
+            + ("" if args.flush_interval_ms is None else f", ledger.flush_interval_ms={args.flush_interval_ms:g}"))
     print()
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s and -t1 -c1 -d{args.duration}s ({mode}, "
           f"{ncpu} CPUs{', pinned' if pin else ''})")
