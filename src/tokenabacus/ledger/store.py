@@ -34,6 +34,19 @@ def _clip(field: str, value):
     return value[:n] if n and isinstance(value, str) and len(value) > n else value
 
 
+# (position in FIELDS, column length) of the length-limited columns, for the SQLite fast path.
+_LIMITS = [(i, _LENGTHS[f]) for i, f in enumerate(FIELDS) if f in _LENGTHS]
+
+
+def _row(record: dict) -> list:
+    row = [record.get(f) for f in FIELDS]
+    for i, n in _LIMITS:
+        v = row[i]
+        if type(v) is str and len(v) > n:
+            row[i] = v[:n]
+    return row
+
+
 _SQLITE_INSERT = (
     "INSERT OR IGNORE INTO usage_records (" + ", ".join(f'"{f}"' for f in FIELDS) + ") VALUES ("
     + ", ".join("?" for _ in FIELDS) + ")"
@@ -80,7 +93,7 @@ class Store:
     def _insert_sqlite(self, records: Iterable[dict]) -> int:
         # The writer's hottest loop: plain DB-API executemany skips SQLAlchemy's per-row
         # parameter processing, which cost more than SQLite itself.
-        rows = [tuple(_clip(f, r.get(f)) for f in FIELDS) for r in records]
+        rows = [_row(r) for r in records]
         if not rows:
             return 0
         with self.engine.begin() as conn:
