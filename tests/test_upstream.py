@@ -189,7 +189,14 @@ def test_serve_upstream_flag(tmp_path, llama_upstream):
 def test_health_names_the_counting_library(upstream_gw):
     import httpx
 
-    models = httpx.get(upstream_gw.base_url.removesuffix("/v1") + "/health").json()["models"]
+    url = upstream_gw.base_url.removesuffix("/v1") + "/health"
+    public = httpx.get(url).json()
+    # Without the admin key: liveness only, no upstream addresses or paths.
+    assert public["models"]["qwen-hf"] == {"ready": True} and public["ledger"] == {"ok": True}
+    assert "127.0.0.1" not in json.dumps(public) and upstream_gw.admin_key not in json.dumps(public)
+    assert httpx.get(url, headers={"Authorization": "Bearer sk-wrong"}).json() == public
+    models = httpx.get(url, headers={"Authorization": f"Bearer {upstream_gw.admin_key}"}).json()["models"]
+    assert models["qwen-hf"]["base_url"].startswith("http://127.0.0.1:")
     assert models["qwen-hf"]["counted_by"] == "tiktoken"  # the fast path passed its self-check
     assert models["smol-gguf"]["counted_by"] == "llama.cpp"
     assert models["gpt-4o-mini"]["counted_by"] == "tiktoken"

@@ -60,8 +60,11 @@ def create_app(settings: Settings) -> GatewayApp:
     gw = Gateway(settings)
     v1 = V1(gw)
 
-    async def health(_: Request) -> Response:
-        return Response(orjson.dumps(gw.health()), media_type="application/json")
+    async def health(request: Request) -> Response:
+        # Open for load balancers; upstream addresses, file paths and errors only for the admin key.
+        auth = request.headers.get("authorization", "")
+        detail = auth[:7].lower() == "bearer " and gw.keys.is_admin(auth[7:].strip())
+        return Response(orjson.dumps(gw.health(detail)), media_type="application/json")
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)

@@ -80,10 +80,14 @@ class Gateway:
     def client_ip(self, scope: dict, peer: str | None) -> str | None:
         return peer
 
-    def health(self) -> dict:
+    def health(self, detail: bool = False) -> dict:
+        last_error = self.writer.last_error if self.writer else None
+        if not detail:
+            return {"status": "ok", "models": {name: {"ready": e.health()["ready"]} for name, e in self.engines.items()},
+                    "ledger": {"ok": last_error is None}}
         return {
             "status": "ok",
             "models": {name: e.health() for name, e in self.engines.items()},
-            "ledger": {"moved": self.writer.moved if self.writer else 0,
-                       "last_error": self.writer.last_error if self.writer else None},
+            "ledger": {"ok": last_error is None, "moved": self.writer.moved if self.writer else 0,
+                       "last_error": last_error},
         }
