@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,9 +13,21 @@ import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-# The spec sits beside the checkout (../shared/openai); TOKENABACUS_OPENAPI_SPEC points elsewhere.
-SPEC = Path(os.environ.get("TOKENABACUS_OPENAPI_SPEC")
-            or Path(__file__).resolve().parents[2] / "shared" / "openai" / "openapi.json")
+def _find_spec() -> Path:
+    """TOKENABACUS_OPENAPI_SPEC, else ../shared/openai beside this checkout, else beside the local
+    checkout it was cloned from (CI clones into a temporary folder)."""
+    if os.environ.get("TOKENABACUS_OPENAPI_SPEC"):
+        return Path(os.environ["TOKENABACUS_OPENAPI_SPEC"])
+    root = Path(__file__).resolve().parents[1]
+    candidates = [root.parent / "shared" / "openai" / "openapi.json"]
+    origin = subprocess.run(["git", "-C", str(root), "config", "--get", "remote.origin.url"],
+                            capture_output=True, text=True).stdout.strip()
+    if origin and "://" not in origin and ":" not in origin.split("/")[0]:  # a local path, not a URL
+        candidates.append(Path(origin).resolve().parent / "shared" / "openai" / "openapi.json")
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+SPEC = _find_spec()
 
 
 def _nullable(node):

@@ -105,7 +105,6 @@ class EmbeddedEngine(Engine):
 
         def generate(tokens, *args, **kwargs):  # sees the exact ids the engine evaluates
             cap.prompt_tokens = len(tokens)  # generate() mutates `tokens` later: count now
-            cap.prompt_evaluated = None
             inner = original(tokens, *args, **kwargs)
 
             def counted() -> Iterator[int]:

@@ -138,3 +138,8 @@ class KeyCache:
 
     def is_admin(self, key: str) -> bool:
         return self._admin_hash is not None and hmac.compare_digest(hash_key(key), self._admin_hash)
+
+    def is_admin_header(self, authorization: str | None) -> bool:
+        """True if an Authorization header carries the admin key as a bearer token."""
+        auth = authorization or ""
+        return auth[:7].lower() == "bearer " and self.is_admin(auth[7:].strip())

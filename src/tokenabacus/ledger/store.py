@@ -29,16 +29,12 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 _LENGTHS = {c.name: c.type.length for c in usage_records.columns if getattr(c.type, "length", None)}
 
 
-def _clip(field: str, value):
-    n = _LENGTHS.get(field)
-    return value[:n] if n and isinstance(value, str) and len(value) > n else value
-
-
-# (position in FIELDS, column length) of the length-limited columns, for the SQLite fast path.
+# (position in FIELDS, column length) of the length-limited columns.
 _LIMITS = [(i, _LENGTHS[f]) for i, f in enumerate(FIELDS) if f in _LENGTHS]
 
 
 def _row(record: dict) -> list:
+    """The record's values in FIELDS order, strings clipped to their column's length."""
     row = [record.get(f) for f in FIELDS]
     for i, n in _LIMITS:
         v = row[i]
@@ -83,7 +79,7 @@ class Store:
         database that enforces lengths (PostgreSQL, MySQL)."""
         if self.engine.dialect.name == "sqlite":
             return self._insert_sqlite(records)
-        rows = [{f: _clip(f, r.get(f)) for f in FIELDS} for r in records]
+        rows = [dict(zip(FIELDS, _row(r))) for r in records]
         if not rows:
             return 0
         with self.engine.begin() as conn:

@@ -62,6 +62,7 @@ class FastBPE:
         # Longest first, so the alternation matches leftmost-longest like tokenizers' trie.
         alternation = "|".join(re.escape(t) for t in sorted(added, key=len, reverse=True))
         self._split = re.compile(f"({alternation})").split if added else None
+        self._added = set(added)
         self._nfc = nfc
 
     @classmethod
@@ -143,9 +144,8 @@ class FastBPE:
         # tiktoken takes a whole pre-token that is itself a token as that token; BPE must agree.
         model = tokenizer.model
         if not spec["model"].get("ignore_merges"):
-            added = {t["content"] for t in spec.get("added_tokens") or []}
             for token in spec["model"]["vocab"]:
-                if len(token) > 1 and token not in added:
+                if len(token) > 1 and token not in self._added:
                     pieces = model.tokenize(token)
                     if len(pieces) != 1:
                         return f"token {token!r} is not reached by its own merges"

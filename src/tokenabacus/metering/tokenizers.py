@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
 from tokenabacus.config import TokenizerConfig
 from tokenabacus.metering.fastbpe import FastBPE, Unsupported
 
@@ -77,11 +79,12 @@ class HFCounter:
         tok_file = path / "tokenizer.json" if path.is_dir() else path
         if not tok_file.is_file():
             raise TokenizerError(f"tokenizer file not found: {tok_file}")
-        self.tokenizer = Tokenizer.from_file(str(tok_file))
+        raw = tok_file.read_text(encoding="utf-8")
+        self.tokenizer = Tokenizer.from_str(raw)
         self.engine = "tokenizers"
         self._n = self._n_tokenizers
         if cfg.fast_bpe:
-            self._use_fast_bpe(tok_file)
+            self._use_fast_bpe(tok_file, orjson.loads(raw))
         conf_file = tok_file.parent / "tokenizer_config.json"
         conf = json.loads(conf_file.read_text(encoding="utf-8")) if conf_file.is_file() else {}
         template = None
@@ -112,10 +115,7 @@ class HFCounter:
             messages=flatten_content(messages), tools=tools, add_generation_prompt=self.add_generation_prompt, **kwargs
         )
 
-    def _use_fast_bpe(self, tok_file: Path) -> None:
-        import orjson
-
-        spec = orjson.loads(tok_file.read_bytes())
+    def _use_fast_bpe(self, tok_file: Path, spec: dict) -> None:
         try:
             fast = FastBPE.from_tokenizer_json(spec)
         except Unsupported as e:

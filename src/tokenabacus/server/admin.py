@@ -36,8 +36,7 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
 
 def create_admin_app(gw: "Gateway") -> FastAPI:
     async def require_admin(request: Request) -> None:
-        auth = request.headers.get("authorization", "")
-        if not (auth[:7].lower() == "bearer " and gw.keys.is_admin(auth[7:].strip())):
+        if not gw.keys.is_admin_header(request.headers.get("authorization")):
             raise HTTPException(401, "admin key required")
 
     # The dependency guards every route of this app, present and future.

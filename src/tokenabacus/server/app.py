@@ -62,8 +62,7 @@ def create_app(settings: Settings) -> GatewayApp:
 
     async def health(request: Request) -> Response:
         # Open for load balancers; upstream addresses, file paths and errors only for the admin key.
-        auth = request.headers.get("authorization", "")
-        detail = auth[:7].lower() == "bearer " and gw.keys.is_admin(auth[7:].strip())
+        detail = gw.keys.is_admin_header(request.headers.get("authorization"))
         return Response(orjson.dumps(gw.health(detail)), media_type="application/json")
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -128,22 +128,21 @@ class V1:
         await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))
 
     # Completions -------------------------------------------------------------------------------
-    # The spool's count of requests that will append a record lets a group fsync wait for them.
     async def chat(self, scope, receive, send) -> None:
-        self.gw.spool.active += 1
-        try:
-            await self._serve(CHAT, scope, receive, send)
-        finally:
-            self.gw.spool.active -= 1
+        await self._serve(CHAT, scope, receive, send)
 
     async def completions(self, scope, receive, send) -> None:
+        await self._serve(COMPLETIONS, scope, receive, send)
+
+    async def _serve(self, endpoint: str, scope, receive, send) -> None:
+        # The spool's count of requests that will append a record lets a group fsync wait for them.
         self.gw.spool.active += 1
         try:
-            await self._serve(COMPLETIONS, scope, receive, send)
+            await self._handle(endpoint, scope, receive, send)
         finally:
             self.gw.spool.active -= 1
 
-    async def _serve(self, endpoint: str, scope, receive, send) -> None:
+    async def _handle(self, endpoint: str, scope, receive, send) -> None:
         client = scope.get("client")
         auth, agent = _auth_and_agent(scope)
         rec = start_record(endpoint="/v1/chat/completions" if endpoint == CHAT else "/v1/completions",
