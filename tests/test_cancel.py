@@ -18,7 +18,9 @@ def test_disconnect_mid_stream_records_cancelled(request, which):
         gw, key, model = request.getfixturevalue("embedded_gw"), request.getfixturevalue("embedded_key"), EMBEDDED
     else:
         gw, key, model = request.getfixturevalue("upstream_gw"), request.getfixturevalue("upstream_key"), "smol-gguf"
-    body = {"model": model, "messages": LONG, "max_tokens": 400, "stream": True, "temperature": 0}
+    # End-of-text ids banned: the reply cannot end before the client leaves, whatever the KV cache holds.
+    body = {"model": model, "messages": LONG, "max_tokens": 400, "stream": True, "temperature": 0,
+            "logit_bias": {"0": -100, "1": -100, "2": -100}}
     received = 0
     with httpx.stream("POST", f"{gw.base_url}/chat/completions", json=body, timeout=120,
                       headers={"Authorization": f"Bearer {key}"}) as r:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from llama_cpp import Llama, llama_chat_format
 
-from conftest import EMBEDDED, GGUF, QWEN_DIR, TIKTOKEN_DIR
+from conftest import EMBEDDED, TIKTOKEN_DIR, gguf_path, qwen_dir
 from corpus import CORPUS
 
 CASES = sorted(CORPUS)
@@ -16,7 +16,7 @@ CASES = sorted(CORPUS)
 def smol_reference():
     """SmolLM2's own vocabulary and the chat template stored in its GGUF, applied the way
     llama.cpp applies it (render, then tokenize with special tokens parsed)."""
-    vocab = Llama(model_path=str(GGUF), vocab_only=True, verbose=False)
+    vocab = Llama(model_path=str(gguf_path()), vocab_only=True, verbose=False)
     template = vocab.metadata["tokenizer.chat_template"]
     eos = vocab._model.token_get_text(vocab.token_eos())
     bos = vocab._model.token_get_text(vocab.token_bos())
@@ -33,7 +33,7 @@ def smol_reference():
 def qwen_reference():
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(QWEN_DIR), local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(str(qwen_dir()), local_files_only=True)
     return lambda messages: len(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
 
 
@@ -122,7 +122,7 @@ def test_upstream_tiktoken_model_counts_through_gateway(upstream_gw, upstream_ke
 def test_embedded_reports_kv_cache_hits_as_cached_tokens(embedded_gw, embedded_key):
     """A second request sharing a long prefix with the first is served partly from llama.cpp's
     KV cache; cached_tokens is exactly the shared prefix of the two prompts' ids."""
-    vocab = Llama(model_path=str(GGUF), vocab_only=True, verbose=False)
+    vocab = Llama(model_path=str(gguf_path()), vocab_only=True, verbose=False)
     formatter = llama_chat_format.Jinja2ChatFormatter(
         template=vocab.metadata["tokenizer.chat_template"],
         eos_token=vocab._model.token_get_text(vocab.token_eos()), bos_token=vocab._model.token_get_text(vocab.token_bos()))

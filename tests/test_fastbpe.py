@@ -11,7 +11,7 @@ import unicodedata
 import pytest
 from tokenizers import Tokenizer
 
-from conftest import QWEN_DIR
+from conftest import qwen_dir
 from corpus import CORPUS
 from tokenabacus.config import TokenizerConfig
 from tokenabacus.metering.fastbpe import FastBPE, Unsupported
@@ -20,12 +20,12 @@ from tokenabacus.metering.tokenizers import HFCounter
 
 @pytest.fixture(scope="module")
 def spec() -> dict:
-    return json.loads((QWEN_DIR / "tokenizer.json").read_text(encoding="utf-8"))
+    return json.loads((qwen_dir() / "tokenizer.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
 def hf() -> Tokenizer:
-    return Tokenizer.from_file(str(QWEN_DIR / "tokenizer.json"))
+    return Tokenizer.from_file(str(qwen_dir() / "tokenizer.json"))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_qwen_file_qualifies_and_passes_its_self_check(fast, hf, spec):
 
 
 def test_rendered_corpus_counts_equal(fast, hf):
-    counter = HFCounter(TokenizerConfig(type="hf", path=str(QWEN_DIR), fast_bpe=False))
+    counter = HFCounter(TokenizerConfig(type="hf", path=str(qwen_dir()), fast_bpe=False))
     texts = [counter.render(m) for m in CORPUS.values()]
     assert [fast.count(t) for t in texts] == reference(hf, texts)
 
@@ -109,7 +109,7 @@ def test_self_check_catches_a_disagreeing_file(spec, hf):
 
 def test_counter_falls_back_to_tokenizers(tmp_path, spec, caplog):
     folder = tmp_path / "qwen-nfkc"
-    shutil.copytree(QWEN_DIR, folder)
+    shutil.copytree(qwen_dir(), folder)
     altered = json.loads(json.dumps(spec))
     altered["normalizer"] = {"type": "NFKC"}
     (folder / "tokenizer.json").write_text(json.dumps(altered), encoding="utf-8")
@@ -120,8 +120,8 @@ def test_counter_falls_back_to_tokenizers(tmp_path, spec, caplog):
     text = "Ｆｕｌｌｗｉｄｔｈ ﬁ ½"  # NFKC changes these, so the count is tokenizers' own
     assert counter.count_text(text) == len(Tokenizer.from_file(str(folder / "tokenizer.json")).encode(text, add_special_tokens=False).ids)
 
-    assert HFCounter(TokenizerConfig(type="hf", path=str(QWEN_DIR))).engine == "tiktoken"
-    assert HFCounter(TokenizerConfig(type="hf", path=str(QWEN_DIR), fast_bpe=False)).engine == "tokenizers"
+    assert HFCounter(TokenizerConfig(type="hf", path=str(qwen_dir()))).engine == "tiktoken"
+    assert HFCounter(TokenizerConfig(type="hf", path=str(qwen_dir()), fast_bpe=False)).engine == "tokenizers"
 
 
 def _byte_table() -> dict[int, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import GGUF, GatewayProc, LlamaServer, free_port, wait_http
+from conftest import GatewayProc, LlamaServer, free_port, gguf_path, wait_http
 from openapi_schema import validate
 
 STYLES = ("final", "running", "none")
@@ -32,7 +32,7 @@ def dialects(tmp_path_factory, llama_upstream):
         wait_http(f"http://127.0.0.1:{port}/v1/models", p)
         procs.append(p)
         models.append({"name": f"style-{style}", "engine": "upstream", "base_url": f"http://127.0.0.1:{port}/v1",
-                       "upstream_model": "smol", "tokenizer": {"type": "gguf", "path": str(GGUF)}})
+                       "upstream_model": "smol", "tokenizer": {"type": "gguf", "path": str(gguf_path())}})
     gw = GatewayProc(tmp / "data", {"models": models}).start()
     yield gw, gw.create_key(user="carol", project="dialects", department="qa"), tmp
     gw.stop()
@@ -53,7 +53,7 @@ def sse(gw, key, body):
 @pytest.mark.parametrize("style", STYLES)
 def test_stream_dialects(dialects, style, include_usage):
     gw, key, tmp = dialects
-    body = {"model": f"style-{style}", "messages": MESSAGES, "max_tokens": 16, "stream": True}
+    body = {"model": f"style-{style}", "messages": MESSAGES, "max_tokens": 16, "stream": True, "temperature": 0}
     if include_usage:
         body["stream_options"] = {"include_usage": True}
     request_id, events = sse(gw, key, body)
@@ -192,7 +192,7 @@ def test_health_names_the_counting_library(upstream_gw):
     url = upstream_gw.base_url.removesuffix("/v1") + "/health"
     public = httpx.get(url).json()
     # Without the admin key: liveness only, no upstream addresses or paths.
-    assert public["models"]["qwen-hf"] == {"ready": True} and public["ledger"] == {"ok": True}
+    assert public["models"]["qwen-hf"] == {"ready": True} and public["ledger"] == {"ok": True, "dead_letters": 0}
     assert "127.0.0.1" not in json.dumps(public) and upstream_gw.admin_key not in json.dumps(public)
     assert httpx.get(url, headers={"Authorization": "Bearer sk-wrong"}).json() == public
     models = httpx.get(url, headers={"Authorization": f"Bearer {upstream_gw.admin_key}"}).json()["models"]

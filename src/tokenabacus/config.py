@@ -31,6 +31,10 @@ class ServerConfig(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_tokens_limit: int = Field(32768, ge=1)
+    # On SIGTERM, in-flight requests get this long to finish; the rest are cancelled and recorded.
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    # A client must send its request headers within this time (slow-header connections are closed).
+    header_timeout_s: float = Field(10.0, gt=0)
 
 
 class TimeoutConfig(_Strict):

@@ -19,7 +19,8 @@ def _int_field(body: dict, name: str, lo: int, hi: int) -> None:
     if v is None:
         return
     if isinstance(v, bool) or not isinstance(v, int):
-        raise bad_request(f"'{name}' must be an integer, got {type(v).__name__}.", name, "invalid_type")
+        shown = repr(v) if isinstance(v, float) else type(v).__name__
+        raise bad_request(f"'{name}' must be an integer, got {shown}.", name, "invalid_type")
     if v < lo or v > hi:
         raise bad_request(f"'{name}' must be between {lo} and {hi}, got {v}.", name, "invalid_value")
 
@@ -66,11 +67,73 @@ def _common(body: Any, max_tokens_limit: int) -> None:
             raise bad_request("'stop' must be a string or a list of up to 4 strings.", "stop", "invalid_value")
 
 
+_RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+_TOOL_CHOICES = ("none", "auto", "required")
+
+
+def _response_format(body: dict) -> None:
+    rf = body.get("response_format")
+    if rf is None:
+        return
+    if not isinstance(rf, dict) or rf.get("type") not in _RESPONSE_FORMATS:
+        raise bad_request(f"'response_format' must be an object whose type is one of {', '.join(_RESPONSE_FORMATS)}.",
+                          "response_format", "invalid_value")
+    if rf["type"] == "json_schema" and not isinstance(rf.get("json_schema"), dict):
+        raise bad_request("'response_format.json_schema' must be an object.", "response_format.json_schema", "invalid_type")
+
+
+def _logit_bias(body: dict) -> None:
+    lb = body.get("logit_bias")
+    if lb is None:
+        return
+    if not isinstance(lb, dict):
+        raise bad_request("'logit_bias' must be an object mapping token ids to a bias.", "logit_bias", "invalid_type")
+    for k, v in lb.items():
+        if not k.isdigit() or isinstance(v, bool) or not isinstance(v, (int, float)) or not -100 <= v <= 100:
+            raise bad_request(f"'logit_bias' maps token ids (integers as strings) to numbers from -100 to 100; got {k!r}: {v!r}.",
+                              "logit_bias", "invalid_value")
+
+
+def _tools(body: dict) -> None:
+    tools = body.get("tools")
+    names: set[str] = set()
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise bad_request("'tools' must be an array.", "tools", "invalid_type")
+        for i, t in enumerate(tools):
+            fn = t.get("function") if isinstance(t, dict) else None
+            if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict) \
+                    or not isinstance(fn.get("name"), str) or not fn["name"]:
+                raise bad_request(f"tools[{i}] must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}.",
+                                  f"tools[{i}]", "invalid_value")
+            if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
+                raise bad_request(f"tools[{i}].function.parameters must be an object.", f"tools[{i}].function.parameters", "invalid_type")
+            names.add(fn["name"])
+    choice = body.get("tool_choice")
+    if choice is None:
+        return
+    if isinstance(choice, str):
+        if choice not in _TOOL_CHOICES:
+            raise bad_request(f"'tool_choice' must be one of {', '.join(_TOOL_CHOICES)} or a named function.",
+                              "tool_choice", "invalid_value")
+        if choice == "required" and not names:
+            raise bad_request("'tool_choice' is 'required' but no tools are given.", "tool_choice", "invalid_value")
+        return
+    fn = choice.get("function") if isinstance(choice, dict) else None
+    if not isinstance(fn, dict) or choice.get("type") != "function" or not isinstance(fn.get("name"), str):
+        raise bad_request("'tool_choice' must be a string or {\"type\": \"function\", \"function\": {\"name\": ...}}.",
+                          "tool_choice", "invalid_value")
+    if fn["name"] not in names:
+        raise bad_request(f"'tool_choice' names the function {fn['name']!r}, which is not among 'tools'.",
+                          "tool_choice", "invalid_value")
+
+
 def _content_ok(content: Any) -> bool:
     if content is None or isinstance(content, str):
         return True
     if isinstance(content, list):
-        return all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in content)
+        return all(isinstance(p, dict) and isinstance(p.get("type"), str)
+                   and (p["type"] != "text" or isinstance(p.get("text"), str)) for p in content)
     return False
 
 
@@ -93,9 +156,12 @@ def validate_chat(body: Any, max_tokens_limit: int) -> None:
             raise bad_request(f"messages[{i}].content must be a string or an array of content parts.", f"messages[{i}].content", "invalid_type")
         if m.get("content") is None and role != "assistant":
             raise bad_request(f"messages[{i}].content is required.", f"messages[{i}].content", "missing_required_parameter")
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise bad_request("'tools' must be an array.", "tools", "invalid_type")
+        calls = m.get("tool_calls")
+        if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
+            raise bad_request(f"messages[{i}].tool_calls must be an array of objects.", f"messages[{i}].tool_calls", "invalid_type")
+    _tools(body)
+    _response_format(body)
+    _logit_bias(body)
 
 
 def validate_completion(body: Any, max_tokens_limit: int) -> None:
@@ -106,3 +172,4 @@ def validate_completion(body: Any, max_tokens_limit: int) -> None:
     if not isinstance(prompt, str):
         # Batched prompts would need one record per prompt; refuse plainly instead of misbilling.
         raise bad_request("'prompt' must be a string.", "prompt", "invalid_type")
+    _logit_bias(body)

@@ -8,10 +8,14 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, func, literal, select
 
+from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED
 from tokenabacus.ledger.schema import usage_records as t
 from tokenabacus.ledger.store import Store
 
 DIMENSIONS = ("project", "user", "department", "model", "key_id", "status", "day", "hour")
+STATUSES = (OK, ERROR, CANCELLED, REJECTED)
+TOKEN_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_LOW32 = 0xFFFFFFFF
 _BUCKET_MS = {"day": 86_400_000, "hour": 3_600_000}
 
 
@@ -30,18 +34,28 @@ def _bucket(dim: str, offset_ms: int):
     return (shifted - shifted % size).label(dim)
 
 
+def _sums(sqlite: bool) -> list:
+    """Token sums that cannot overflow. SQLite's sum() fails on a 64-bit overflow, which a
+    ledger holding absurd figures (written before the writer checked them) reaches with two
+    records; so there each value is summed as a high and a low 32-bit half, put back together
+    exactly in Python. PostgreSQL and MySQL sum integers into wider types already."""
+    if not sqlite:
+        return [func.coalesce(func.sum(t.c[k]), 0).label(k) for k in TOKEN_SUMS]
+    out = []
+    for k in TOKEN_SUMS:
+        out.append(func.coalesce(func.sum(t.c[k].op(">>")(32)), 0).label(f"{k}_hi"))
+        out.append(func.coalesce(func.sum(t.c[k].op("&")(_LOW32)), 0).label(f"{k}_lo"))
+    return out
+
+
 def run_report(store: Store, q: ReportQuery) -> list[dict]:
     for d in q.by:
         if d not in DIMENSIONS:
             raise ValueError(f"cannot group by {d!r}; choose from {', '.join(DIMENSIONS)}")
+    check_status(q.status)
+    sqlite = store.engine.dialect.name == "sqlite"
     cols = [_bucket(d, q.utc_offset_ms) if d in _BUCKET_MS else t.c[d].label(d) for d in q.by]
-    aggs = [
-        func.count().label("requests"),
-        func.coalesce(func.sum(t.c.prompt_tokens), 0).label("prompt_tokens"),
-        func.coalesce(func.sum(t.c.completion_tokens), 0).label("completion_tokens"),
-        func.coalesce(func.sum(t.c.total_tokens), 0).label("total_tokens"),
-        func.avg(t.c.duration_ms).label("avg_duration_ms"),
-    ]
+    aggs = [func.count().label("requests"), *_sums(sqlite), func.avg(t.c.duration_ms).label("avg_duration_ms")]
     conds = []
     if q.since_ms is not None:
         conds.append(t.c.timestamp >= q.since_ms)
@@ -55,21 +69,32 @@ def run_report(store: Store, q: ReportQuery) -> list[dict]:
     if cols:
         stmt = stmt.group_by(*cols).order_by(*cols)
     with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(stmt)]
-    for r in rows:
-        for d in q.by:
-            if d in _BUCKET_MS and r[d] is not None:
-                tz = timezone(timedelta(milliseconds=q.utc_offset_ms))
-                dt = datetime.fromtimestamp((int(r[d]) - q.utc_offset_ms) / 1000, tz)
-                r[d] = dt.strftime("%Y-%m-%d" if d == "day" else "%Y-%m-%d %H:00")
-        avg = r["avg_duration_ms"]
-        r["avg_duration_ms"] = round(float(avg), 1) if avg is not None else None
-        for k in ("requests", "prompt_tokens", "completion_tokens", "total_tokens"):
-            r[k] = int(r[k])
-    return rows
+        raw = [dict(r._mapping) for r in conn.execute(stmt)]
+    return [_finish(r, q, sqlite) for r in raw]
 
 
-# Time parsing shared by the CLI and the admin API ------------------------------------------------
+def _finish(r: dict, q: ReportQuery, sqlite: bool) -> dict:
+    out: dict = {}
+    for d in q.by:
+        v = r[d]
+        if d in _BUCKET_MS and v is not None:
+            tz = timezone(timedelta(milliseconds=q.utc_offset_ms))
+            v = datetime.fromtimestamp((int(v) - q.utc_offset_ms) / 1000, tz).strftime("%Y-%m-%d" if d == "day" else "%Y-%m-%d %H:00")
+        out[d] = v
+    out["requests"] = int(r["requests"])
+    for k in TOKEN_SUMS:
+        out[k] = (int(r[f"{k}_hi"]) << 32) + int(r[f"{k}_lo"]) if sqlite else int(r[k])
+    avg = r["avg_duration_ms"]
+    out["avg_duration_ms"] = round(float(avg), 1) if avg is not None else None
+    return out
+
+
+# Argument checks shared by the CLI and the admin API ---------------------------------------------
+def check_status(status: str | None) -> None:
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; choose from {', '.join(STATUSES)}")
+
+
 def zone_named(name: str):
     """UTC or an IANA zone (Asia/Shanghai); ValueError for anything else."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -96,6 +121,7 @@ def build_query(by: tuple[str, ...], since: str | None, until: str | None, tz: s
     bad = [d for d in by if d not in DIMENSIONS]
     if bad:
         raise ValueError(f"cannot group by {', '.join(bad)}; choose from {', '.join(DIMENSIONS)}")
+    check_status(status)
     zone = zone_named(tz)
     since_ms = parse_when(since, zone, "--since") if since else None
     until_ms = parse_when(until, zone, "--until") if until else None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -49,14 +51,47 @@ def settings_for(config: str | None, data_dir: str | None, **overrides) -> Setti
         raise  # unreachable
 
 
-def open_store(config: str | None, data_dir: str | None, settings: Settings | None = None):
-    from tokenabacus.ledger.store import Store
+def open_store(config: str | None, data_dir: str | None, settings: Settings | None = None, create: bool = True):
+    """The ledger, migrated; ``create=False`` (read-only commands) refuses a missing SQLite
+    ledger instead of creating one."""
+    from tokenabacus.ledger.store import LedgerMissing, Store
 
     s = settings or settings_for(config, data_dir)
     try:
-        return Store(s.ledger_url)
+        return Store(s.ledger_url, create=create)
+    except LedgerMissing as e:
+        fail(f"{e}: nothing has been recorded there (check --data-dir, TOKENABACUS_DATA_DIR or ledger.url)")
     except Exception as e:
         fail(f"cannot open the ledger at {safe_url(s.ledger_url)}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def hold_spool(s: Settings) -> None:
+    """Take the spool's lock for the life of this process, or exit: another process would
+    otherwise take the segments it is still writing (see ledger/lock.py)."""
+    from tokenabacus.ledger import lock
+
+    try:
+        lock.hold(s)
+    except lock.InUse as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot use the data dir {s.data_path}: {e.strerror or e}: {e.filename or s.spool_path}")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind and listen before anything else happens, so a busy port fails without touching the
+    data dir; uvicorn then serves on this socket."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart over TIME_WAIT
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as e:
+        reason = (e.strerror or str(e)).lower()
+        fail(f"cannot listen on {where}: {reason}")
+    return sock
 
 
 def safe_url(url: str) -> str:
@@ -82,6 +117,7 @@ def serve(
     import uvicorn
 
     from tokenabacus.server.app import create_app
+    from tokenabacus.server.protocol import with_header_timeout
 
     settings = settings_for(config, data_dir, host=host, port=port)
     if upstream:
@@ -89,17 +125,29 @@ def serve(
             settings = with_models(settings, [parse_upstream_flag(u) for u in upstream])
         except ConfigError as e:
             fail(str(e))
+    # Preflight, each step failing with one line: the port, then the data dir's lock (held until
+    # exit), then the ledger (migrated here). Nothing is replayed before all three are ours.
+    sock = listen(settings.server.host, settings.server.port)
+    hold_spool(settings)
+    store = open_store(config, data_dir, settings)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app_ = create_app(settings)
+        app_ = create_app(settings, store=store)
     except Exception as e:  # e.g. a tokenizer file that does not exist
         fail(str(e))
     names = ", ".join(m.name for m in settings.models) or "smollm2-135m-instruct (embedded)"
     typer.echo(f"tokenabacus on http://{settings.server.host}:{settings.server.port}/v1  models: {names}  data: {settings.data_path}")
-    uvicorn.run(app_, host=settings.server.host, port=settings.server.port, loop="uvloop", http="httptools",
-                access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=30,
-                # client_ip is the socket peer: X-Forwarded-For is not trusted (no trusted proxies yet).
-                proxy_headers=False, server_header=False)
+    server = uvicorn.Server(uvicorn.Config(
+        app_, loop="uvloop", http=with_header_timeout(settings.server.header_timeout_s),
+        access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=settings.server.shutdown_grace_s,
+        # client_ip is the socket peer: X-Forwarded-For is not trusted (no trusted proxies yet).
+        proxy_headers=False, server_header=False))
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:
+        pass  # uvicorn exits when the app fails to start; it has logged why
+    if not server.started:
+        fail("the gateway did not start (the log above says why)")
 
 
 # keys ----------------------------------------------------------------------------------------------
@@ -140,7 +188,7 @@ def keys_list(
     data_dir: DataDirOpt = None,
 ) -> None:
     """List API keys (never the keys themselves: only id, prefix and owner)."""
-    rows = open_store(config, data_dir).list_keys(include_revoked=include_revoked)
+    rows = open_store(config, data_dir, create=False).list_keys(include_revoked=include_revoked)
     cols = ["key_id", "prefix", "user", "project", "department", "name", "created_at", "revoked_at"]
     out = [{c: r[c] for c in cols} for r in rows]
     for r in out:
@@ -152,7 +200,7 @@ def keys_list(
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Revoke a key by its id; running gateways stop accepting it within seconds."""
-    if not open_store(config, data_dir).revoke_key(key_id, time.time_ns() // 1_000_000):
+    if not open_store(config, data_dir, create=False).revoke_key(key_id, time.time_ns() // 1_000_000):
         fail(f"no active key with id {key_id!r}")
     typer.echo(f"revoked {key_id}")
 
@@ -177,14 +225,15 @@ def usage(
     data_dir: DataDirOpt = None,
 ) -> None:
     """List the latest ledger records, newest first."""
-    from tokenabacus.billing.reports import parse_when, zone_named
+    from tokenabacus.billing.reports import check_status, parse_when, zone_named
 
     try:
+        check_status(status)
         zone = zone_named(tz)
         since_ms = parse_when(since, zone, "--since") if since else None
     except ValueError as e:
         fail(str(e))
-    rows = open_store(config, data_dir).latest_records(limit, since_ms, project=project, user=user,
+    rows = open_store(config, data_dir, create=False).latest_records(limit, since_ms, project=project, user=user,
                                                        department=department, model=model, status=status)
     if fmt == Fmt.table:
         for r in rows:
@@ -215,7 +264,7 @@ def report(
         q = build_query(dims, since, until, tz, status)
     except ValueError as e:
         fail(str(e))
-    rows = run_report(open_store(config, data_dir), q)
+    rows = run_report(open_store(config, data_dir, create=False), q)
     cols = list(dims) + ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "avg_duration_ms"]
     emit(rows, cols, fmt, title=f"Usage by {', '.join(dims)}" + (f" since {since}" if since else ""))
 
@@ -223,12 +272,29 @@ def report(
 # db ------------------------------------------------------------------------------------------------
 @db_app.command("replay")
 def db_replay(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Move spooled records into the ledger (run with the gateway stopped; start does this too)."""
+    """Move spooled records into the ledger and the sinks (refused while a gateway runs on the
+    data dir; start does this too). Records that cannot be written go to the dead-letter file."""
+    from tokenabacus.ledger.deadletter import FILE_NAME, DeadLetters
+    from tokenabacus.ledger.sinks import build_sinks
     from tokenabacus.ledger.writer import replay_spool
 
     s = settings_for(config, data_dir)
-    n = replay_spool(s.spool_path, open_store(config, data_dir, s), [])
-    typer.echo(f"replayed {n} records from {s.spool_path}")
+    hold_spool(s)
+    store = open_store(config, data_dir, s)
+    dead = DeadLetters(s.spool_path / FILE_NAME)
+    sinks = build_sinks(s)
+    try:
+        done = replay_spool(s.spool_path, store, sinks, dead)
+    except Exception as e:  # the database went away mid-way: what is left stays in the spool
+        text = str(e).strip().splitlines()
+        fail(f"replay stopped, the rest stays in {s.spool_path}: {type(e).__name__}: {text[0] if text else ''}")
+        raise  # unreachable
+    finally:
+        for sink in sinks:
+            sink.close()
+        store.close()
+    aside = f"; {done.set_aside} set aside in {dead.path} (see the log above)" if done.set_aside else ""
+    typer.echo(f"replayed {done.moved} records from {s.spool_path}{aside}")
 
 
 @db_app.command("upgrade")
@@ -254,7 +320,11 @@ NUMERIC = {"requests", "prompt_tokens", "completion_tokens", "total_tokens", "av
 
 def emit(rows: list[dict], cols: list[str], fmt: Fmt, title: str | None = None) -> None:
     if fmt == Fmt.json:
-        sys.stdout.write(orjson.dumps([{c: r.get(c) for c in cols} for r in rows], option=orjson.OPT_INDENT_2).decode() + "\n")
+        out = [{c: r.get(c) for c in cols} for r in rows]
+        try:
+            sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+        except TypeError:  # a sum past 64 bits (a ledger with absurd figures): orjson stops there
+            sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
         return
     if fmt == Fmt.csv:
         buf = io.StringIO()

@@ -11,8 +11,10 @@ as ``cached_tokens``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.metadata
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +26,7 @@ from tokenabacus.api.errors import APIError, bad_request
 from tokenabacus.config import EmbeddedModel
 from tokenabacus.engines.base import CHAT, Call, Engine
 from tokenabacus.ledger.record import SOURCE_ENGINE
-from tokenabacus.metering.tokenizers import chat_prompt_ids
+from tokenabacus.metering.tokenizers import flatten_content
 
 # Parameters passed to llama.cpp as they are; everything else in the body is not for the engine.
 _PASS = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format",
@@ -64,6 +66,10 @@ class _Capture:
     prompt_evaluated: int | None = None  # ids of the prompt evaluated by this request's first eval()
     ids: list[int] = field(default_factory=list)
     first_token_at: float | None = None
+    max_ids: int | None = None  # never sample more than max_tokens ids
+    prompt_ids: list[int] = field(default_factory=list)
+    stopped_early: bool = False  # the wrapper ended generation (max_tokens, cancel, shutdown)
+    cancelled: asyncio.Event | None = None  # the request's; read from the worker thread
 
 
 class EmbeddedEngine(Engine):
@@ -76,6 +82,7 @@ class EmbeddedEngine(Engine):
         self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{cfg.name}")
         self._cap = _Capture()
         self._is_eog: Any = None
+        self._closing = threading.Event()  # set on shutdown: stop generating at the next token
 
     # Lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -105,6 +112,7 @@ class EmbeddedEngine(Engine):
 
         def generate(tokens, *args, **kwargs):  # sees the exact ids the engine evaluates
             cap.prompt_tokens = len(tokens)  # generate() mutates `tokens` later: count now
+            cap.prompt_ids = list(tokens)
             inner = original(tokens, *args, **kwargs)
 
             def counted() -> Iterator[int]:
@@ -113,6 +121,11 @@ class EmbeddedEngine(Engine):
                         cap.first_token_at = time.perf_counter()
                     cap.ids.append(tok)
                     yield tok
+                    # llama-cpp-python samples on past max_tokens to finish a multi-byte character;
+                    # the limit the client set is the one billed, so stop at it.
+                    if self._should_stop(cap):
+                        cap.stopped_early = True
+                        return
 
             return counted()
 
@@ -126,8 +139,15 @@ class EmbeddedEngine(Engine):
 
         self.llm.eval = eval_
 
+    def _should_stop(self, cap: _Capture) -> bool:
+        return (self._closing.is_set() or (cap.cancelled is not None and cap.cancelled.is_set())
+                or (cap.max_ids is not None and len(cap.ids) >= cap.max_ids))
+
     async def close(self) -> None:
-        self._exec.shutdown(wait=False, cancel_futures=True)
+        # Freeing the model while the worker thread still generates crashes llama.cpp: stop the
+        # generation, wait for the thread, and only then free.
+        self._closing.set()
+        await asyncio.to_thread(self._exec.shutdown, wait=True, cancel_futures=True)
         if self.llm is not None:
             llm, self.llm = self.llm, None
             await asyncio.to_thread(llm.close)
@@ -136,11 +156,15 @@ class EmbeddedEngine(Engine):
         return {"engine": self.kind, "ready": self.llm is not None, "model_file": str(self.path)}
 
     # Metering --------------------------------------------------------------------------------
-    def _reset(self) -> None:
+    def _reset(self, call: Call) -> None:
         self._cap.prompt_tokens = None
         self._cap.prompt_evaluated = None
         self._cap.ids = []
         self._cap.first_token_at = None
+        self._cap.max_ids = call.max_tokens
+        self._cap.prompt_ids = []
+        self._cap.stopped_early = False
+        self._cap.cancelled = call.cancelled
 
     def _meter(self, call: Call) -> None:
         """Copy the captured counts onto the record. An end-of-generation id was sampled but is
@@ -160,6 +184,13 @@ class EmbeddedEngine(Engine):
     def _args(self, call: Call) -> dict:
         args = {k: call.body[k] for k in _PASS if k in call.body}
         args["max_tokens"] = call.max_tokens
+        if "logit_bias" in args:
+            n_vocab = self.llm.n_vocab()
+            bias = {int(k): float(v) for k, v in args["logit_bias"].items()}
+            if any(k >= n_vocab for k in bias):
+                raise bad_request(f"'logit_bias' names a token id beyond this model's vocabulary of {n_vocab}.",
+                                  "logit_bias", "invalid_value")
+            args["logit_bias"] = bias
         return args
 
     def _invoke(self, call: Call, stream: bool) -> Any:
@@ -168,41 +199,52 @@ class EmbeddedEngine(Engine):
         args = self._args(call)
         try:
             if call.endpoint == CHAT:
-                return self.llm.create_chat_completion(messages=call.body["messages"], stream=stream, **args)
+                return self.llm.create_chat_completion(messages=_text_messages(call.body["messages"]), stream=stream, **args)
+            if not call.body["prompt"]:
+                raise bad_request("'prompt' must not be empty for this model.", "prompt", "invalid_value")
             return self.llm.create_completion(prompt=call.body["prompt"], stream=stream, **args)
         except ValueError as e:
-            self._count_refused_prompt(call)
             raise _engine_error(e) from None
-
-    def _count_refused_prompt(self, call: Call) -> None:
-        """llama.cpp checks the context window before generating; count the prompt the same way
-        so a refused request still records what it tried to send."""
-        if self._cap.prompt_tokens is not None:
-            return
-        try:
-            if call.endpoint == CHAT:
-                self._cap.prompt_tokens = len(chat_prompt_ids(self.llm, call.body["messages"], call.body.get("tools")))
-            else:
-                self._cap.prompt_tokens = len(self.llm.tokenize(call.body["prompt"].encode("utf-8"), special=True))
-        except Exception:
-            pass
 
     # Non-streaming ---------------------------------------------------------------------------
     def _complete_sync(self, call: Call) -> dict:
-        self._reset()
+        self._reset(call)
         try:
             out = self._invoke(call, stream=False)
         finally:
             self._meter(call)
         out.pop("usage", None)
+        if self._cap.stopped_early:
+            self._fill_cut_text(out)
         return out
 
+    def _fill_cut_text(self, out: dict) -> None:
+        """llama.cpp sets a non-streamed reply's text only when its own loop breaks; when ours ended
+        the generation (say inside a multi-byte character at max_tokens) the text is what the ids
+        spell, the unfinished character dropped."""
+        ids = [t for t in self._cap.ids if not self._is_eog(t)]
+        text = self.llm.detokenize(ids, prev_tokens=self._cap.prompt_ids).decode("utf-8", errors="ignore")
+        for choice in out.get("choices") or ():
+            if isinstance(choice.get("message"), dict) and isinstance(choice["message"].get("content"), str):
+                choice["message"]["content"] = text
+            elif isinstance(choice.get("text"), str):
+                choice["text"] = text
+            choice["finish_reason"] = "length"
+
     async def complete(self, call: Call) -> dict:
-        return await asyncio.get_running_loop().run_in_executor(self._exec, self._complete_sync, call)
+        job = asyncio.get_running_loop().run_in_executor(self._exec, self._complete_sync, call)
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # The server is stopping: the worker stops at its next token and meters what ran.
+            call.cancelled.set()
+            with contextlib.suppress(BaseException):
+                await job
+            raise
 
     # Streaming ---------------------------------------------------------------------------------
     def _stream_sync(self, call: Call, put) -> None:
-        self._reset()
+        self._reset(call)
         try:
             chunks = self._invoke(call, stream=True)
             # _invoke returns a generator: errors such as context overflow surface at the first next().
@@ -212,7 +254,6 @@ class EmbeddedEngine(Engine):
                         break
                     put(chunk)
             except ValueError as e:
-                self._count_refused_prompt(call)
                 raise _engine_error(e) from None
             finally:
                 chunks.close()
@@ -246,6 +287,18 @@ class EmbeddedEngine(Engine):
                     await asyncio.shield(job)
                 except BaseException:
                     pass
+
+
+def _text_messages(messages: list[dict]) -> list[dict]:
+    """Messages as llama.cpp's chat templates take them: text parts joined, a null content empty.
+    This model reads text only, so any other part is refused rather than silently dropped."""
+    for i, m in enumerate(messages):
+        c = m.get("content")
+        if isinstance(c, list) and any(p.get("type") != "text" for p in c):
+            kinds = sorted({p.get("type") for p in c if p.get("type") != "text"})
+            raise bad_request(f"messages[{i}].content has {', '.join(kinds)} parts; this model reads text only.",
+                              f"messages[{i}].content", "unsupported_content")
+    return flatten_content(messages)
 
 
 def _engine_error(e: ValueError) -> APIError:

@@ -9,17 +9,25 @@ upstream's own figures are kept beside ours.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import time
 from collections.abc import AsyncIterator
+
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tokenabacus.api.errors import APIError, upstream_error, upstream_timeout
 from tokenabacus.config import UpstreamModel
 from tokenabacus.engines.base import CHAT, Call, Engine
 from tokenabacus.ledger.record import SOURCE_ESTIMATED, SOURCE_TOKENIZER, SOURCE_UPSTREAM
-from tokenabacus.metering.stream import StreamAccountant, message_text, parse_json, sse_events
-from tokenabacus.metering.tokenizers import Counter, build_counter
+from tokenabacus.metering.figures import upstream_figures
+from tokenabacus.metering.stream import MalformedUpstream, StreamAccountant, message_text, parse_json, sse_events
+from tokenabacus.metering.tokenizers import Counter, build_counter, has_uncountable_parts
+from tokenabacus.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
 
 # Inputs shorter than this are counted inline; longer ones on a worker thread.
 INLINE_COUNT_CHARS = 2000
@@ -39,6 +47,8 @@ class UpstreamEngine(Engine):
         self.upstream_model = cfg.upstream_model or cfg.name
         self.model_version = cfg.upstream_model or None
         self.session: aiohttp.ClientSession | None = None
+        self._reachable = False  # kept by a background probe of the upstream's /models
+        self._probe_task: asyncio.Task | None = None
         headers = {"Content-Type": "application/json"}
         key = cfg.resolved_api_key()
         if key:
@@ -53,13 +63,36 @@ class UpstreamEngine(Engine):
             connector=connector, timeout=self._timeout, headers=self._headers,
             json_serialize=lambda o: orjson.dumps(o).decode(), auto_decompress=True,
         )
+        self._reachable = await self._probe(timeout=1)
+        if not self._reachable:
+            log.warning("upstream %s at %s is not reachable (yet)", self.cfg.name, self.cfg.base_url)
+        self._probe_task = asyncio.create_task(self._probe_loop(), name=f"probe-{self.cfg.name}")
 
     async def close(self) -> None:
+        await cancel_and_wait(self._probe_task)
         if self.session:
             await self.session.close()
 
+    async def _probe(self, timeout: float = 3) -> bool:
+        """Ready means the upstream answers HTTP at all (any status below 500 on /models)."""
+        assert self.session is not None
+        try:
+            async with self.session.get(f"{self.cfg.base_url}/models", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                return r.status < 500
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return False
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5 if self._reachable else 1)
+            ok = await self._probe()
+            if ok != self._reachable:
+                (log.info if ok else log.warning)("upstream %s at %s is %s", self.cfg.name, self.cfg.base_url,
+                                                  "reachable" if ok else "not reachable")
+            self._reachable = ok
+
     def health(self) -> dict:
-        return {"engine": self.kind, "ready": self.session is not None, "base_url": self.cfg.base_url,
+        return {"engine": self.kind, "ready": self._reachable, "base_url": self.cfg.base_url,
                 "tokenizer": self.cfg.tokenizer.type if self.cfg.tokenizer else None,
                 "counted_by": self.counter.engine if self.counter else None}
 
@@ -102,15 +135,21 @@ class UpstreamEngine(Engine):
                 fallback_text: str = "", reported_model: str | None = None) -> None:
         """Decide the record's figures: ours, the upstream's, or (lacking both) an estimate."""
         rec = call.record
-        rec.model_version = reported_model or self.model_version
-        up_p = up_c = None
-        if isinstance(upstream, dict):
-            up_p = upstream.get("prompt_tokens") if isinstance(upstream.get("prompt_tokens"), int) else None
-            up_c = upstream.get("completion_tokens") if isinstance(upstream.get("completion_tokens"), int) else None
-            details = upstream.get("prompt_tokens_details")
-            if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
-                rec.cached_tokens = details["cached_tokens"]
-        rec.upstream_prompt_tokens, rec.upstream_completion_tokens = up_p, up_c
+        rec.model_version = (reported_model or self.model_version or "")[:200] or None
+        up_p, up_c, cached, lied = upstream_figures(upstream)
+        if lied:
+            log.warning("%s: upstream %s reported unusable usage figures %s; they are ignored",
+                        rec.request_id, self.cfg.name, orjson.dumps(upstream).decode()[:300])
+        rec.upstream_prompt_tokens, rec.upstream_completion_tokens, rec.cached_tokens = up_p, up_c, cached
+        if prompt is not None and call.endpoint == CHAT and has_uncountable_parts(call.body["messages"]):
+            # Our count covers the text only; the upstream's covers the image tokens too.
+            log.warning("%s: the prompt has parts the local tokenizer cannot count (images, audio); billing %s",
+                        rec.request_id, "the upstream's prompt count" if up_p is not None else "an estimate")
+            if up_p is not None and up_c is not None:
+                rec.prompt_tokens, rec.completion_tokens, rec.usage_source = up_p, up_c, SOURCE_UPSTREAM
+            else:
+                rec.prompt_tokens, rec.completion_tokens, rec.usage_source = prompt, completion, SOURCE_ESTIMATED
+            return
         use_upstream = (self.cfg.bill == "upstream" or prompt is None) and up_p is not None and up_c is not None
         if use_upstream:
             rec.prompt_tokens, rec.completion_tokens, rec.usage_source = up_p, up_c, SOURCE_UPSTREAM
@@ -170,7 +209,10 @@ class UpstreamEngine(Engine):
             prompt = await _result(counting)
             call.record.prompt_tokens = prompt  # kept even when the request fails
         upstream_usage = body.pop("usage", None)
-        text = message_text(body)
+        try:
+            text = message_text(body)
+        except MalformedUpstream as e:
+            raise upstream_error(f"The upstream answered with a malformed completion: {e}.", "upstream_bad_response") from None
         completion = await self._count_text(text) if self.counter else None
         reported = body.get("model") if isinstance(body.get("model"), str) else None
         self._settle(call, prompt, completion, upstream_usage, text, reported)
@@ -203,6 +245,9 @@ class UpstreamEngine(Engine):
             raise upstream_timeout() from None
         except aiohttp.ClientError:
             raise upstream_error("The upstream closed the stream early.", "upstream_stream_broken") from None
+        except (ValueError, HttpProcessingError) as e:  # a malformed chunk, an SSE line over aiohttp's limit
+            reason = "a line over the size limit" if isinstance(e, HttpProcessingError) else str(e)
+            raise upstream_error(f"The upstream sent a malformed stream: {reason}.", "upstream_bad_response") from None
         finally:
             if resp is not None:
                 # Closing (not releasing) an unfinished response drops the connection, which is how
@@ -238,7 +283,9 @@ async def _result(fut: asyncio.Future | None) -> int | None:
         return None
     try:
         return await fut
-    except Exception:
+    except Exception as e:
+        log.warning("counting the prompt failed (%s: %s); the record falls back to the upstream's figures",
+                    type(e).__name__, str(e)[:200])
         return None
 
 
@@ -250,5 +297,6 @@ def _result_nowait(fut: asyncio.Future | None, engine: UpstreamEngine, call: Cal
         return None if fut.cancelled() or fut.exception() else fut.result()
     try:
         return engine._count_prompt_sync(call)
-    except Exception:
+    except Exception as e:
+        log.warning("counting the prompt failed (%s: %s)", type(e).__name__, str(e)[:200])
         return None

@@ -74,21 +74,24 @@ class KeyCache:
         self.refresh_interval = refresh_interval_s
         self.miss_interval = miss_interval_s
         self._by_hash: dict[str, Identity] = {}
+        self._revoked: dict[str, str] = {}  # hash -> key_id, so a 401 can say whose key it was
         self._admin_hash: str | None = None
         self._generation = -1
         self._last_check = 0.0
         self._loading: asyncio.Task | None = None
         self._task: asyncio.Task | None = None
 
-    def _load_sync(self) -> tuple[int, dict[str, Identity], str | None]:
+    def _load_sync(self) -> tuple[int, dict[str, Identity], dict[str, str], str | None]:
         gen = self.store.keys_generation()
-        rows = self.store.active_keys()
-        table = {r["key_hash"]: Identity(r["key_id"], r["user"], r["project"], r["department"]) for r in rows}
-        return gen, table, self.store.get_meta("admin_key_hash")
+        rows = self.store.list_keys(include_revoked=True)
+        table = {r["key_hash"]: Identity(r["key_id"], r["user"], r["project"], r["department"])
+                 for r in rows if r["revoked_at"] is None}
+        revoked = {r["key_hash"]: r["key_id"] for r in rows if r["revoked_at"] is not None}
+        return gen, table, revoked, self.store.get_meta("admin_key_hash")
 
     async def load(self) -> None:
-        gen, table, admin = await asyncio.to_thread(self._load_sync)
-        self._generation, self._by_hash, self._admin_hash = gen, table, admin
+        gen, table, revoked, admin = await asyncio.to_thread(self._load_sync)
+        self._generation, self._by_hash, self._revoked, self._admin_hash = gen, table, revoked, admin
 
     async def _refresh_if_changed(self) -> None:
         gen = await asyncio.to_thread(self.store.keys_generation)
@@ -135,6 +138,9 @@ class KeyCache:
             await asyncio.sleep(wait)
         self._last_check = time.monotonic()
         await self._refresh_if_changed()
+
+    def revoked_key_id(self, key: str) -> str | None:
+        return self._revoked.get(hash_key(key))
 
     def is_admin(self, key: str) -> bool:
         return self._admin_hash is not None and hmac.compare_digest(hash_key(key), self._admin_hash)

@@ -74,10 +74,21 @@ class UsageRecord:
         return {f: getattr(self, f) for f in FIELDS}
 
     def finish(self) -> None:
-        """Stamp duration and total tokens just before the record is spooled."""
+        """Stamp duration and total tokens just before the record is spooled.
+
+        A record bills a whole pair or nothing: prompt, completion and total are all known (and
+        total is their sum) or all null, so sums over the ledger always agree."""
         self.duration_ms = int((time.perf_counter() - self._t0) * 1000)
         if self.prompt_tokens is not None and self.completion_tokens is not None:
             self.total_tokens = self.prompt_tokens + self.completion_tokens
+        else:
+            clear_usage(self)
+
+
+def clear_usage(rec: UsageRecord) -> None:
+    """Bill nothing (a request that was refused or produced no output)."""
+    rec.prompt_tokens = rec.completion_tokens = rec.total_tokens = rec.cached_tokens = None
+    rec.usage_source = None
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(UsageRecord) if not f.name.startswith("_"))

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from tokenabacus.config import Settings
 
 
 class Sink(Protocol):
@@ -63,3 +64,13 @@ class JsonlSink:
 
     def close(self) -> None:
         self._fh.close()
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    """The sinks the settings ask for; `serve` and `db replay` both use this, so every record
+    reaches every sink whichever of them moves it."""
+    sinks: list[Sink] = []
+    j = settings.sinks.jsonl
+    if j.enabled:
+        sinks.append(JsonlSink(settings.jsonl_path, j.rotate_bytes, j.rotate_daily, j.keep))
+    return sinks

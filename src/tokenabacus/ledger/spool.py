@@ -165,18 +165,21 @@ class Spool:
         return segs
 
 
+def segment_lines(path: Path) -> list[bytes]:
+    """A segment's complete lines. A torn last line (a crash mid-write, never acknowledged to a
+    client) is left out."""
+    with open(path, "rb") as fh:
+        return [line for line in fh if line.endswith(b"\n")]
+
+
 def read_segment(path: Path) -> tuple[list[dict], list[bytes]]:
-    """Parse a segment into records and their JSON lines. A torn last line (a crash mid-write,
-    never acknowledged to a client) is skipped."""
+    """The records of a segment that parse as JSON, and their lines."""
     records: list[dict] = []
     lines: list[bytes] = []
-    with open(path, "rb") as fh:
-        for line in fh:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                records.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                continue
-            lines.append(line)
+    for line in segment_lines(path):
+        try:
+            records.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            continue
+        lines.append(line)
     return records, lines

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Engine, create_engine, event, func, make_url, select, text
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -34,12 +34,17 @@ _LIMITS = [(i, _LENGTHS[f]) for i, f in enumerate(FIELDS) if f in _LENGTHS]
 
 
 def _row(record: dict) -> list:
-    """The record's values in FIELDS order, strings clipped to their column's length."""
+    """The record's values in FIELDS order, strings clipped to their column's length and rid of
+    NUL characters, which PostgreSQL refuses in text (a client can put one in a model name)."""
     row = [record.get(f) for f in FIELDS]
     for i, n in _LIMITS:
         v = row[i]
-        if type(v) is str and len(v) > n:
-            row[i] = v[:n]
+        if type(v) is str:
+            if len(v) > n:
+                v = v[:n]
+            if "\x00" in v:
+                v = v.replace("\x00", "\ufffd")
+            row[i] = v
     return row
 
 
@@ -49,15 +54,37 @@ _SQLITE_INSERT = (
 )
 
 
+class LedgerMissing(Exception):
+    """A read-only command found no ledger to read."""
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite ledger URL (None for other databases and in-memory SQLite)."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
+        """Open the ledger and bring its schema up to date. With ``create=False`` a SQLite
+        ledger that does not exist is an error (LedgerMissing), and nothing is created."""
         self.url = url
-        if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+        path = sqlite_path(url)
+        if path is not None:
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            elif not path.is_file():
+                raise LedgerMissing(f"no ledger at {path}")
+        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=make_url(url).get_backend_name() != "sqlite")
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        upgrade(self.engine)
+        try:
+            upgrade(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()

@@ -13,6 +13,10 @@ from collections.abc import AsyncIterator
 import orjson
 
 
+class MalformedUpstream(ValueError):
+    """The upstream sent something no OpenAI-compatible server sends (the gateway answers 502)."""
+
+
 async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Yield the data payload of each server-sent event (multi-line data joined by newlines)."""
     data: list[bytes] = []
@@ -53,6 +57,8 @@ class StreamAccountant:
         choices = chunk.get("choices")
         if not choices:
             return None if usage is not None else chunk
+        if not isinstance(choices, list):
+            raise MalformedUpstream(f"choices is {type(choices).__name__}, not an array")
         for ch in choices:
             if not isinstance(ch, dict):
                 continue
@@ -76,7 +82,10 @@ def _delta_texts(delta: dict) -> list[str]:
         v = delta.get(key)
         if isinstance(v, str):
             out.append(v)
-    for tc in delta.get("tool_calls") or []:
+    calls = delta.get("tool_calls")
+    if calls is not None and not isinstance(calls, list):
+        raise MalformedUpstream(f"tool_calls is {type(calls).__name__}, not an array")
+    for tc in calls or ():
         fn = tc.get("function") if isinstance(tc, dict) else None
         if isinstance(fn, dict):
             for key in ("name", "arguments"):

@@ -39,6 +39,12 @@ class Counter(Protocol):
     def count_text(self, text: str) -> int: ...
 
 
+def has_uncountable_parts(messages: list[dict]) -> bool:
+    """True if a message carries a content part that is not text (an image, audio, a file)."""
+    return any(isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"])
+               for m in messages)
+
+
 def flatten_content(messages: list[dict]) -> list[dict]:
     """Text parts of a message become one string (as vLLM does for string-format templates)."""
     out = []
@@ -192,7 +198,7 @@ class GGUFCounter:
 
     def count_chat(self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None) -> int:
         with self._lock:
-            return len(chat_prompt_ids(self.llm, messages, tools))
+            return len(chat_prompt_ids(self.llm, flatten_content(messages), tools))
 
     def count_text(self, text: str) -> int:
         with self._lock:
@@ -255,6 +261,10 @@ class TiktokenCounter:
                     n += self._n(v)
                 if k == "name":
                     n += self.TOKENS_PER_NAME
+            for call in m.get("tool_calls") or ():  # what the model is shown of its earlier calls
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict):
+                    n += sum(self._n(v) for v in (fn.get("name"), fn.get("arguments")) if isinstance(v, str))
         return n + self.REPLY_PRIMING
 
     def count_text(self, text: str) -> int:

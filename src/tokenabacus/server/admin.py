@@ -7,20 +7,25 @@ the /v1 hot path.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import timezone
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tokenabacus.billing.reports import build_query, parse_when, run_report
+from tokenabacus.billing.reports import build_query, check_status, parse_when, run_report
 from tokenabacus.governance.keys import create_key
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
+
+log = logging.getLogger(__name__)
+_CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed"}
 
 
 class KeyCreate(BaseModel):
@@ -30,23 +35,54 @@ class KeyCreate(BaseModel):
     name: str | None = Field(None, max_length=200)
 
 
-def _error(status: int, message: str, code: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}, status)
+def _error(status: int, message: str, code: str, type_: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": None, "code": code}}, status)
+
+
+class _AdminOnly:
+    """Checks the admin key before routing, so every path under /admin (present, future or
+    unknown) answers 401 without it, and every failure inside answers OpenAI's error JSON."""
+
+    def __init__(self, app, gw: "Gateway") -> None:
+        self.app = app
+        self.gw = gw
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        auth = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+        if not self.gw.keys.is_admin_header(auth):
+            return await _error(401, "admin key required", "invalid_api_key")(scope, receive, send)
+        started = False
+
+        async def tracked(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("admin request %s %s failed", scope.get("method"), scope.get("path"))
+            if not started:
+                await _error(500, "The gateway failed to handle this request.", "internal_error", "api_error")(scope, receive, send)
 
 
 def create_admin_app(gw: "Gateway") -> FastAPI:
-    async def require_admin(request: Request) -> None:
-        if not gw.keys.is_admin_header(request.headers.get("authorization")):
-            raise HTTPException(401, "admin key required")
+    app = FastAPI(title="tokenabacus admin", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_AdminOnly, gw=gw)
 
-    # The dependency guards every route of this app, present and future.
-    app = FastAPI(title="tokenabacus admin", docs_url=None, redoc_url=None, openapi_url=None,
-                  dependencies=[Depends(require_admin)])
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        code = {401: "invalid_api_key", 404: "not_found"}.get(exc.status_code, "invalid_request")
-        return _error(exc.status_code, str(exc.detail), code)
+    # Starlette's class, not FastAPI's subclass: unknown routes and wrong methods raise that one.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _CODES.get(exc.status_code, "invalid_request")
+        message = str(exc.detail)
+        if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+            message = f"{'Unknown route' if exc.status_code == 404 else 'Method not allowed'}: {request.method} {request.url.path}"
+        resp = _error(exc.status_code, message, code)
+        if exc.headers:
+            resp.headers.update(exc.headers)  # Allow on 405
+        return resp
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc) -> JSONResponse:
@@ -80,6 +116,7 @@ def create_admin_app(gw: "Gateway") -> FastAPI:
                     project: str | None = None, user: str | None = None, department: str | None = None,
                     model: str | None = None, status: str | None = None) -> list[dict]:
         try:
+            check_status(status)
             since_ms = parse_when(since, timezone.utc, "since") if since else None
         except ValueError as e:
             raise HTTPException(400, str(e)) from None

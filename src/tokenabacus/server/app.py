@@ -14,6 +14,8 @@ from starlette.routing import Mount, Route
 
 from tokenabacus.api.errors import APIError
 from tokenabacus.config import Settings
+from tokenabacus.ledger.record import new_request_id
+from tokenabacus.ledger.store import Store
 from tokenabacus.server.admin import create_admin_app
 from tokenabacus.server.state import Gateway
 from tokenabacus.server.v1 import V1, send_json
@@ -56,8 +58,9 @@ class GatewayApp:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings) -> GatewayApp:
-    gw = Gateway(settings)
+def create_app(settings: Settings, store: Store | None = None) -> GatewayApp:
+    """``store``: a ledger already opened (the CLI opens it first to fail with one line)."""
+    gw = Gateway(settings, store=store)
     v1 = V1(gw)
 
     async def health(request: Request) -> Response:
@@ -70,7 +73,8 @@ def create_app(settings: Settings) -> GatewayApp:
         msg = "Unknown route." if status == 404 else "Method not allowed."
         body = APIError(status, f"{msg} {request.method} {request.url.path}", "invalid_request_error", None,
                         "not_found" if status == 404 else "method_not_allowed").body()
-        return Response(body, status_code=status, media_type="application/json")
+        return Response(body, status_code=status, media_type="application/json",
+                        headers={"x-request-id": new_request_id()})
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

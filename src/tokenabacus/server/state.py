@@ -13,7 +13,10 @@ from tokenabacus.engines.base import Engine
 from tokenabacus.engines.embedded import EmbeddedEngine
 from tokenabacus.engines.upstream import UpstreamEngine
 from tokenabacus.governance.keys import KeyCache, ensure_admin_key
-from tokenabacus.ledger.sinks import JsonlSink, Sink
+from tokenabacus.ledger import lock
+from tokenabacus.ledger.deadletter import FILE_NAME as DEAD_LETTER_FILE
+from tokenabacus.ledger.deadletter import DeadLetters
+from tokenabacus.ledger.sinks import Sink, build_sinks
 from tokenabacus.ledger.spool import Spool
 from tokenabacus.ledger.store import Store
 from tokenabacus.ledger.writer import LedgerWriter, replay_spool
@@ -27,32 +30,38 @@ def build_engine(cfg) -> Engine:
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        """``store``: a ledger the caller already opened (the CLI does, to fail before serving);
+        otherwise start opens it."""
         self.settings = settings
         self.started_at = int(time.time())
         self.engines: dict[str, Engine] = {m.name: build_engine(m) for m in effective_models(settings)}
-        self.store: Store | None = None
+        self.store: Store | None = store
         self.keys: KeyCache = None  # type: ignore[assignment]
         self.spool = Spool(settings.spool_path, settings.ledger.flush_interval_ms, settings.ledger.group_commit_ms)
         self.sinks: list[Sink] = []
         self.writer: LedgerWriter | None = None
+        self.dead_letters = DeadLetters(settings.spool_path / DEAD_LETTER_FILE)
         self.new_admin_key: str | None = None
 
     async def start(self) -> None:
         s = self.settings
+        # One process per spool (a no-op when the CLI already holds the lock): InUse otherwise.
+        lock.hold(s)
         s.data_path.mkdir(parents=True, exist_ok=True)
-        self.store = await asyncio.to_thread(Store, s.ledger_url)
+        if self.store is None:
+            self.store = await asyncio.to_thread(Store, s.ledger_url)
         self.new_admin_key = await asyncio.to_thread(ensure_admin_key, self.store, os.environ.get(ADMIN_KEY_ENV))
-        if s.sinks.jsonl.enabled:
-            j = s.sinks.jsonl
-            self.sinks.append(JsonlSink(s.jsonl_path, j.rotate_bytes, j.rotate_daily, j.keep))
+        self.sinks = build_sinks(s)
         # Records spooled by an earlier run that did not reach the database (crash, kill -9).
-        replayed = await asyncio.to_thread(replay_spool, s.spool_path, self.store, self.sinks)
-        if replayed:
-            log.info("replayed %d spooled records into the ledger", replayed)
+        done = await asyncio.to_thread(replay_spool, s.spool_path, self.store, self.sinks, self.dead_letters)
+        if done.moved or done.set_aside:
+            log.info("replayed %d spooled records into the ledger (%d set aside in %s)", done.moved,
+                     done.set_aside, self.dead_letters.path)
         self.spool.open()
         await self.spool.start()
-        self.writer = LedgerWriter(self.spool, self.store, self.sinks, s.ledger.writer_interval_ms / 1000)
+        self.writer = LedgerWriter(self.spool, self.store, self.sinks, self.dead_letters,
+                                   s.ledger.writer_interval_ms / 1000)
         await self.writer.start()
         self.keys = KeyCache(self.store, s.keys.refresh_interval_s)
         await self.keys.start()
@@ -61,6 +70,9 @@ class Gateway:
             await engine.start()
 
     async def stop(self) -> None:
+        # uvicorn cancels requests still running after its grace period and then stops us at once:
+        # give their cleanup a moment to append their records while the spool is still open.
+        await self.wait_idle(5.0)
         for engine in self.engines.values():
             try:
                 await engine.close()
@@ -74,6 +86,11 @@ class Gateway:
         if self.store:
             self.store.close()
 
+    async def wait_idle(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.spool.active > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
     def model_object(self, name: str) -> dict:
         return {"id": name, "object": "model", "created": self.started_at, "owned_by": "tokenabacus"}
 
@@ -82,12 +99,14 @@ class Gateway:
 
     def health(self, detail: bool = False) -> dict:
         last_error = self.writer.last_error if self.writer else None
+        # dead_letters: records waiting in the dead-letter file for an operator (a count, no content).
         if not detail:
             return {"status": "ok", "models": {name: {"ready": e.health()["ready"]} for name, e in self.engines.items()},
-                    "ledger": {"ok": last_error is None}}
+                    "ledger": {"ok": last_error is None, "dead_letters": self.dead_letters.count}}
         return {
             "status": "ok",
             "models": {name: e.health() for name, e in self.engines.items()},
             "ledger": {"ok": last_error is None, "moved": self.writer.moved if self.writer else 0,
-                       "last_error": last_error},
+                       "last_error": last_error, "dead_letters": self.dead_letters.count,
+                       "dead_letter_file": str(self.dead_letters.path)},
         }
