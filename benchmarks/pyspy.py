@@ -63,7 +63,7 @@ def finish(p: subprocess.Popen, out: str, notes: list[str], top: int = 15) -> No
     lines += [f"  {100 * c / main:6.1f}  {f}" for f, c in sorted(own.items(), key=lambda x: -x[1])[:top]]
     lines += ["  incl %  function"]
     skip = ("typer/", "click/", "uvicorn/main.py", "uvicorn/server.py", "uvicorn/_compat.py", "asyncio/runners.py",
-            "cli/main.py", "<module>")
+            "cli/main.py", "cli/serve.py", "<module>")
     hot = [(f, c) for f, c in sorted(incl.items(), key=lambda x: -x[1]) if not any(k in f for k in skip)]
     lines += [f"  {100 * c / main:6.1f}  {f}" for f, c in hot[: top * 2]]
     notes.append("\n".join(lines))

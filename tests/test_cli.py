@@ -70,11 +70,15 @@ def test_report_groups_and_formats(tmp_path):
         keys = {("ann", "alpha", "sales"): gw.create_key("ann", "alpha", "sales"),
                 ("ben", "beta", "sales"): gw.create_key("ben", "beta", "sales")}
         expected: dict[str, list[int]] = {}
+        request_ids = []
         for (user, project, dept), key in keys.items():
             for n in range(2 if project == "alpha" else 3):
-                r = gw.client(key).chat.completions.create(model=EMBEDDED, messages=[{"role": "user", "content": f"{user} {n}"}], max_tokens=3)
-                expected.setdefault(project, []).append(r.usage.total_tokens)
-        time.sleep(0.6)  # the background writer moves records every 200 ms
+                raw = gw.client(key).chat.completions.with_raw_response.create(
+                    model=EMBEDDED, messages=[{"role": "user", "content": f"{user} {n}"}], max_tokens=3)
+                request_ids.append(raw.headers["x-request-id"])
+                expected.setdefault(project, []).append(raw.parse().usage.total_tokens)
+        for request_id in request_ids:  # the background writer moves records in batches: wait for each
+            gw.record(request_id)
         today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
         rows = json.loads(gw.cli("report", "--by", "project", "--since", today, "--format", "json").stdout)
         got = {r["project"]: r for r in rows}

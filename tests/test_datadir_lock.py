@@ -74,7 +74,7 @@ def test_second_serve_and_replay_refuse_while_the_first_runs_under_load(tmp_path
     gw.stop()
     store = gw.store()
     try:
-        ids = store.all_request_ids()
+        ids = store.usage.request_ids()
     finally:
         store.close()
     missing = [r for r in receipts if r not in ids]

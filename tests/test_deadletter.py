@@ -101,7 +101,7 @@ def test_poisoned_spool_is_set_aside_at_start_and_while_running(db_url, tmp_path
     try:
         store = Store(db_url)
         try:
-            ids = store.all_request_ids()
+            ids = store.usage.request_ids()
         finally:
             store.close()
         assert {r["request_id"] for r in goods} <= ids and "req_torn" not in ids and "req_x" not in ids
@@ -122,8 +122,8 @@ def test_poisoned_spool_is_set_aside_at_start_and_while_running(db_url, tmp_path
         wait_for(lambda: health(gw)["dead_letters"] == len(bads) + 1)
         store = Store(db_url)
         try:
-            assert wait_for(lambda: {r["request_id"] for r in later} <= store.all_request_ids())
-            assert huge["request_id"] not in store.all_request_ids()
+            assert wait_for(lambda: {r["request_id"] for r in later} <= store.usage.request_ids())
+            assert huge["request_id"] not in store.usage.request_ids()
         finally:
             store.close()
         detail = health(gw, admin=True)
@@ -167,7 +167,7 @@ def test_rows_the_database_refuses_are_set_aside(refusing_db, tmp_path):
     try:
         store = Store(refusing_db)
         try:
-            ids = store.all_request_ids()
+            ids = store.usage.request_ids()
         finally:
             store.close()
         assert ids == {r["request_id"] for r in goods}
@@ -193,7 +193,7 @@ def test_db_replay_sets_aside_and_feeds_the_sinks(tmp_path):
     assert not list((data / "spool").glob("seg-*.jsonl"))
     store = Store(f"sqlite:///{data / 'ledger.db'}")
     try:
-        assert store.count_records() == 15
+        assert store.usage.count() == 15
     finally:
         store.close()
     # Every record reaches every sink, whichever process moved it.

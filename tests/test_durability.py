@@ -52,11 +52,11 @@ def test_sigkill_under_load_loses_no_completed_record(tmp_path, llama_upstream):
     gw.start()  # same data dir: the spool is replayed at start
     try:
         store = gw.store()
-        ids = store.all_request_ids()
+        ids = store.usage.request_ids()
         missing = [r for r in receipts if r not in ids]
         assert not missing, f"{len(missing)} of {len(receipts)} completed responses have no ledger record"
         # Replays are idempotent: no request id twice, and every receipt is an ok record.
-        rows = store.latest_records(limit=100000)
+        rows = store.usage.latest(limit=100000)
         assert len(rows) == len({r["request_id"] for r in rows})
         by_id = {r["request_id"]: r for r in rows}
         assert all(by_id[r]["status"] == "ok" and by_id[r]["total_tokens"] > 0 for r in receipts)

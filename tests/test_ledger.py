@@ -27,11 +27,11 @@ def test_insert_is_idempotent_on_request_id(db_url):
     store = Store(db_url)
     try:
         recs = _records(50)
-        store.insert_records(recs[:30])
-        store.insert_records(recs)  # a replay overlapping what is already there
-        store.insert_records(recs[10:20])
-        assert store.count_records() == 50
-        rows = {r["request_id"]: r for r in store.latest_records(limit=100)}
+        store.usage.insert(recs[:30])
+        store.usage.insert(recs)  # a replay overlapping what is already there
+        store.usage.insert(recs[10:20])
+        assert store.usage.count() == 50
+        rows = {r["request_id"]: r for r in store.usage.latest(limit=100)}
         for r in recs:
             got = rows[r["request_id"]]
             assert {f: got[f] for f in FIELDS} == {f: r[f] for f in FIELDS}
@@ -45,8 +45,8 @@ def test_overlong_strings_are_clipped_not_fatal(db_url):
         rec = _records(1)[0]
         rec["model"] = "m" * 5000
         rec["user_agent"] = "ua" * 1000
-        store.insert_records([rec])
-        row = store.latest_records(limit=1)[0]
+        store.usage.insert([rec])
+        row = store.usage.latest(limit=1)[0]
         assert row["model"] == "m" * 200 and len(row["user_agent"]) == 500
     finally:
         store.close()
@@ -63,7 +63,7 @@ def test_gateway_writes_to_database(db_url, tmp_path):
         deadline = time.monotonic() + 10
         row = None
         while time.monotonic() < deadline and row is None:
-            row = next((r for r in store.latest_records(limit=10) if r["request_id"] == request_id), None)
+            row = next((r for r in store.usage.latest(limit=10) if r["request_id"] == request_id), None)
             time.sleep(0.1)
         store.close()
         assert row is not None and row["user"] == "erin" and row["total_tokens"] == raw.parse().usage.total_tokens

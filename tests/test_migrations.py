@@ -41,7 +41,7 @@ def test_ledger_made_before_migrations_is_adopted_with_its_records(db_url):
     store = Store(db_url)
     try:
         assert migrate.current(store.engine) == migrate.head()
-        assert [r["request_id"] for r in store.latest_records()] == [rec.request_id]
+        assert [r["request_id"] for r in store.usage.latest()] == [rec.request_id]
     finally:
         store.close()
 

@@ -45,7 +45,7 @@ def test_chat_non_stream_schema_headers_and_record(target):
 def test_stream_with_usage_chunk(target):
     gw, key, model = target
     stream = gw.client(key).chat.completions.create(
-        model=model, messages=PROMPT, max_tokens=20, stream=True, stream_options={"include_usage": True})
+        model=model, messages=PROMPT, max_tokens=20, temperature=0, stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     for ch in chunks:
         validate(ch.model_dump(exclude_unset=True), "CreateChatCompletionStreamResponse")

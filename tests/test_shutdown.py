@@ -33,7 +33,7 @@ def stop_and_read(gw: GatewayProc, request_id: str) -> dict:
     assert gw.proc.wait(30) in (0, -signal.SIGTERM), gw.log.read_text()[-3000:]
     store = gw.store()
     try:
-        rows = [r for r in store.latest_records(limit=1000) if r["request_id"] == request_id]
+        rows = [r for r in store.usage.latest(limit=1000) if r["request_id"] == request_id]
     finally:
         store.close()
     assert len(rows) == 1, f"{len(rows)} records for {request_id}"
@@ -84,7 +84,7 @@ def test_sigterm_during_embedded_generation_exits_cleanly(tmp_path, rogue_upstre
     assert gw.proc.wait(30) in (0, -signal.SIGTERM), gw.log.read_text()[-3000:]
     store = gw.store()
     try:
-        rows = [r for r in store.latest_records(limit=1000) if r["model"] == EMBEDDED and r["status"] != "rejected"]
+        rows = [r for r in store.usage.latest(limit=1000) if r["model"] == EMBEDDED and r["status"] != "rejected"]
     finally:
         store.close()
     assert len(rows) == 1, rows

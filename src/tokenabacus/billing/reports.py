@@ -1,4 +1,8 @@
-"""Grouped usage reports over the ledger: tokens, requests and latency by any dimension."""
+"""Grouped usage reports over the ledger: tokens, requests and latency by any dimension.
+
+This module checks the arguments and shapes the rows; the query itself belongs to the usage
+records (ledger/usage.py).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, func, literal, select
-
 from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED
-from tokenabacus.ledger.schema import usage_records as t
 from tokenabacus.ledger.store import Store
+from tokenabacus.ledger.usage import TIME_BUCKETS
 
 DIMENSIONS = ("project", "user", "department", "model", "key_id", "status", "day", "hour")
 STATUSES = (OK, ERROR, CANCELLED, REJECTED)
-TOKEN_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens")
-_LOW32 = 0xFFFFFFFF
-_BUCKET_MS = {"day": 86_400_000, "hour": 3_600_000}
 
 
 @dataclass(frozen=True)
@@ -28,64 +27,25 @@ class ReportQuery:
     status: str | None = None
 
 
-def _bucket(dim: str, offset_ms: int):
-    size = _BUCKET_MS[dim]
-    shifted = t.c.timestamp + literal(offset_ms)
-    return (shifted - shifted % size).label(dim)
-
-
-def _sums(sqlite: bool) -> list:
-    """Token sums that cannot overflow. SQLite's sum() fails on a 64-bit overflow, which a
-    ledger holding absurd figures (written before the writer checked them) reaches with two
-    records; so there each value is summed as a high and a low 32-bit half, put back together
-    exactly in Python. PostgreSQL and MySQL sum integers into wider types already."""
-    if not sqlite:
-        return [func.coalesce(func.sum(t.c[k]), 0).label(k) for k in TOKEN_SUMS]
-    out = []
-    for k in TOKEN_SUMS:
-        out.append(func.coalesce(func.sum(t.c[k].op(">>")(32)), 0).label(f"{k}_hi"))
-        out.append(func.coalesce(func.sum(t.c[k].op("&")(_LOW32)), 0).label(f"{k}_lo"))
-    return out
-
-
 def run_report(store: Store, q: ReportQuery) -> list[dict]:
     for d in q.by:
         if d not in DIMENSIONS:
             raise ValueError(f"cannot group by {d!r}; choose from {', '.join(DIMENSIONS)}")
     check_status(q.status)
-    sqlite = store.engine.dialect.name == "sqlite"
-    cols = [_bucket(d, q.utc_offset_ms) if d in _BUCKET_MS else t.c[d].label(d) for d in q.by]
-    aggs = [func.count().label("requests"), *_sums(sqlite), func.avg(t.c.duration_ms).label("avg_duration_ms")]
-    conds = []
-    if q.since_ms is not None:
-        conds.append(t.c.timestamp >= q.since_ms)
-    if q.until_ms is not None:
-        conds.append(t.c.timestamp < q.until_ms)
-    if q.status:
-        conds.append(t.c.status == q.status)
-    stmt = select(*cols, *aggs)
-    if conds:
-        stmt = stmt.where(and_(*conds))
-    if cols:
-        stmt = stmt.group_by(*cols).order_by(*cols)
-    with store.engine.connect() as conn:
-        raw = [dict(r._mapping) for r in conn.execute(stmt)]
-    return [_finish(r, q, sqlite) for r in raw]
+    rows = store.usage.totals(q.by, since_ms=q.since_ms, until_ms=q.until_ms, status=q.status,
+                              utc_offset_ms=q.utc_offset_ms)
+    return [_finish(r, q) for r in rows]
 
 
-def _finish(r: dict, q: ReportQuery, sqlite: bool) -> dict:
-    out: dict = {}
+def _finish(r: dict, q: ReportQuery) -> dict:
+    """Buckets as dates in the report's offset, the average latency to a tenth of a ms."""
+    tz = timezone(timedelta(milliseconds=q.utc_offset_ms))
+    out = dict(r)
     for d in q.by:
-        v = r[d]
-        if d in _BUCKET_MS and v is not None:
-            tz = timezone(timedelta(milliseconds=q.utc_offset_ms))
-            v = datetime.fromtimestamp((int(v) - q.utc_offset_ms) / 1000, tz).strftime("%Y-%m-%d" if d == "day" else "%Y-%m-%d %H:00")
-        out[d] = v
-    out["requests"] = int(r["requests"])
-    for k in TOKEN_SUMS:
-        out[k] = (int(r[f"{k}_hi"]) << 32) + int(r[f"{k}_lo"]) if sqlite else int(r[k])
+        if d in TIME_BUCKETS and r[d] is not None:
+            out[d] = datetime.fromtimestamp(r[d] / 1000, tz).strftime("%Y-%m-%d" if d == "day" else "%Y-%m-%d %H:00")
     avg = r["avg_duration_ms"]
-    out["avg_duration_ms"] = round(float(avg), 1) if avg is not None else None
+    out["avg_duration_ms"] = round(avg, 1) if avg is not None else None
     return out
 
 

@@ -1,4 +1,9 @@
-"""What every engine offers the serving layer."""
+"""What every engine offers the serving layer.
+
+Engines serve and observe; they do not bill. Each fills the call's ``Observed`` with the raw
+figures it saw (its own ids, the upstream's usage claim, the generated text), and one settle step
+in ``metering`` turns them into the record's billed figures, for every engine alike.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,20 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from tokenabacus.ledger.record import UsageRecord
+from tokenabacus.metering.observed import Observed
 
 CHAT, COMPLETIONS = "chat", "completions"
 
 
 @dataclass(slots=True)
 class Call:
-    """One metered request as the engine sees it. The engine fills the record's token fields
-    (prompt, completion, cached, usage_source, upstream_*) before it returns or stops."""
+    """One request as the engine sees it."""
 
     endpoint: str  # CHAT or COMPLETIONS
     body: dict  # the validated client body; body["model"] is the public name
-    record: UsageRecord
     stream: bool = False
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    observed: Observed = field(default_factory=Observed)
 
     @property
     def max_tokens(self) -> int | None:

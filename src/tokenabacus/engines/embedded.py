@@ -25,7 +25,6 @@ from typing import Any
 from tokenabacus.api.errors import APIError, bad_request
 from tokenabacus.config import EmbeddedModel
 from tokenabacus.engines.base import CHAT, Call, Engine
-from tokenabacus.ledger.record import SOURCE_ENGINE
 from tokenabacus.metering.tokenizers import flatten_content
 
 # Parameters passed to llama.cpp as they are; everything else in the body is not for the engine.
@@ -155,7 +154,7 @@ class EmbeddedEngine(Engine):
     def health(self) -> dict:
         return {"engine": self.kind, "ready": self.llm is not None, "model_file": str(self.path)}
 
-    # Metering --------------------------------------------------------------------------------
+    # Observing --------------------------------------------------------------------------------
     def _reset(self, call: Call) -> None:
         self._cap.prompt_tokens = None
         self._cap.prompt_evaluated = None
@@ -166,20 +165,17 @@ class EmbeddedEngine(Engine):
         self._cap.stopped_early = False
         self._cap.cancelled = call.cancelled
 
-    def _meter(self, call: Call) -> None:
-        """Copy the captured counts onto the record. An end-of-generation id was sampled but is
-        not output, so it is not billed (llama.cpp's own usage does the same)."""
-        ids = self._cap.ids
-        n = len(ids) - (1 if ids and self._is_eog(ids[-1]) else 0)
-        rec = call.record
-        rec.prompt_tokens = self._cap.prompt_tokens
-        rec.completion_tokens = n if self._cap.prompt_tokens is not None else None
-        if self._cap.prompt_tokens is not None and self._cap.prompt_evaluated is not None:
-            rec.cached_tokens = max(0, self._cap.prompt_tokens - self._cap.prompt_evaluated)
-        rec.usage_source = SOURCE_ENGINE
-        rec.model_version = self.model_version
-        if self._cap.first_token_at is not None and rec.ttft_ms is None:
-            rec.ttft_ms = int((self._cap.first_token_at - rec._t0) * 1000)
+    def _observe(self, call: Call) -> None:
+        """Hand the captured ids to the call. An end-of-generation id was sampled but is not
+        output, so it is not counted (llama.cpp's own usage does the same)."""
+        cap, obs = self._cap, call.observed
+        ids = cap.ids
+        obs.prompt_ids = cap.prompt_tokens
+        obs.completion_ids = len(ids) - (1 if ids and self._is_eog(ids[-1]) else 0) if cap.prompt_tokens is not None else None
+        if cap.prompt_tokens is not None and cap.prompt_evaluated is not None:
+            obs.cached_ids = max(0, cap.prompt_tokens - cap.prompt_evaluated)
+        obs.model_version = self.model_version
+        obs.first_token_at = cap.first_token_at
 
     def _args(self, call: Call) -> dict:
         args = {k: call.body[k] for k in _PASS if k in call.body}
@@ -212,7 +208,7 @@ class EmbeddedEngine(Engine):
         try:
             out = self._invoke(call, stream=False)
         finally:
-            self._meter(call)
+            self._observe(call)
         out.pop("usage", None)
         if self._cap.stopped_early:
             self._fill_cut_text(out)
@@ -258,10 +254,10 @@ class EmbeddedEngine(Engine):
             finally:
                 chunks.close()
         except BaseException as e:  # hand every failure to the event loop side
-            self._meter(call)
+            self._observe(call)
             put(e)
             return
-        self._meter(call)
+        self._observe(call)
         put(_DONE)
 
     async def stream(self, call: Call) -> AsyncIterator[dict]:

@@ -1,17 +1,15 @@
 """The upstream engine: any OpenAI-compatible server (vLLM, SGLang, ms-swift, LMDeploy,
 llama.cpp server, Ollama, OpenAI, DeepSeek, DashScope) behind a pooled aiohttp session.
 
-Prompt tokens are counted locally with the model's tokenizer while the upstream works, so
-counting adds no latency; completion tokens are the tokenizer over the generated text. The
-upstream's own figures are kept beside ours.
+The engine forwards and observes: the upstream's usage claim, the generated text and the model id
+it reports go into the call's ``Observed``; counting and billing are the settle step's
+(``metering.settle``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -21,21 +19,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from tokenabacus.api.errors import APIError, upstream_error, upstream_timeout
 from tokenabacus.config import UpstreamModel
 from tokenabacus.engines.base import CHAT, Call, Engine
-from tokenabacus.ledger.record import SOURCE_ESTIMATED, SOURCE_TOKENIZER, SOURCE_UPSTREAM
-from tokenabacus.metering.figures import upstream_figures
 from tokenabacus.metering.stream import MalformedUpstream, StreamAccountant, message_text, parse_json, sse_events
-from tokenabacus.metering.tokenizers import Counter, build_counter, has_uncountable_parts
 from tokenabacus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
-
-# Inputs shorter than this are counted inline; longer ones on a worker thread.
-INLINE_COUNT_CHARS = 2000
-
-
-def _estimate(text: str) -> int:
-    # Only when no tokenizer is configured and the upstream reported nothing; marked "estimated".
-    return max(1, math.ceil(len(text.encode("utf-8")) / 4)) if text else 0
 
 
 class UpstreamEngine(Engine):
@@ -43,7 +30,6 @@ class UpstreamEngine(Engine):
 
     def __init__(self, cfg: UpstreamModel) -> None:
         self.cfg = cfg
-        self.counter: Counter | None = build_counter(cfg.tokenizer) if cfg.tokenizer else None
         self.upstream_model = cfg.upstream_model or cfg.name
         self.model_version = cfg.upstream_model or None
         self.session: aiohttp.ClientSession | None = None
@@ -93,73 +79,7 @@ class UpstreamEngine(Engine):
 
     def health(self) -> dict:
         return {"engine": self.kind, "ready": self._reachable, "base_url": self.cfg.base_url,
-                "tokenizer": self.cfg.tokenizer.type if self.cfg.tokenizer else None,
-                "counted_by": self.counter.engine if self.counter else None}
-
-    # Counting ----------------------------------------------------------------------------------
-    def _count_prompt_sync(self, call: Call) -> int:
-        assert self.counter is not None
-        if call.endpoint == CHAT:
-            kwargs = call.body.get("chat_template_kwargs")
-            return self.counter.count_chat(call.body["messages"], call.body.get("tools"),
-                                           kwargs if isinstance(kwargs, dict) else None)
-        return self.counter.count_text(call.body["prompt"])
-
-    def _prompt_chars(self, call: Call) -> int:
-        if call.endpoint == CHAT:
-            return sum(len(str(m.get("content") or "")) for m in call.body["messages"])
-        return len(call.body["prompt"])
-
-    def _start_prompt_count(self, call: Call) -> asyncio.Future | None:
-        if self.counter is None:
-            return None
-        if self._prompt_chars(call) < INLINE_COUNT_CHARS:
-            fut = asyncio.get_running_loop().create_future()
-            try:
-                fut.set_result(self._count_prompt_sync(call))
-            except Exception as e:
-                fut.set_exception(e)
-            return fut
-        return asyncio.ensure_future(asyncio.to_thread(self._count_prompt_sync, call))
-
-    def _count_text_sync(self, text: str) -> int:
-        assert self.counter is not None
-        return self.counter.count_text(text)
-
-    async def _count_text(self, text: str) -> int:
-        if len(text) < INLINE_COUNT_CHARS:
-            return self._count_text_sync(text)
-        return await asyncio.to_thread(self._count_text_sync, text)
-
-    def _settle(self, call: Call, prompt: int | None, completion: int | None, upstream: dict | None,
-                fallback_text: str = "", reported_model: str | None = None) -> None:
-        """Decide the record's figures: ours, the upstream's, or (lacking both) an estimate."""
-        rec = call.record
-        rec.model_version = (reported_model or self.model_version or "")[:200] or None
-        up_p, up_c, cached, lied = upstream_figures(upstream)
-        if lied:
-            log.warning("%s: upstream %s reported unusable usage figures %s; they are ignored",
-                        rec.request_id, self.cfg.name, orjson.dumps(upstream).decode()[:300])
-        rec.upstream_prompt_tokens, rec.upstream_completion_tokens, rec.cached_tokens = up_p, up_c, cached
-        if prompt is not None and call.endpoint == CHAT and has_uncountable_parts(call.body["messages"]):
-            # Our count covers the text only; the upstream's covers the image tokens too.
-            log.warning("%s: the prompt has parts the local tokenizer cannot count (images, audio); billing %s",
-                        rec.request_id, "the upstream's prompt count" if up_p is not None else "an estimate")
-            if up_p is not None and up_c is not None:
-                rec.prompt_tokens, rec.completion_tokens, rec.usage_source = up_p, up_c, SOURCE_UPSTREAM
-            else:
-                rec.prompt_tokens, rec.completion_tokens, rec.usage_source = prompt, completion, SOURCE_ESTIMATED
-            return
-        use_upstream = (self.cfg.bill == "upstream" or prompt is None) and up_p is not None and up_c is not None
-        if use_upstream:
-            rec.prompt_tokens, rec.completion_tokens, rec.usage_source = up_p, up_c, SOURCE_UPSTREAM
-        elif prompt is not None and completion is not None:
-            rec.prompt_tokens, rec.completion_tokens, rec.usage_source = prompt, completion, SOURCE_TOKENIZER
-        else:
-            prompt_text = orjson.dumps(call.body.get("messages") or call.body.get("prompt")).decode()
-            rec.prompt_tokens = prompt if prompt is not None else (up_p if up_p is not None else _estimate(prompt_text))
-            rec.completion_tokens = completion if completion is not None else (up_c if up_c is not None else _estimate(fallback_text))
-            rec.usage_source = SOURCE_ESTIMATED
+                "tokenizer": self.cfg.tokenizer.type if self.cfg.tokenizer else None}
 
     # Requests ----------------------------------------------------------------------------------
     def _url(self, call: Call) -> str:
@@ -191,37 +111,31 @@ class UpstreamEngine(Engine):
         return resp
 
     async def complete(self, call: Call) -> dict:
-        counting = self._start_prompt_count(call)
+        resp = await self._post(call)
         try:
-            resp = await self._post(call)
-            try:
-                raw = await resp.read()
-            except asyncio.TimeoutError:
-                raise upstream_timeout() from None
-            except aiohttp.ClientError:
-                raise upstream_error("The upstream closed the connection mid-response.") from None
-            finally:
-                resp.release()
-            body = parse_json(raw)
-            if body is None or not isinstance(body.get("choices"), list):
-                raise upstream_error("The upstream answered with something that is not a completion.", "upstream_bad_response")
+            raw = await resp.read()
+        except asyncio.TimeoutError:
+            raise upstream_timeout() from None
+        except aiohttp.ClientError:
+            raise upstream_error("The upstream closed the connection mid-response.") from None
         finally:
-            prompt = await _result(counting)
-            call.record.prompt_tokens = prompt  # kept even when the request fails
-        upstream_usage = body.pop("usage", None)
+            resp.release()
+        body = parse_json(raw)
+        if body is None or not isinstance(body.get("choices"), list):
+            raise upstream_error("The upstream answered with something that is not a completion.", "upstream_bad_response")
+        obs = call.observed
+        obs.upstream_usage = body.pop("usage", None)
         try:
-            text = message_text(body)
+            obs.text_parts.append(message_text(body))
         except MalformedUpstream as e:
             raise upstream_error(f"The upstream answered with a malformed completion: {e}.", "upstream_bad_response") from None
-        completion = await self._count_text(text) if self.counter else None
-        reported = body.get("model") if isinstance(body.get("model"), str) else None
-        self._settle(call, prompt, completion, upstream_usage, text, reported)
+        if isinstance(body.get("model"), str):
+            obs.model_version = body["model"]
         return body
 
     async def stream(self, call: Call) -> AsyncIterator[dict]:
-        counting = self._start_prompt_count(call)
-        acct = StreamAccountant()
-        completed = settled = False
+        acct = StreamAccountant(call.observed)
+        completed = False
         resp: aiohttp.ClientResponse | None = None
         try:
             resp = await self._post(call)
@@ -237,10 +151,6 @@ class UpstreamEngine(Engine):
                 if acct.error is not None:
                     raise upstream_error(str(acct.error.get("message") or "upstream error"), "upstream_stream_error")
             completed = True
-            prompt = await _result(counting)
-            completion = await self._count_text(acct.text) if self.counter else None
-            self._settle(call, prompt, completion, acct.upstream_usage, acct.text, acct.model)
-            settled = True
         except asyncio.TimeoutError:
             raise upstream_timeout() from None
         except aiohttp.ClientError:
@@ -253,10 +163,6 @@ class UpstreamEngine(Engine):
                 # Closing (not releasing) an unfinished response drops the connection, which is how
                 # an OpenAI-compatible server learns to stop generating.
                 resp.release() if completed else resp.close()
-            if not settled:  # cancelled or failed: bill what was generated, without awaiting
-                prompt = _result_nowait(counting, self, call)
-                completion = self._count_text_sync(acct.text) if self.counter else None
-                self._settle(call, prompt, completion, acct.upstream_usage, acct.text, acct.model)
 
 
 def _map_upstream_status(status: int, raw: bytes) -> APIError:
@@ -276,27 +182,3 @@ def _map_upstream_status(status: int, raw: bytes) -> APIError:
     if status == 504:
         return upstream_timeout()
     return upstream_error(f"The model server failed with HTTP {status}.", "upstream_error")
-
-
-async def _result(fut: asyncio.Future | None) -> int | None:
-    if fut is None:
-        return None
-    try:
-        return await fut
-    except Exception as e:
-        log.warning("counting the prompt failed (%s: %s); the record falls back to the upstream's figures",
-                    type(e).__name__, str(e)[:200])
-        return None
-
-
-def _result_nowait(fut: asyncio.Future | None, engine: UpstreamEngine, call: Call) -> int | None:
-    """The prompt count in a finally block that may run during cancellation (cannot await)."""
-    if fut is None:
-        return None
-    if fut.done():
-        return None if fut.cancelled() or fut.exception() else fut.result()
-    try:
-        return engine._count_prompt_sync(call)
-    except Exception as e:
-        log.warning("counting the prompt failed (%s: %s)", type(e).__name__, str(e)[:200])
-        return None

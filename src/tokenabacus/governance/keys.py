@@ -10,11 +10,13 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from tokenabacus.config import KeyDefaults
 from tokenabacus.ledger.store import Store
 from tokenabacus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "sk-"
+ADMIN_KEY_HASH = "admin_key_hash"  # the meta entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,29 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyOwner:
+    """Who a new key's usage is billed to."""
+
+    user: str | None
+    project: str | None
+    department: str | None
+
+
+class NoOwner(ValueError):
+    """A key with neither a user nor a project: nobody its usage could be billed to."""
+
+
+def key_owner(defaults: KeyDefaults, user: str | None, project: str | None, department: str | None) -> KeyOwner:
+    """The owner of a new key, project and department falling back to ``keys.defaults``; NoOwner
+    when there is still neither a user nor a project. The CLI and the admin API both ask here."""
+    project = project or defaults.project
+    department = department or defaults.department
+    if not (user or project):
+        raise NoOwner("a key needs a user or a project")
+    return KeyOwner(user, project, department)
+
+
 def create_key(store: Store, user: str | None, project: str | None, department: str | None,
                name: str | None = None) -> tuple[str, dict]:
     """Create and store a key; return (the plaintext key, shown once; its stored row)."""
@@ -50,19 +75,19 @@ def create_key(store: Store, user: str | None, project: str | None, department: 
         "created_at": time.time_ns() // 1_000_000,
         "revoked_at": None,
     }
-    store.add_key(row)
+    store.keys.add(row)
     return key, row
 
 
 def ensure_admin_key(store: Store, env_key: str | None) -> str | None:
     """Set up the admin key. Returns the plaintext only when it was just generated (print it once)."""
     if env_key:
-        store.set_meta("admin_key_hash", hash_key(env_key))
+        store.meta.set(ADMIN_KEY_HASH, hash_key(env_key))
         return None
-    if store.get_meta("admin_key_hash"):
+    if store.meta.get(ADMIN_KEY_HASH):
         return None
     key = generate_key()
-    store.set_meta("admin_key_hash", hash_key(key))
+    store.meta.set(ADMIN_KEY_HASH, hash_key(key))
     return key
 
 
@@ -82,19 +107,19 @@ class KeyCache:
         self._task: asyncio.Task | None = None
 
     def _load_sync(self) -> tuple[int, dict[str, Identity], dict[str, str], str | None]:
-        gen = self.store.keys_generation()
-        rows = self.store.list_keys(include_revoked=True)
+        gen = self.store.keys.generation()
+        rows = self.store.keys.list(include_revoked=True)
         table = {r["key_hash"]: Identity(r["key_id"], r["user"], r["project"], r["department"])
                  for r in rows if r["revoked_at"] is None}
         revoked = {r["key_hash"]: r["key_id"] for r in rows if r["revoked_at"] is not None}
-        return gen, table, revoked, self.store.get_meta("admin_key_hash")
+        return gen, table, revoked, self.store.meta.get(ADMIN_KEY_HASH)
 
     async def load(self) -> None:
         gen, table, revoked, admin = await asyncio.to_thread(self._load_sync)
         self._generation, self._by_hash, self._revoked, self._admin_hash = gen, table, revoked, admin
 
     async def _refresh_if_changed(self) -> None:
-        gen = await asyncio.to_thread(self.store.keys_generation)
+        gen = await asyncio.to_thread(self.store.keys.generation)
         if gen != self._generation:
             await self.load()
 

@@ -73,12 +73,16 @@ class UsageRecord:
     def to_dict(self) -> dict:
         return {f: getattr(self, f) for f in FIELDS}
 
+    def elapsed_ms(self, at: float | None = None) -> int:
+        """Milliseconds from the request's start to ``at`` (a time.perf_counter() value) or now."""
+        return int(((time.perf_counter() if at is None else at) - self._t0) * 1000)
+
     def finish(self) -> None:
         """Stamp duration and total tokens just before the record is spooled.
 
         A record bills a whole pair or nothing: prompt, completion and total are all known (and
         total is their sum) or all null, so sums over the ledger always agree."""
-        self.duration_ms = int((time.perf_counter() - self._t0) * 1000)
+        self.duration_ms = self.elapsed_ms()
         if self.prompt_tokens is not None and self.completion_tokens is not None:
             self.total_tokens = self.prompt_tokens + self.completion_tokens
         else:

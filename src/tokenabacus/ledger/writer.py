@@ -20,7 +20,7 @@ from sqlalchemy import exc
 from tokenabacus.ledger.deadletter import DeadLetters
 from tokenabacus.ledger.sinks import Sink
 from tokenabacus.ledger.spool import Spool, segment_lines
-from tokenabacus.ledger.store import Store
+from tokenabacus.ledger.usage import UsageRecords
 from tokenabacus.ledger.validate import problem
 from tokenabacus.tasks import cancel_and_wait
 
@@ -54,12 +54,12 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _insert(store: Store, good: list[tuple[dict, bytes]], dead: list[tuple[bytes, str]]) -> list[bytes]:
+def _insert(usage: UsageRecords, good: list[tuple[dict, bytes]], dead: list[tuple[bytes, str]]) -> list[bytes]:
     """Insert the checked records; returns the lines that reached the database."""
     if not good:
         return []
     try:
-        store.insert_records([r for r, _ in good])
+        usage.insert([r for r, _ in good])
         return [line for _, line in good]
     except Exception as e:
         if not refused_as_data(e):
@@ -68,7 +68,7 @@ def _insert(store: Store, good: list[tuple[dict, bytes]], dead: list[tuple[bytes
     kept = []
     for record, line in good:
         try:
-            store.insert_records([record])
+            usage.insert([record])
         except Exception as e:
             if not refused_as_data(e):
                 raise
@@ -78,7 +78,7 @@ def _insert(store: Store, good: list[tuple[dict, bytes]], dead: list[tuple[bytes
     return kept
 
 
-def drain_segments(segments: list[Path], store: Store, sinks: list[Sink], dead_letters: DeadLetters) -> Drained:
+def drain_segments(segments: list[Path], usage: UsageRecords, sinks: list[Sink], dead_letters: DeadLetters) -> Drained:
     """Write each segment to the database, set aside what cannot be written, feed the sinks,
     then delete the segment."""
     total = Drained()
@@ -96,7 +96,7 @@ def drain_segments(segments: list[Path], store: Store, sinks: list[Sink], dead_l
                 dead.append((line, why))
             else:
                 good.append((record, line))
-        kept = _insert(store, good, dead)
+        kept = _insert(usage, good, dead)
         dead_letters.add(dead, seg.name)  # durable before the segment goes
         if kept:
             for sink in sinks:
@@ -109,20 +109,20 @@ def drain_segments(segments: list[Path], store: Store, sinks: list[Sink], dead_l
     return total
 
 
-def replay_spool(spool_dir: Path, store: Store, sinks: list[Sink], dead_letters: DeadLetters) -> Drained:
+def replay_spool(spool_dir: Path, usage: UsageRecords, sinks: list[Sink], dead_letters: DeadLetters) -> Drained:
     """Move every segment left by an earlier run (used at start and by `tokenabacus db replay`).
     The caller holds the spool's lock (ledger/lock.py), so no segment here is still being written."""
     if not spool_dir.is_dir():
         return Drained()
     segments = sorted(spool_dir.glob("seg-*.jsonl"))
-    return drain_segments(segments, store, sinks, dead_letters)
+    return drain_segments(segments, usage, sinks, dead_letters)
 
 
 class LedgerWriter:
-    def __init__(self, spool: Spool, store: Store, sinks: list[Sink], dead_letters: DeadLetters,
+    def __init__(self, spool: Spool, usage: UsageRecords, sinks: list[Sink], dead_letters: DeadLetters,
                  interval_s: float = 0.2) -> None:
         self.spool = spool
-        self.store = store
+        self.usage = usage
         self.sinks = sinks
         self.dead_letters = dead_letters
         self.interval = interval_s
@@ -137,7 +137,7 @@ class LedgerWriter:
         await self.spool.rotate()
         segments = self.spool.closed_segments()
         if segments:
-            done = await asyncio.to_thread(drain_segments, segments, self.store, self.sinks, self.dead_letters)
+            done = await asyncio.to_thread(drain_segments, segments, self.usage, self.sinks, self.dead_letters)
             self.moved += done.moved
 
     async def _run(self) -> None:

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 
 import orjson
 
+from tokenabacus.metering.observed import Observed
+
 
 class MalformedUpstream(ValueError):
     """The upstream sent something no OpenAI-compatible server sends (the gateway answers 502)."""
@@ -37,20 +39,21 @@ async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 class StreamAccountant:
-    def __init__(self) -> None:
-        self.text_parts: list[str] = []
-        self.upstream_usage: dict | None = None
+    """Feeds what a stream says about usage, text and model into the call's ``Observed``."""
+
+    def __init__(self, observed: Observed) -> None:
+        self.observed = observed
         self.error: dict | None = None
-        self.finished = False  # saw [DONE] or a finish_reason
-        self.model: str | None = None  # the model id the upstream reports
+        self.finished = False  # saw a finish_reason
 
     def feed(self, chunk: dict) -> dict | None:
         """Account for one chunk; return what to forward (None: drop a usage-only chunk)."""
-        if self.model is None and isinstance(chunk.get("model"), str):
-            self.model = chunk["model"]
+        obs = self.observed
+        if obs.model_version is None and isinstance(chunk.get("model"), str):
+            obs.model_version = chunk["model"]
         usage = chunk.pop("usage", None)
-        if isinstance(usage, dict):
-            self.upstream_usage = usage
+        if usage is not None:
+            obs.upstream_usage = usage
         if "error" in chunk and "choices" not in chunk:
             self.error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
             return chunk
@@ -66,14 +69,10 @@ class StreamAccountant:
                 self.finished = True
             delta = ch.get("delta")
             if isinstance(delta, dict):
-                self.text_parts.extend(_delta_texts(delta))
+                obs.text_parts.extend(_delta_texts(delta))
             elif isinstance(ch.get("text"), str):  # /v1/completions chunks
-                self.text_parts.append(ch["text"])
+                obs.text_parts.append(ch["text"])
         return chunk
-
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
 
 
 def _delta_texts(delta: dict) -> list[str]:

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tokenabacus.api.errors import APIError, bad_request, internal_error, unauthorized
 from tokenabacus.billing.reports import build_query, check_status, parse_when, run_report
-from tokenabacus.governance.keys import create_key
+from tokenabacus.governance.keys import NoOwner, create_key, key_owner
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
@@ -35,8 +36,9 @@ class KeyCreate(BaseModel):
     name: str | None = Field(None, max_length=200)
 
 
-def _error(status: int, message: str, code: str, type_: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": None, "code": code}}, status)
+def _respond(err: APIError) -> Response:
+    """OpenAI's error JSON, built by the same APIError as every /v1 error."""
+    return Response(err.body(), err.status, media_type="application/json")
 
 
 class _AdminOnly:
@@ -52,7 +54,7 @@ class _AdminOnly:
             return await self.app(scope, receive, send)
         auth = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
         if not self.gw.keys.is_admin_header(auth):
-            return await _error(401, "admin key required", "invalid_api_key")(scope, receive, send)
+            return await _respond(unauthorized("admin key required"))(scope, receive, send)
         started = False
 
         async def tracked(message) -> None:
@@ -65,7 +67,7 @@ class _AdminOnly:
         except Exception:
             log.exception("admin request %s %s failed", scope.get("method"), scope.get("path"))
             if not started:
-                await _error(500, "The gateway failed to handle this request.", "internal_error", "api_error")(scope, receive, send)
+                await _respond(internal_error())(scope, receive, send)
 
 
 def create_admin_app(gw: "Gateway") -> FastAPI:
@@ -74,40 +76,39 @@ def create_admin_app(gw: "Gateway") -> FastAPI:
 
     # Starlette's class, not FastAPI's subclass: unknown routes and wrong methods raise that one.
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = _CODES.get(exc.status_code, "invalid_request")
         message = str(exc.detail)
         if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
             message = f"{'Unknown route' if exc.status_code == 404 else 'Method not allowed'}: {request.method} {request.url.path}"
-        resp = _error(exc.status_code, message, code)
+        resp = _respond(APIError(exc.status_code, message, code=code))
         if exc.headers:
             resp.headers.update(exc.headers)  # Allow on 405
         return resp
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc) -> JSONResponse:
+    async def validation_error(_: Request, exc) -> Response:
         first = exc.errors()[0] if getattr(exc, "errors", None) else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error(400, f"{where}: {first.get('msg', 'invalid request')}", "invalid_request")
+        return _respond(bad_request(f"{where}: {first.get('msg', 'invalid request')}", code="invalid_request"))
 
     @app.get("/keys")
     async def list_keys(include_revoked: bool = False) -> list[dict]:
-        rows = await asyncio.to_thread(gw.store.list_keys, include_revoked)
+        rows = await asyncio.to_thread(gw.store.keys.list, include_revoked)
         return [{k: v for k, v in r.items() if k != "key_hash"} for r in rows]
 
     @app.post("/keys", status_code=201)
     async def new_key(body: KeyCreate) -> dict:
-        defaults = gw.settings.keys.defaults
-        project = body.project or defaults.project
-        department = body.department or defaults.department
-        if not (body.user or project):
-            raise HTTPException(400, "a key needs a user or a project")
-        key, row = await asyncio.to_thread(create_key, gw.store, body.user, project, department, body.name)
+        try:
+            owner = key_owner(gw.settings.keys.defaults, body.user, body.project, body.department)
+        except NoOwner as e:
+            raise HTTPException(400, str(e)) from None
+        key, row = await asyncio.to_thread(create_key, gw.store, owner.user, owner.project, owner.department, body.name)
         return {"key": key, **{k: v for k, v in row.items() if k != "key_hash"}}
 
     @app.delete("/keys/{key_id}")
     async def revoke(key_id: str) -> dict:
-        if not await asyncio.to_thread(gw.store.revoke_key, key_id, time.time_ns() // 1_000_000):
+        if not await asyncio.to_thread(gw.store.keys.revoke, key_id, time.time_ns() // 1_000_000):
             raise HTTPException(404, f"no active key with id {key_id!r}")
         return {"key_id": key_id, "revoked": True}
 
@@ -120,7 +121,7 @@ def create_admin_app(gw: "Gateway") -> FastAPI:
             since_ms = parse_when(since, timezone.utc, "since") if since else None
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
-        return await asyncio.to_thread(gw.store.latest_records, limit, since_ms, project=project, user=user,
+        return await asyncio.to_thread(gw.store.usage.latest, limit, since_ms, project=project, user=user,
                                        department=department, model=model, status=status)
 
     @app.get("/report")

@@ -12,13 +12,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from tokenabacus.api.errors import APIError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tokenabacus.api.errors import APIError, internal_error
 from tokenabacus.config import Settings
 from tokenabacus.ledger.record import new_request_id
 from tokenabacus.ledger.store import Store
 from tokenabacus.server.admin import create_admin_app
+from tokenabacus.server.asgi import send_json
 from tokenabacus.server.state import Gateway
-from tokenabacus.server.v1 import V1, send_json
+from tokenabacus.server.v1 import V1
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +29,16 @@ log = logging.getLogger(__name__)
 class _Endpoint:
     """Wraps a handler so Starlette treats it as an ASGI app and any escape becomes a clean 500."""
 
-    def __init__(self, handler) -> None:
+    def __init__(self, handler: ASGIApp) -> None:
         self.handler = handler
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self.handler(scope, receive, send)
         except Exception:
             log.exception("unhandled error on %s", scope.get("path"))
             try:
-                err = APIError(500, "The gateway failed to handle this request.", "api_error", None, "internal_error")
-                await send_json(send, 500, err.body())
+                await send_json(send, 500, internal_error().body())
             except Exception:
                 pass  # the response had already started
 
@@ -50,7 +52,7 @@ class GatewayApp:
         self.fast = fast
         self.state = app.state
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             handler = self.fast.get((scope["method"], scope["path"]))
             if handler is not None:

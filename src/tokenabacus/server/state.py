@@ -8,10 +8,12 @@ import logging
 import os
 import time
 
-from tokenabacus.config import EmbeddedModel, Settings, effective_models
+from tokenabacus.config import EmbeddedModel, Settings, UpstreamModel, effective_models
 from tokenabacus.engines.base import Engine
 from tokenabacus.engines.embedded import EmbeddedEngine
 from tokenabacus.engines.upstream import UpstreamEngine
+from tokenabacus.metering.settle import Meter
+from tokenabacus.metering.tokenizers import build_counter
 from tokenabacus.governance.keys import KeyCache, ensure_admin_key
 from tokenabacus.ledger import lock
 from tokenabacus.ledger.deadletter import FILE_NAME as DEAD_LETTER_FILE
@@ -25,8 +27,15 @@ log = logging.getLogger(__name__)
 ADMIN_KEY_ENV = "TOKENABACUS_ADMIN_KEY"
 
 
-def build_engine(cfg) -> Engine:
+def build_engine(cfg: EmbeddedModel | UpstreamModel) -> Engine:
     return EmbeddedEngine(cfg) if isinstance(cfg, EmbeddedModel) else UpstreamEngine(cfg)
+
+
+def build_meter(cfg: EmbeddedModel | UpstreamModel) -> Meter:
+    """How a model's requests are settled: the embedded engine's own ids, or a local count."""
+    if isinstance(cfg, EmbeddedModel):
+        return Meter(engine_counts=True)
+    return Meter(build_counter(cfg.tokenizer) if cfg.tokenizer else None, cfg.bill)
 
 
 class Gateway:
@@ -35,7 +44,9 @@ class Gateway:
         otherwise start opens it."""
         self.settings = settings
         self.started_at = int(time.time())
-        self.engines: dict[str, Engine] = {m.name: build_engine(m) for m in effective_models(settings)}
+        models = effective_models(settings)
+        self.engines: dict[str, Engine] = {m.name: build_engine(m) for m in models}
+        self.meters: dict[str, Meter] = {m.name: build_meter(m) for m in models}
         self.store: Store | None = store
         self.keys: KeyCache = None  # type: ignore[assignment]
         self.spool = Spool(settings.spool_path, settings.ledger.flush_interval_ms, settings.ledger.group_commit_ms)
@@ -54,13 +65,13 @@ class Gateway:
         self.new_admin_key = await asyncio.to_thread(ensure_admin_key, self.store, os.environ.get(ADMIN_KEY_ENV))
         self.sinks = build_sinks(s)
         # Records spooled by an earlier run that did not reach the database (crash, kill -9).
-        done = await asyncio.to_thread(replay_spool, s.spool_path, self.store, self.sinks, self.dead_letters)
+        done = await asyncio.to_thread(replay_spool, s.spool_path, self.store.usage, self.sinks, self.dead_letters)
         if done.moved or done.set_aside:
             log.info("replayed %d spooled records into the ledger (%d set aside in %s)", done.moved,
                      done.set_aside, self.dead_letters.path)
         self.spool.open()
         await self.spool.start()
-        self.writer = LedgerWriter(self.spool, self.store, self.sinks, self.dead_letters,
+        self.writer = LedgerWriter(self.spool, self.store.usage, self.sinks, self.dead_letters,
                                    s.ledger.writer_interval_ms / 1000)
         await self.writer.start()
         self.keys = KeyCache(self.store, s.keys.refresh_interval_s)
@@ -105,7 +116,7 @@ class Gateway:
                     "ledger": {"ok": last_error is None, "dead_letters": self.dead_letters.count}}
         return {
             "status": "ok",
-            "models": {name: e.health() for name, e in self.engines.items()},
+            "models": {name: {**e.health(), **self.meters[name].health()} for name, e in self.engines.items()},
             "ledger": {"ok": last_error is None, "moved": self.writer.moved if self.writer else 0,
                        "last_error": last_error, "dead_letters": self.dead_letters.count,
                        "dead_letter_file": str(self.dead_letters.path)},

@@ -1,58 +1,54 @@
 """The /v1 routes as plain ASGI handlers: the hot path stays lean (no per-request pydantic,
-orjson throughout) and every exit writes exactly one ledger record before the last byte."""
+orjson throughout) and every started request writes exactly one ledger record, whatever ends it.
+
+A request goes identify → read and check the body → resolve the model (admission) → engine →
+settle (``metering.settle``) → spool → respond. Endpoints differ only by the row of the table
+below, so a new one (embeddings) is a row, not a branch.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from tokenabacus.api.errors import APIError, bad_request, internal_error, model_not_found, unauthorized
 from tokenabacus.api.validation import validate_chat, validate_completion
 from tokenabacus.engines.base import CHAT, COMPLETIONS, Call, Engine
 from tokenabacus.governance.keys import Identity
 from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED, UsageRecord, clear_usage, start_record
+from tokenabacus.metering.settle import Meter
+from tokenabacus.server.asgi import (SSE_HEADERS, BodyTooLarge, auth_and_agent, header, read_body, send_json,
+                                     watch_disconnect)
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
 
 log = logging.getLogger(__name__)
 
-_JSON = [(b"content-type", b"application/json")]
-_SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 ADMIN_IDENTITY = Identity("admin", "admin", None, None, admin=True)
 # What a request may make the ledger store of its own choosing.
 MAX_AGENT, MAX_MODEL = 200, 200
 
 
-def _header(scope: dict, name: bytes) -> str | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return v.decode("latin-1")
-    return None
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str  # what engines are told (CHAT, COMPLETIONS)
+    path: str  # the route, and the record's `endpoint`
+    validate: Callable[[Any, int], None]
+    chunk_object: str  # the `object` of a streamed chunk
 
 
-def _auth_and_agent(scope: dict) -> tuple[str | None, str | None]:
-    """The two headers the hot path reads, in one pass."""
-    auth = agent = None
-    for k, v in scope["headers"]:
-        if k == b"authorization":
-            auth = v.decode("latin-1")
-        elif k == b"user-agent":
-            agent = v.decode("latin-1")
-    return auth, agent
-
-
-async def send_json(send, status: int, body: bytes, request_id: str | None = None) -> None:
-    headers = list(_JSON)
-    if request_id:
-        headers.append((b"x-request-id", request_id.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+ENDPOINTS = {
+    CHAT: Endpoint(CHAT, "/v1/chat/completions", validate_chat, "chat.completion.chunk"),
+    COMPLETIONS: Endpoint(COMPLETIONS, "/v1/completions", validate_completion, "text_completion"),
+}
 
 
 def usage_dict(rec: UsageRecord) -> dict:
@@ -64,24 +60,33 @@ def usage_dict(rec: UsageRecord) -> dict:
     return u
 
 
-class _BodyTooLarge(Exception):
-    pass
+@dataclass(slots=True)
+class Exchange:
+    """One admitted request on its way through the engine: settled once, recorded once."""
 
+    ep: Endpoint
+    rec: UsageRecord
+    call: Call
+    engine: Engine
+    meter: Meter
+    counting: asyncio.Future | None = None
+    settled: bool = False
 
-async def read_body(receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise ConnectionResetError("client went away while sending the body")
-        chunk = msg.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-        if not msg.get("more_body"):
-            return b"".join(chunks)
+    async def settle(self) -> None:
+        if not self.settled:
+            await self.meter.settle(self.rec, self.call, self.counting)
+            self.settled = True  # after: a cancellation mid-way leaves settle_now to do it
+
+    def settle_now(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.meter.settle_now(self.rec, self.call, self.counting)
+
+    def forget(self) -> None:
+        """Nothing will be billed: let a prompt count still running end quietly."""
+        self.settled = True
+        if self.counting is not None:
+            self.counting.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 class V1:
@@ -90,7 +95,104 @@ class V1:
         self.limit = gw.settings.server.max_body_bytes
         self.max_tokens_limit = gw.settings.server.max_tokens_limit
 
-    # Shared steps --------------------------------------------------------------------------
+    # Routes ------------------------------------------------------------------------------------
+    async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._serve(ENDPOINTS[CHAT], scope, receive, send)
+
+    async def completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._serve(ENDPOINTS[COMPLETIONS], scope, receive, send)
+
+    async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._identify(header(scope, b"authorization"))
+        except APIError as e:
+            return await send_json(send, e.status, e.body())
+        path_model = scope.get("path_params", {}).get("model")
+        if path_model is not None:
+            if path_model not in self.gw.engines:
+                e = model_not_found(path_model)
+                return await send_json(send, e.status, e.body())
+            return await send_json(send, 200, orjson.dumps(self.gw.model_object(path_model)))
+        data = [self.gw.model_object(name) for name in self.gw.engines]
+        await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+    # Recording ---------------------------------------------------------------------------------
+    def _spool(self, rec: UsageRecord) -> asyncio.Future[None]:
+        """Queue the request's one record. Queued is enough for shutdown (the spool flushes what
+        is pending when it closes); a response waits for the returned future (fsync)."""
+        rec.finish()
+        return self.gw.spool.append(rec)
+
+    async def _failed(self, ex: Exchange, e: BaseException, output_sent: bool) -> APIError:
+        """Record a failure. A request the engine refused (4xx) is `rejected`; a failure before
+        any output bills nothing; one mid-stream bills what was generated."""
+        rec = ex.rec
+        err = e if isinstance(e, APIError) else internal_error()
+        if not isinstance(e, APIError):
+            log.error("engine failure on %s", rec.request_id, exc_info=e)
+        rec.status, rec.error_code = (REJECTED if err.status < 500 else ERROR), err.error_code
+        if output_sent:
+            await ex.settle()
+        else:
+            ex.forget()
+            clear_usage(rec)
+        await self._spool(rec)
+        return err
+
+    # The request -------------------------------------------------------------------------------
+    async def _serve(self, ep: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        # The spool's count of requests that will append a record lets a group fsync wait for them.
+        self.gw.spool.active += 1
+        try:
+            await self._handle(ep, scope, receive, send)
+        except asyncio.CancelledError:
+            # Only a stopping server cancels a request; it is recorded, and the task ends here
+            # rather than as a traceback in uvicorn's log.
+            log.warning("request cancelled by server shutdown (recorded as cancelled)")
+        finally:
+            self.gw.spool.active -= 1
+
+    async def _handle(self, ep: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        auth, agent = auth_and_agent(scope)
+        rec = start_record(endpoint=ep.path, client_ip=self.gw.client_ip(scope, client[0] if client else None),
+                           user_agent=agent[:MAX_AGENT] if agent else None)
+        ex: Exchange | None = None
+        try:
+            try:
+                ex = await self._admit(ep, auth, receive, rec)
+            except APIError as e:
+                rec.status, rec.error_code = REJECTED, e.error_code
+                queued = self._spool(rec)
+                if rec.key_id is not None:
+                    # Nobody we know does not get to hold a connection open for an fsync of its choosing.
+                    await queued
+                return await send_json(send, e.status, e.body(), rec.request_id)
+            except ConnectionResetError:
+                rec.status, rec.error_code = CANCELLED, "client_disconnected"
+                await self._spool(rec)
+                return
+            ex.counting = ex.meter.start(ex.call)  # overlaps the engine's work
+            if rec.stream:
+                await self._stream(ex, receive, send)
+            else:
+                await self._complete(ex, send)
+        except asyncio.CancelledError:
+            if rec.duration_ms is None:  # not recorded yet: finish() stamps the duration
+                if ex is not None:
+                    ex.settle_now()
+                rec.status, rec.error_code = CANCELLED, "server_shutdown"
+                self._spool(rec)
+            raise
+        except Exception:
+            if rec.duration_ms is None:  # a gateway bug: still exactly one record, then a plain 500
+                if ex is not None:
+                    ex.forget()
+                clear_usage(rec)
+                rec.status, rec.error_code = ERROR, "internal_error"
+                self._spool(rec)
+            raise
+
     async def _identify(self, auth: str | None, rec: UsageRecord | None = None) -> Identity:
         if not auth or not auth[:7].lower() == "bearer ":
             raise unauthorized("Missing API key. Pass it as 'Authorization: Bearer sk-...'.")
@@ -104,140 +206,46 @@ class V1:
             raise unauthorized()
         return ident
 
-    def _spool(self, rec: UsageRecord) -> asyncio.Future[None]:
-        """Queue the request's one record. Queued is enough for shutdown (the spool flushes what
-        is pending when it closes); a response waits for the returned future (fsync)."""
-        rec.finish()
-        return self.gw.spool.append(rec)
-
-    async def _record(self, rec: UsageRecord) -> None:
-        await self._spool(rec)
-
-    async def _failed(self, rec: UsageRecord, e: BaseException, output_sent: bool) -> APIError:
-        """Record a failure. A request the engine refused (4xx) is `rejected`; a failure before
-        any output bills nothing; one mid-stream bills what was generated."""
-        err = e if isinstance(e, APIError) else internal_error()
-        if not isinstance(e, APIError):
-            log.error("engine failure on %s", rec.request_id, exc_info=e)
-        rec.status, rec.error_code = (REJECTED if err.status < 500 else ERROR), err.error_code
-        if not output_sent:
-            clear_usage(rec)
-        await self._record(rec)
-        return err
-
-    def _interrupted(self, rec: UsageRecord) -> None:
-        """The server is stopping and cancelled this request: record what ran, without awaiting."""
-        if rec.duration_ms is None:  # not recorded yet: finish() stamps the duration
-            rec.status, rec.error_code = CANCELLED, "server_shutdown"
-            self._spool(rec)
-
-    # Models ------------------------------------------------------------------------------------
-    async def models(self, scope, receive, send) -> None:
-        try:
-            await self._identify(_header(scope, b"authorization"))
-        except APIError as e:
-            return await send_json(send, e.status, e.body())
-        path_model = scope.get("path_params", {}).get("model")
-        if path_model is not None:
-            if path_model not in self.gw.engines:
-                e = model_not_found(path_model)
-                return await send_json(send, e.status, e.body())
-            return await send_json(send, 200, orjson.dumps(self.gw.model_object(path_model)))
-        data = [self.gw.model_object(name) for name in self.gw.engines]
-        await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))
-
-    # Completions -------------------------------------------------------------------------------
-    async def chat(self, scope, receive, send) -> None:
-        await self._serve(CHAT, scope, receive, send)
-
-    async def completions(self, scope, receive, send) -> None:
-        await self._serve(COMPLETIONS, scope, receive, send)
-
-    async def _serve(self, endpoint: str, scope, receive, send) -> None:
-        # The spool's count of requests that will append a record lets a group fsync wait for them.
-        self.gw.spool.active += 1
-        try:
-            await self._handle(endpoint, scope, receive, send)
-        except asyncio.CancelledError:
-            # Only a stopping server cancels a request; it is recorded, and the task ends here
-            # rather than as a traceback in uvicorn's log.
-            log.warning("request cancelled by server shutdown (recorded as cancelled)")
-        finally:
-            self.gw.spool.active -= 1
-
-    async def _handle(self, endpoint: str, scope, receive, send) -> None:
-        client = scope.get("client")
-        auth, agent = _auth_and_agent(scope)
-        rec = start_record(endpoint="/v1/chat/completions" if endpoint == CHAT else "/v1/completions",
-                           client_ip=self.gw.client_ip(scope, client[0] if client else None),
-                           user_agent=agent[:MAX_AGENT] if agent else None)
-        try:
-            try:
-                body, engine = await self._admit(endpoint, auth, receive, rec)
-            except APIError as e:
-                rec.status, rec.error_code = REJECTED, e.error_code
-                if rec.key_id is None:
-                    # Nobody we know: the refusal is recorded, but the caller does not get to
-                    # hold a connection open for an fsync of its choosing.
-                    self._spool(rec)
-                else:
-                    await self._record(rec)
-                return await send_json(send, e.status, e.body(), rec.request_id)
-            except ConnectionResetError:
-                rec.status, rec.error_code = CANCELLED, "client_disconnected"
-                await self._record(rec)
-                return
-            call = Call(endpoint=endpoint, body=body, record=rec, stream=rec.stream)
-            if rec.stream:
-                await self._stream(engine, call, receive, send)
-            else:
-                await self._complete(engine, call, send)
-        except asyncio.CancelledError:
-            self._interrupted(rec)
-            raise
-        except Exception:
-            if rec.duration_ms is None:  # a gateway bug: still exactly one record, then a plain 500
-                rec.status, rec.error_code = ERROR, "internal_error"
-                self._spool(rec)
-            raise
-
-    async def _admit(self, endpoint: str, auth: str | None, receive, rec: UsageRecord) -> tuple[dict, Engine]:
+    async def _admit(self, ep: Endpoint, auth: str | None, receive: Receive, rec: UsageRecord) -> Exchange:
         """Identify the caller, read and check the body, resolve the model."""
         ident = await self._identify(auth, rec)
         rec.key_id, rec.user, rec.project, rec.department = ident.key_id, ident.user, ident.project, ident.department
         try:
             raw = await read_body(receive, self.limit)
-        except _BodyTooLarge:
-            raise bad_request(f"The request body is larger than the limit of {self.limit} bytes.", None, "request_too_large") from None
+        except BodyTooLarge:
+            raise bad_request(f"The request body is larger than the limit of {self.limit} bytes.", None,
+                              "request_too_large") from None
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            raise bad_request(f"The request body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).", None, "invalid_json") from None
+            raise bad_request(f"The request body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).",
+                              None, "invalid_json") from None
         if isinstance(body, dict) and isinstance(body.get("model"), str):
             rec.model = body["model"][:MAX_MODEL]  # named even when the rest of the body is refused
-        (validate_chat if endpoint == CHAT else validate_completion)(body, self.max_tokens_limit)
+        ep.validate(body, self.max_tokens_limit)
         rec.stream = bool(body.get("stream"))
         engine = self.gw.engines.get(body["model"])
         if engine is None:
             raise model_not_found(body["model"])
         rec.engine = engine.kind
         rec.model_version = engine.model_version
-        return body, engine
+        return Exchange(ep, rec, Call(endpoint=ep.name, body=body, stream=rec.stream), engine,
+                        self.gw.meters[body["model"]])
 
-    async def _complete(self, engine: Engine, call: Call, send) -> None:
-        rec = call.record
+    async def _complete(self, ex: Exchange, send: Send) -> None:
+        rec = ex.rec
         try:
-            out = await engine.complete(call)
+            out = await ex.engine.complete(ex.call)
         except Exception as e:
-            err = await self._failed(rec, e, output_sent=False)
+            err = await self._failed(ex, e, output_sent=False)
             return await send_json(send, err.status, err.body(), rec.request_id)
+        await ex.settle()
         out["model"] = rec.model
-        if call.endpoint == CHAT:
-            for choice in out.get("choices") or ():
-                msg = choice.get("message") if isinstance(choice, dict) else None
-                if isinstance(msg, dict):  # fields OpenAI's schema requires and some engines omit
-                    msg.setdefault("refusal", None)
-                    choice.setdefault("logprobs", None)
+        for choice in out.get("choices") or ():
+            msg = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(msg, dict):  # fields OpenAI's schema requires and some engines omit
+                msg.setdefault("refusal", None)
+                choice.setdefault("logprobs", None)
         rec.status = OK
         done = self._spool(rec)
         out["usage"] = usage_dict(rec)
@@ -245,11 +253,11 @@ class V1:
         await done
         await send_json(send, 200, body, rec.request_id)
 
-    async def _stream(self, engine: Engine, call: Call, receive, send) -> None:
-        rec = call.record
+    async def _stream(self, ex: Exchange, receive: Receive, send: Send) -> None:
+        rec, call = ex.rec, ex.call
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
-        watcher = asyncio.create_task(_watch_disconnect(receive, call.cancelled))
-        chunks: AsyncIterator[dict] = engine.stream(call)
+        watcher = asyncio.create_task(watch_disconnect(receive, call.cancelled))
+        chunks: AsyncIterator[dict] = ex.engine.stream(call)
         started = False
         last: dict | None = None
         try:
@@ -258,17 +266,18 @@ class V1:
                     if call.cancelled.is_set():
                         break
                     if not started:
-                        rec.ttft_ms = rec.ttft_ms or int((time.perf_counter() - rec._t0) * 1000)
-                        headers = list(_SSE) + [(b"x-request-id", rec.request_id.encode())]
+                        rec.ttft_ms = rec.ttft_ms or rec.elapsed_ms()
+                        headers = [*SSE_HEADERS, (b"x-request-id", rec.request_id.encode())]
                         await send({"type": "http.response.start", "status": 200, "headers": headers})
                         started = True
                     chunk["model"] = rec.model
                     last = chunk
-                    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
+                    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
+                                "more_body": True})
             finally:
-                await chunks.aclose()  # on cancel this stops the engine and meters what ran
+                await chunks.aclose()  # on cancel this stops the engine
         except Exception as e:
-            err = await self._failed(rec, e, output_sent=started)
+            err = await self._failed(ex, e, output_sent=started)
             if not started:
                 return await send_json(send, err.status, err.body(), rec.request_id)
             # Headers are gone: tell the client in-band, as OpenAI does, then end the stream.
@@ -276,31 +285,23 @@ class V1:
             return
         finally:
             watcher.cancel()
+        await ex.settle()
         if call.cancelled.is_set():
             rec.status, rec.error_code = CANCELLED, "client_disconnected"
-            await self._record(rec)
+            await self._spool(rec)
             return
         rec.status = OK
         done = self._spool(rec)
         tail = b""
         if include_usage:
             base = last or {"id": "chatcmpl-" + rec.request_id[4:], "created": int(time.time())}
-            obj = base.get("object") or ("chat.completion.chunk" if call.endpoint == CHAT else "text_completion")
-            usage_chunk = {"id": base.get("id"), "object": obj, "created": base.get("created"), "model": rec.model,
-                           "choices": [], "usage": usage_dict(rec)}
+            usage_chunk = {"id": base.get("id"), "object": base.get("object") or ex.ep.chunk_object,
+                           "created": base.get("created"), "model": rec.model, "choices": [], "usage": usage_dict(rec)}
             if "system_fingerprint" in base:
                 usage_chunk["system_fingerprint"] = base["system_fingerprint"]
             tail += b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
         await done  # durable before the final bytes
         if not started:
-            headers = list(_SSE) + [(b"x-request-id", rec.request_id.encode())]
+            headers = [*SSE_HEADERS, (b"x-request-id", rec.request_id.encode())]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n", "more_body": False})
-
-
-async def _watch_disconnect(receive, cancelled: asyncio.Event) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            cancelled.set()
-            return

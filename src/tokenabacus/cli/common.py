@@ -1,0 +1,63 @@
+"""What every command group shares: the --config and --data-dir options, loading settings,
+opening the ledger, and holding the data dir's spool lock. Each fails with one line."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from tokenabacus.cli.output import fail
+from tokenabacus.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from tokenabacus.ledger.store import Store
+
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", envvar="TOKENABACUS_CONFIG", help="Path to tokenabacus.yaml.")]
+DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", envvar="TOKENABACUS_DATA_DIR", help="Where the ledger, spool and logs live (default ./tokenabacus-data).")]
+
+
+def settings_for(config: str | None, data_dir: str | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, data_dir=data_dir, **overrides)
+    except ConfigError as e:
+        fail(str(e))
+
+
+def open_store(config: str | None, data_dir: str | None, settings: Settings | None = None, create: bool = True) -> Store:
+    """The ledger, migrated; ``create=False`` (read-only commands) refuses a missing SQLite
+    ledger instead of creating one."""
+    # Imported here: commands that never open the ledger (--help, config errors) start faster.
+    from tokenabacus.ledger.database import LedgerMissing
+    from tokenabacus.ledger.store import Store
+
+    s = settings or settings_for(config, data_dir)
+    try:
+        return Store(s.ledger_url, create=create)
+    except LedgerMissing as e:
+        fail(f"{e}: nothing has been recorded there (check --data-dir, TOKENABACUS_DATA_DIR or ledger.url)")
+    except Exception as e:
+        fail(f"cannot open the ledger at {safe_url(s.ledger_url)}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def hold_spool(s: Settings) -> None:
+    """Take the spool's lock for the life of this process, or exit: another process would
+    otherwise take the segments it is still writing (see ledger/lock.py)."""
+    from tokenabacus.ledger import lock
+
+    try:
+        lock.hold(s)
+    except lock.InUse as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot use the data dir {s.data_path}: {e.strerror or e}: {e.filename or s.spool_path}")
+
+
+def safe_url(url: str) -> str:
+    """The ledger URL as it may be shown: the password masked."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable ledger.url)"

@@ -1,0 +1,50 @@
+"""`tokenabacus db replay|upgrade`: ledger maintenance."""
+
+from __future__ import annotations
+
+import typer
+
+from tokenabacus.cli.common import ConfigOpt, DataDirOpt, hold_spool, open_store, safe_url, settings_for
+from tokenabacus.cli.output import fail
+
+
+def register(app: typer.Typer) -> None:
+    db = typer.Typer(help="Ledger database maintenance.", no_args_is_help=True)
+    db.command("replay")(replay)
+    db.command("upgrade")(upgrade)
+    app.add_typer(db, name="db")
+
+
+def replay(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Move spooled records into the ledger and the sinks (refused while a gateway runs on the
+    data dir; start does this too). Records that cannot be written go to the dead-letter file."""
+    from tokenabacus.ledger.deadletter import FILE_NAME, DeadLetters
+    from tokenabacus.ledger.sinks import build_sinks
+    from tokenabacus.ledger.writer import replay_spool
+
+    s = settings_for(config, data_dir)
+    hold_spool(s)
+    store = open_store(config, data_dir, s)
+    dead = DeadLetters(s.spool_path / FILE_NAME)
+    sinks = build_sinks(s)
+    try:
+        done = replay_spool(s.spool_path, store.usage, sinks, dead)
+    except Exception as e:  # the database went away mid-way: what is left stays in the spool
+        text = str(e).strip().splitlines()
+        fail(f"replay stopped, the rest stays in {s.spool_path}: {type(e).__name__}: {text[0] if text else ''}")
+    finally:
+        for sink in sinks:
+            sink.close()
+        store.close()
+    aside = f"; {done.set_aside} set aside in {dead.path} (see the log above)" if done.set_aside else ""
+    typer.echo(f"replayed {done.moved} records from {s.spool_path}{aside}")
+
+
+def upgrade(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Apply the ledger's schema migrations (opening the ledger does this too) and show the revision."""
+    from tokenabacus.ledger.migrate import current, head
+
+    s = settings_for(config, data_dir)
+    store = open_store(config, data_dir, s)
+    rev, newest = current(store.engine), head()
+    typer.echo(f"ledger {safe_url(s.ledger_url)}: schema revision {rev}" + (" (newest)" if rev == newest else f" (newest is {newest})"))

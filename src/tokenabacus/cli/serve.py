@@ -1,0 +1,78 @@
+"""`tokenabacus serve`: start the gateway."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Annotated, Optional
+
+import typer
+
+from tokenabacus.cli.common import ConfigOpt, DataDirOpt, hold_spool, open_store, settings_for
+from tokenabacus.cli.output import fail
+from tokenabacus.config import ConfigError, parse_upstream_flag, with_models
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to bind (default 8000).")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    upstream: Annotated[Optional[list[str]], typer.Option("--upstream", "-u", help="Serve an OpenAI-compatible server: NAME=URL or NAME=URL#UPSTREAM_MODEL (repeatable).")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Start the gateway."""
+    import uvicorn
+
+    from tokenabacus.server.app import create_app
+    from tokenabacus.server.protocol import with_header_timeout
+
+    settings = settings_for(config, data_dir, host=host, port=port)
+    if upstream:
+        try:
+            settings = with_models(settings, [parse_upstream_flag(u) for u in upstream])
+        except ConfigError as e:
+            fail(str(e))
+    # Preflight, each step failing with one line: the port, then the data dir's lock (held until
+    # exit), then the ledger (migrated here). Nothing is replayed before all three are ours.
+    sock = listen(settings.server.host, settings.server.port)
+    hold_spool(settings)
+    store = open_store(config, data_dir, settings)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app_ = create_app(settings, store=store)
+    except Exception as e:  # e.g. a tokenizer file that does not exist
+        fail(str(e))
+    names = ", ".join(m.name for m in settings.models) or "smollm2-135m-instruct (embedded)"
+    typer.echo(f"tokenabacus on http://{settings.server.host}:{settings.server.port}/v1  models: {names}  data: {settings.data_path}")
+    server = uvicorn.Server(uvicorn.Config(
+        app_, loop="uvloop", http=with_header_timeout(settings.server.header_timeout_s),
+        access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=settings.server.shutdown_grace_s,
+        # client_ip is the socket peer: X-Forwarded-For is not trusted (no trusted proxies yet).
+        proxy_headers=False, server_header=False))
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:
+        pass  # uvicorn exits when the app fails to start; it has logged why
+    if not server.started:
+        fail("the gateway did not start (the log above says why)")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind and listen before anything else happens, so a busy port fails without touching the
+    data dir; uvicorn then serves on this socket."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart over TIME_WAIT
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as e:
+        reason = (e.strerror or str(e)).lower()
+        fail(f"cannot listen on {where}: {reason}")
+    return sock

@@ -1,0 +1,155 @@
+"""The settle step: from what an engine observed to the figures a record bills.
+
+One ``Meter`` per model holds its local counter (if any) and its billing rule (``bill:``). The
+serving layer starts the prompt count when the request goes to the engine (so counting overlaps
+the upstream's work) and settles once the engine is done, whatever ended it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any
+
+import orjson
+
+from tokenabacus.engines.base import CHAT, Call
+from tokenabacus.ledger.record import SOURCE_ENGINE, SOURCE_ESTIMATED, SOURCE_TOKENIZER, SOURCE_UPSTREAM, UsageRecord
+from tokenabacus.metering.figures import upstream_figures
+from tokenabacus.metering.tokenizers import Counter, has_uncountable_parts
+
+log = logging.getLogger(__name__)
+
+# Inputs shorter than this are counted inline; longer ones on a worker thread.
+INLINE_COUNT_CHARS = 2000
+MAX_VERSION = 200  # model_version column length
+
+
+def estimate(text: str) -> int:
+    # Only when no tokenizer is configured and the upstream reported nothing; marked "estimated".
+    return max(1, math.ceil(len(text.encode("utf-8")) / 4)) if text else 0
+
+
+class Meter:
+    def __init__(self, counter: Counter | None = None, bill: str = "tokenizer", engine_counts: bool = False) -> None:
+        """``engine_counts``: the engine reports its own ids (embedded); they are billed as they are."""
+        self.counter = counter
+        self.bill = bill
+        self.engine_counts = engine_counts
+
+    def health(self) -> dict:
+        return {"counted_by": self.counter.engine if self.counter else None}
+
+    # Counting ----------------------------------------------------------------------------------
+    def _count_prompt_sync(self, call: Call) -> int:
+        assert self.counter is not None
+        if call.endpoint == CHAT:
+            kwargs = call.body.get("chat_template_kwargs")
+            return self.counter.count_chat(call.body["messages"], call.body.get("tools"),
+                                           kwargs if isinstance(kwargs, dict) else None)
+        return self.counter.count_text(call.body["prompt"])
+
+    @staticmethod
+    def _prompt_chars(call: Call) -> int:
+        if call.endpoint == CHAT:
+            return sum(len(str(m.get("content") or "")) for m in call.body["messages"])
+        return len(call.body["prompt"])
+
+    def start(self, call: Call) -> asyncio.Future | None:
+        """Begin counting the prompt: inline when short, on a worker thread when long."""
+        if self.counter is None:
+            return None
+        if self._prompt_chars(call) < INLINE_COUNT_CHARS:
+            fut = asyncio.get_running_loop().create_future()
+            try:
+                fut.set_result(self._count_prompt_sync(call))
+            except Exception as e:
+                fut.set_exception(e)
+            return fut
+        return asyncio.ensure_future(asyncio.to_thread(self._count_prompt_sync, call))
+
+    async def _count_text(self, text: str) -> int | None:
+        if self.counter is None:
+            return None
+        if len(text) < INLINE_COUNT_CHARS:
+            return self.counter.count_text(text)
+        return await asyncio.to_thread(self.counter.count_text, text)
+
+    # Settling ----------------------------------------------------------------------------------
+    async def settle(self, rec: UsageRecord, call: Call, counting: asyncio.Future | None) -> None:
+        prompt = await _result(counting)
+        completion = await self._count_text(call.observed.text)
+        self._apply(rec, call, prompt, completion)
+
+    def settle_now(self, rec: UsageRecord, call: Call, counting: asyncio.Future | None) -> None:
+        """The same without awaiting, for a request being cancelled."""
+        prompt = self._result_nowait(counting, call)
+        try:
+            completion = self.counter.count_text(call.observed.text) if self.counter else None
+        except Exception:
+            completion = None
+        self._apply(rec, call, prompt, completion)
+
+    def _apply(self, rec: UsageRecord, call: Call, prompt: int | None, completion: int | None) -> None:
+        """Decide the record's figures: the engine's ids, ours, the upstream's, or an estimate."""
+        obs = call.observed
+        if obs.model_version:
+            rec.model_version = obs.model_version[:MAX_VERSION]
+        if rec.ttft_ms is None and obs.first_token_at is not None:
+            rec.ttft_ms = rec.elapsed_ms(obs.first_token_at)
+        if self.engine_counts:
+            if obs.prompt_ids is not None:
+                rec.prompt_tokens, rec.completion_tokens = obs.prompt_ids, obs.completion_ids
+                if obs.cached_ids is not None:
+                    rec.cached_tokens = obs.cached_ids
+                rec.usage_source = SOURCE_ENGINE
+            return
+        up_p, up_c, cached, lied = upstream_figures(obs.upstream_usage)
+        if lied:
+            log.warning("%s: the upstream reported unusable usage figures %s; they are ignored",
+                        rec.request_id, orjson.dumps(obs.upstream_usage, default=str).decode()[:300])
+        rec.upstream_prompt_tokens, rec.upstream_completion_tokens, rec.cached_tokens = up_p, up_c, cached
+        if prompt is not None and call.endpoint == CHAT and has_uncountable_parts(call.body["messages"]):
+            # Our count covers the text only; the upstream's covers the image tokens too.
+            log.warning("%s: the prompt has parts the local tokenizer cannot count (images, audio); billing %s",
+                        rec.request_id, "the upstream's prompt count" if up_p is not None else "an estimate")
+            if up_p is not None and up_c is not None:
+                rec.prompt_tokens, rec.completion_tokens, rec.usage_source = up_p, up_c, SOURCE_UPSTREAM
+            else:
+                rec.prompt_tokens, rec.completion_tokens, rec.usage_source = prompt, completion, SOURCE_ESTIMATED
+            return
+        use_upstream = (self.bill == "upstream" or prompt is None) and up_p is not None and up_c is not None
+        if use_upstream:
+            rec.prompt_tokens, rec.completion_tokens, rec.usage_source = up_p, up_c, SOURCE_UPSTREAM
+        elif prompt is not None and completion is not None:
+            rec.prompt_tokens, rec.completion_tokens, rec.usage_source = prompt, completion, SOURCE_TOKENIZER
+        else:
+            prompt_text = orjson.dumps(call.body.get("messages") or call.body.get("prompt")).decode()
+            rec.prompt_tokens = prompt if prompt is not None else (up_p if up_p is not None else estimate(prompt_text))
+            rec.completion_tokens = (completion if completion is not None
+                                     else (up_c if up_c is not None else estimate(obs.text)))
+            rec.usage_source = SOURCE_ESTIMATED
+
+    def _result_nowait(self, fut: asyncio.Future | None, call: Call) -> int | None:
+        """The prompt count where awaiting is not possible (a cancelled request's cleanup)."""
+        if fut is None:
+            return None
+        if fut.done():
+            return None if fut.cancelled() or fut.exception() else fut.result()
+        try:
+            return self._count_prompt_sync(call)
+        except Exception as e:
+            log.warning("counting the prompt failed (%s: %s)", type(e).__name__, str(e)[:200])
+            return None
+
+
+async def _result(fut: asyncio.Future | None) -> Any:
+    if fut is None:
+        return None
+    try:
+        return await fut
+    except Exception as e:
+        log.warning("counting the prompt failed (%s: %s); the record falls back to the upstream's figures",
+                    type(e).__name__, str(e)[:200])
+        return None
