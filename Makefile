@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
 
-.PHONY: install install-test serve test bench clean
+.PHONY: install install-test serve lint test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,13 @@ install-test: $(VENV)/.installed-test
 serve: install
 	$(BIN)/tokenabacus serve
 
-test: install-test
+# Lint, format and types first: CI runs them through `make test`.
+lint: install-test
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-test

@@ -46,6 +46,7 @@ class Startup(Exception):
 # --------------------------------------------------------------------------------------------
 def child_setup(cpus: set[int] | None) -> Callable[[], None]:
     """preexec_fn: pin the child (before it starts any thread) and let it die with us."""
+
     def setup() -> None:
         if cpus:
             os.sched_setaffinity(0, cpus)
@@ -53,6 +54,7 @@ def child_setup(cpus: set[int] | None) -> Callable[[], None]:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+
     return setup
 
 
@@ -62,11 +64,11 @@ class Procs:
     def __init__(self) -> None:
         self.items: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, argv: list[str], log: Path, cpus: set[int] | None,
-              env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(
+        self, name: str, argv: list[str], log: Path, cpus: set[int] | None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         # A session of its own: Ctrl-C reaches us alone, and we stop the children in order.
-        p = spawn(argv, log, stdin=subprocess.DEVNULL, preexec_fn=child_setup(cpus), start_new_session=True,
-                  env=env)
+        p = spawn(argv, log, stdin=subprocess.DEVNULL, preexec_fn=child_setup(cpus), start_new_session=True, env=env)
         self.items.append((name, p))
         return p
 
@@ -82,8 +84,9 @@ class Procs:
         self.items.clear()
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
-         timeout: float = 5.0) -> tuple[int, bytes]:
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -140,7 +143,8 @@ wrk.headers["Authorization"] = "Bearer %(key)s"
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    'WRKJSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"max_us":%%d,"mean_us":%%f}\n',
+    'WRKJSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,"connect":%%d,"read":%%d,"write":%%d,' ..
+    '"status":%%d,"timeout":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"max_us":%%d,"mean_us":%%f}\n',
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
 end
@@ -157,7 +161,8 @@ request = function()
   n = n + 1
   local parts = {}
   for i = 1, 6 do parts[i] = words[math.random(#words)] end
-  local body = string.format('{"model":"MODEL","messages":[{"role":"user","content":"写一段母亲节促销文案 #%d：%s"}],"max_tokens":16}',
+  local body = string.format('{"model":"MODEL","messages":[{"role":"user",' ..
+                             '"content":"写一段母亲节促销文案 #%d：%s"}],"max_tokens":16}',
                              n, table.concat(parts, " "))
   return wrk.format("POST", nil, nil, body)
 end
@@ -195,16 +200,26 @@ class Run:
 
 def wrk(url: str, script: Path, threads: int, conns: int, seconds: int, cpus: set[int] | None) -> dict:
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url]
-    p = subprocess.run(argv, check=False, capture_output=True, text=True, preexec_fn=child_setup(cpus),
-                       timeout=seconds + 60)
+    p = subprocess.run(
+        argv, check=False, capture_output=True, text=True, preexec_fn=child_setup(cpus), timeout=seconds + 60
+    )
     for line in p.stdout.splitlines():
         if line.startswith("WRKJSON "):
-            return json.loads(line[len("WRKJSON "):])
+            return json.loads(line[len("WRKJSON ") :])
     raise RuntimeError(f"wrk failed (status {p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
 
 
-def measure_wrk(target: str, load: str, url: str, script: Path, threads: int, conns: int, seconds: int,
-            wrk_cpus: set[int] | None, pids: tuple[int, int | None]) -> Run:
+def measure_wrk(
+    target: str,
+    load: str,
+    url: str,
+    script: Path,
+    threads: int,
+    conns: int,
+    seconds: int,
+    wrk_cpus: set[int] | None,
+    pids: tuple[int, int | None],
+) -> Run:
     target_pid, upstream_pid = pids
     c0 = cpu_seconds(target_pid)
     u0 = cpu_seconds(upstream_pid) if upstream_pid else float("nan")
@@ -230,14 +245,30 @@ def fmt_table(runs: list[Run], markdown: bool) -> str:
     head = ["target", "load", "req/s", "p50 ms", "p99 ms", "non-2xx", "socket errors", "target CPU %", "upstream CPU %"]
     rows = []
     for r in runs:
-        rows.append([r.target, r.load, f"{r.rps:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", str(r.non2xx),
-                     str(r.sock_errors), f"{r.target_cpu:.0f}", "-" if r.upstream_cpu != r.upstream_cpu else f"{r.upstream_cpu:.0f}"])
+        rows.append(
+            [
+                r.target,
+                r.load,
+                f"{r.rps:,.0f}",
+                f"{r.p50_ms:.2f}",
+                f"{r.p99_ms:.2f}",
+                str(r.non2xx),
+                str(r.sock_errors),
+                f"{r.target_cpu:.0f}",
+                "-" if r.upstream_cpu != r.upstream_cpu else f"{r.upstream_cpu:.0f}",
+            ]
+        )
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
         out += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(out)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(row) for row in rows])
 
 
@@ -263,12 +294,19 @@ def parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--smoke", action="store_true", help="Very short runs (2 s) to prove the script works.")
     ap.add_argument("--markdown", action="store_true", help="Print the table as markdown.")
     ap.add_argument("--no-pin", action="store_true", help="Do not pin processes to CPUs.")
-    ap.add_argument("--unique-prompts", action="store_true",
-                    help="Send a different prompt with every request (random words and a counter).")
+    ap.add_argument(
+        "--unique-prompts",
+        action="store_true",
+        help="Send a different prompt with every request (random words and a counter).",
+    )
     ap.add_argument("--check", action="store_true", help="Exit 3 when a target is missed.")
     ap.add_argument("--keep", action="store_true", help="Keep the temporary directory (config, ledger, logs).")
-    ap.add_argument("--profile", metavar="FILE", help="Sample the gateway with py-spy during its throughput run; "
-                    "write collapsed stacks to FILE and print the hottest functions.")
+    ap.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="Sample the gateway with py-spy during its throughput run; "
+        "write collapsed stacks to FILE and print the hottest functions.",
+    )
     return ap
 
 
@@ -302,10 +340,20 @@ class Bench:
     def machine(self) -> str:
         return f"machine: {self.ncpu} CPUs; " + (
             f"target on CPU {sorted(self.target_cpus)}, upstream + wrk on CPU {sorted(self.side_cpus)}"
-            if self.pin else "no CPU pinning")
+            if self.pin
+            else "no CPU pinning"
+        )
 
-    def start(self, name: str, argv: list[str], base: str, ready: str, log: str, side: bool = False,
-              env: dict[str, str] | None = None) -> Target:
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        base: str,
+        ready: str,
+        log: str,
+        side: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> Target:
         """Start a server on the target CPUs (on wrk's when side) and wait until GET base+ready is 200.
 
         log is a file name in the run's folder (kept with --keep)."""
@@ -346,22 +394,27 @@ class Bench:
         if args.warmup:
             w = wrk(url, load.script, args.threads, args.connections, args.warmup, self.side_cpus)
             if w["status"] or w["connect"] + w["read"] + w["write"] + w["timeout"]:
-                self.problems.append(f"{name} warm-up: {w['status']} non-2xx answers, socket errors: connect "
-                                     f"{w['connect']}, read {w['read']}, write {w['write']}, timeout {w['timeout']}")
+                self.problems.append(
+                    f"{name} warm-up: {w['status']} non-2xx answers, socket errors: connect "
+                    f"{w['connect']}, read {w['read']}, write {w['write']}, timeout {w['timeout']}"
+                )
         for label, threads, conns in ((f"c{args.connections}", args.threads, args.connections), ("c1 (light)", 1, 1)):
             print(f"  {name:<12} -t{threads} -c{conns} -d{args.duration}s ...", file=sys.stderr, flush=True)
             spy = None
             if args.profile and profile and conns == args.connections:
                 spy = pyspy.start(pid, args.duration, args.profile, child_setup(self.side_cpus))
-            r = measure_wrk(name, label, url, load.script, threads, conns, args.duration, self.side_cpus,
-                        (pid, upstream_pid))
+            r = measure_wrk(
+                name, label, url, load.script, threads, conns, args.duration, self.side_cpus, (pid, upstream_pid)
+            )
             self.runs.append(r)
             if spy is not None:
                 pyspy.finish(spy, args.profile, self.notes)
             if r.bad:
-                self.problems.append(f"{name} {label}: {r.non2xx} non-2xx answers, {r.sock_errors} socket errors "
-                                     f"(connect {r.raw['connect']}, read {r.raw['read']}, write {r.raw['write']}, "
-                                     f"timeout {r.raw['timeout']}) out of {r.requests} requests")
+                self.problems.append(
+                    f"{name} {label}: {r.non2xx} non-2xx answers, {r.sock_errors} socket errors "
+                    f"(connect {r.raw['connect']}, read {r.raw['read']}, write {r.raw['write']}, "
+                    f"timeout {r.raw['timeout']}) out of {r.requests} requests"
+                )
 
     def close(self) -> None:
         self.procs.stop_all()
@@ -373,11 +426,18 @@ class Bench:
     def report(self, verdicts: list[Verdict]) -> int:
         """Print the table, the verdicts, the notes and any problems; the exit status."""
         args = self.args
-        mode = ", ".join([("smoke" if args.smoke else "full") + " run",
-                          *(["unique prompts"] if args.unique_prompts else []), *self.settings])
+        mode = ", ".join(
+            [
+                ("smoke" if args.smoke else "full") + " run",
+                *(["unique prompts"] if args.unique_prompts else []),
+                *self.settings,
+            ]
+        )
         print()
-        print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s and -t1 -c1 -d{args.duration}s ({mode}, "
-              f"{self.ncpu} CPUs{', pinned' if self.pin else ''})")
+        print(
+            f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s and -t1 -c1 -d{args.duration}s ({mode}, "
+            f"{self.ncpu} CPUs{', pinned' if self.pin else ''})"
+        )
         print(fmt_table(self.runs, args.markdown))
         print()
         bullet = "- " if args.markdown else ""
@@ -398,8 +458,7 @@ class Bench:
         return 0
 
 
-def run(args: argparse.Namespace, measure: Callable[[Bench], None],
-        judge: Callable[[Bench], list[Verdict]]) -> int:
+def run(args: argparse.Namespace, measure: Callable[[Bench], None], judge: Callable[[Bench], list[Verdict]]) -> int:
     """Measure, always stop every child, then judge and report; the exit status."""
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
@@ -408,6 +467,7 @@ def run(args: argparse.Namespace, measure: Callable[[Bench], None],
     # SIGTERM (e.g. CI cancelling) unwinds like Ctrl-C so the finally block stops the children.
     def on_term(*_: object) -> None:
         raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, on_term)
 
     bench = Bench(args)

@@ -56,10 +56,15 @@ def judge(bench: Bench) -> list[Verdict]:
     added = by[("tokenabacus", "c1")].p50_ms - by[("upstream", "c1")].p50_ms
     added_proxy = by[("bare proxy", "c1")].p50_ms - by[("upstream", "c1")].p50_ms
     return [
-        Verdict(f"tokenabacus req/s / bare proxy req/s at {hi}: {ratio:.2f} (target >= {RPS_TARGET:.2f})",
-                ratio >= RPS_TARGET),
-        Verdict(f"tokenabacus p50 - upstream p50 at c1: {added:+.2f} ms (target < {ADDED_P50_TARGET_MS:.0f} ms)",
-                added < ADDED_P50_TARGET_MS, f"   (bare proxy adds {added_proxy:+.2f} ms)"),
+        Verdict(
+            f"tokenabacus req/s / bare proxy req/s at {hi}: {ratio:.2f} (target >= {RPS_TARGET:.2f})",
+            ratio >= RPS_TARGET,
+        ),
+        Verdict(
+            f"tokenabacus p50 - upstream p50 at c1: {added:+.2f} ms (target < {ADDED_P50_TARGET_MS:.0f} ms)",
+            added < ADDED_P50_TARGET_MS,
+            f"   (bare proxy adds {added_proxy:+.2f} ms)",
+        ),
     ]
 
 

@@ -17,8 +17,22 @@ def start(pid: int, seconds: int, out: str, preexec_fn: Callable[[], None]) -> s
         print("--profile: py-spy not found (pip install py-spy); not profiling", file=sys.stderr)
         return None
     # Sample all but the last two seconds of the run.
-    argv = [spy, "record", "-p", str(pid), "-d", str(max(1, seconds - 2)), "-f", "raw", "-r", "200", "-t",
-            "--nonblocking", "-o", out]
+    argv = [
+        spy,
+        "record",
+        "-p",
+        str(pid),
+        "-d",
+        str(max(1, seconds - 2)),
+        "-f",
+        "raw",
+        "-r",
+        "200",
+        "-t",
+        "--nonblocking",
+        "-o",
+        out,
+    ]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=preexec_fn)
 
 
@@ -57,13 +71,25 @@ def finish(p: subprocess.Popen, out: str, notes: list[str], top: int = 15) -> No
     if not main:
         notes.append(f"profile: no samples of the event-loop thread in {out}")
         return
-    lines = [f"profile ({out}): {main:,} busy samples of the event-loop thread; other threads busy for "
-             + (", ".join(f"{k} {v:,}" for k, v in sorted(others.items(), key=lambda x: -x[1])) or "0") + " samples",
-             "  self %  function (event-loop thread; 'Runner.run' = time inside uvloop/httptools C code)"]
+    lines = [
+        f"profile ({out}): {main:,} busy samples of the event-loop thread; other threads busy for "
+        + (", ".join(f"{k} {v:,}" for k, v in sorted(others.items(), key=lambda x: -x[1])) or "0")
+        + " samples",
+        "  self %  function (event-loop thread; 'Runner.run' = time inside uvloop/httptools C code)",
+    ]
     lines += [f"  {100 * c / main:6.1f}  {f}" for f, c in sorted(own.items(), key=lambda x: -x[1])[:top]]
     lines += ["  incl %  function"]
-    skip = ("typer/", "click/", "uvicorn/main.py", "uvicorn/server.py", "uvicorn/_compat.py", "asyncio/runners.py",
-            "cli/main.py", "cli/serve.py", "<module>")
+    skip = (
+        "typer/",
+        "click/",
+        "uvicorn/main.py",
+        "uvicorn/server.py",
+        "uvicorn/_compat.py",
+        "asyncio/runners.py",
+        "cli/main.py",
+        "cli/serve.py",
+        "<module>",
+    )
     hot = [(f, c) for f, c in sorted(incl.items(), key=lambda x: -x[1]) if not any(k in f for k in skip)]
     lines += [f"  {100 * c / main:6.1f}  {f}" for f, c in hot[: top * 2]]
     notes.append("\n".join(lines))

@@ -30,8 +30,14 @@ CANNED = {
     "created": 1700000000,
     "model": MODEL,
     "system_fingerprint": None,
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY_TEXT},
-                 "logprobs": None, "finish_reason": "length"}],
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": REPLY_TEXT},
+            "logprobs": None,
+            "finish_reason": "length",
+        }
+    ],
     "usage": {"prompt_tokens": 14, "completion_tokens": 20, "total_tokens": 34},  # what the Qwen tokenizer counts
 }
 
@@ -54,8 +60,9 @@ def run_upstream(port: int) -> None:
     from aiohttp import web
 
     chat = json.dumps(CANNED, ensure_ascii=False).encode()
-    models = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0,
-                                                     "owned_by": "bench"}]}).encode()
+    models = json.dumps(
+        {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]}
+    ).encode()
 
     async def chat_completions(request: web.Request) -> web.Response:
         await request.read()
@@ -85,8 +92,9 @@ def run_proxy(port: int, upstream_port: int) -> None:
 
     async def forward(request: web.Request) -> web.Response:
         body = await request.read()
-        async with request.app["session"].request(request.method, base + request.path, data=body or None,
-                                                  headers={"Content-Type": "application/json"}) as r:
+        async with request.app["session"].request(
+            request.method, base + request.path, data=body or None, headers={"Content-Type": "application/json"}
+        ) as r:
             raw = await r.read()
             return web.Response(body=raw, status=r.status, content_type="application/json")
 
@@ -104,25 +112,44 @@ def run_proxy(port: int, upstream_port: int) -> None:
 def start_upstream(bench: Bench) -> Target:
     """The canned upstream, on wrk's CPU: it stands for a remote server, not for the cost measured."""
     port = free_port()
-    return bench.start("upstream", [sys.executable, str(Path(__file__).resolve()), "upstream", str(port)], f"http://127.0.0.1:{port}",
-                       "/v1/models", "upstream.log", side=True)
+    return bench.start(
+        "upstream",
+        [sys.executable, str(Path(__file__).resolve()), "upstream", str(port)],
+        f"http://127.0.0.1:{port}",
+        "/v1/models",
+        "upstream.log",
+        side=True,
+    )
 
 
 def start_proxy(bench: Bench, upstream: Target) -> Target:
     port, upstream_port = free_port(), upstream.base.rsplit(":", 1)[1]
-    return bench.start("bare proxy", [sys.executable, str(Path(__file__).resolve()), "proxy", str(port), upstream_port],
-                       f"http://127.0.0.1:{port}", "/health", "proxy.log")
+    return bench.start(
+        "bare proxy",
+        [sys.executable, str(Path(__file__).resolve()), "proxy", str(port), upstream_port],
+        f"http://127.0.0.1:{port}",
+        "/health",
+        "proxy.log",
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # tokenabacus
 # --------------------------------------------------------------------------------------------
 def add_gateway_options(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--metering", choices=["tokenizer", "upstream"], default="tokenizer",
-                    help="tokenizer (default): count locally with the Qwen tokenizer; upstream: no tokenizer "
-                         "configured, so records carry the upstream's usage (ledger still on).")
-    ap.add_argument("--flush-interval-ms", type=float, metavar="MS",
-                    help="Diagnostic: set ledger.flush_interval_ms in the gateway's config (default: the gateway's own).")
+    ap.add_argument(
+        "--metering",
+        choices=["tokenizer", "upstream"],
+        default="tokenizer",
+        help="tokenizer (default): count locally with the Qwen tokenizer; upstream: no tokenizer "
+        "configured, so records carry the upstream's usage (ledger still on).",
+    )
+    ap.add_argument(
+        "--flush-interval-ms",
+        type=float,
+        metavar="MS",
+        help="Diagnostic: set ledger.flush_interval_ms in the gateway's config (default: the gateway's own).",
+    )
 
 
 def qwen_dir() -> str:
@@ -165,8 +192,16 @@ class Gateway:
             f"  - name: {MODEL}\n"
             "    engine: upstream\n"
             f"    base_url: {upstream.base}/v1\n"
-            + (f"    tokenizer: {{type: hf, path: {json.dumps(tokenizer_dir)}}}\n" if args.metering == "tokenizer" else "")
-            + (f"ledger: {{flush_interval_ms: {args.flush_interval_ms}}}\n" if args.flush_interval_ms is not None else "")
+            + (
+                f"    tokenizer: {{type: hf, path: {json.dumps(tokenizer_dir)}}}\n"
+                if args.metering == "tokenizer"
+                else ""
+            )
+            + (
+                f"ledger: {{flush_interval_ms: {args.flush_interval_ms}}}\n"
+                if args.flush_interval_ms is not None
+                else ""
+            )
             + extra,
             encoding="utf-8",
         )
@@ -174,18 +209,39 @@ class Gateway:
             self.bench.settings.append(f"ledger.flush_interval_ms={args.flush_interval_ms:g}")
 
     def create_key(self, user: str = "bench", project: str = "bench") -> str:
-        k = subprocess.run([self.bin, "keys", "create", "--user", user, "--project", project, "--data-dir",
-                            str(self.data), "--config", str(self.config), "--json"],
-                           check=False, capture_output=True, text=True, timeout=120)
+        k = subprocess.run(
+            [
+                self.bin,
+                "keys",
+                "create",
+                "--user",
+                user,
+                "--project",
+                project,
+                "--data-dir",
+                str(self.data),
+                "--config",
+                str(self.config),
+                "--json",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if k.returncode != 0:
             raise Startup(f"tokenabacus keys create failed ({k.returncode}): {k.stderr.strip()}")
         return json.loads(k.stdout.strip().splitlines()[-1])["key"]
 
     def start(self) -> Target:
         port = free_port()
-        return self.bench.start(self.name, [self.bin, "serve", "--port", str(port), "--data-dir", str(self.data),
-                                            "--config", str(self.config)],
-                                f"http://127.0.0.1:{port}", "/health", "tokenabacus.log")
+        return self.bench.start(
+            self.name,
+            [self.bin, "serve", "--port", str(port), "--data-dir", str(self.data), "--config", str(self.config)],
+            f"http://127.0.0.1:{port}",
+            "/health",
+            "tokenabacus.log",
+        )
 
     def stop(self, target: Target) -> None:
         """Stop gracefully (the final drain moves every spooled record), then check the exit status,
@@ -195,14 +251,20 @@ class Gateway:
         if target.proc.returncode not in (0, -signal.SIGTERM):
             problems.append(f"tokenabacus exited with status {target.proc.returncode} on SIGTERM")
         log_text = target.log.read_text(errors="replace")
-        bad_lines = [ln for ln in log_text.splitlines() if any(w in ln for w in (" ERROR ", " CRITICAL ", "Traceback", " WARNING "))]
+        bad_lines = [
+            ln
+            for ln in log_text.splitlines()
+            if any(w in ln for w in (" ERROR ", " CRITICAL ", "Traceback", " WARNING "))
+        ]
         if bad_lines:
             problems.append(f"tokenabacus logged {len(bad_lines)} warning/error lines, first: {bad_lines[0][:300]}")
         jsonl = self.data / "usage.jsonl"
         recs = jsonl.read_bytes().count(b"\n") if jsonl.exists() else 0
         sent = sum(r.requests for r in bench.runs if r.target == target.name)
-        bench.notes.append(f"ledger: {recs:,} records in usage.jsonl after shutdown; wrk counted {sent:,} completed "
-                           f"measured requests (plus warm-up and one check request)")
+        bench.notes.append(
+            f"ledger: {recs:,} records in usage.jsonl after shutdown; wrk counted {sent:,} completed "
+            f"measured requests (plus warm-up and one check request)"
+        )
         if recs < sent:
             problems.append(f"ledger has {recs} records but wrk completed {sent} measured requests")
         if recs:

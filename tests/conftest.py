@@ -88,8 +88,9 @@ def db_url(request, tmp_path):
 
 
 class GatewayProc:
-    def __init__(self, data_dir: Path, config: dict | None = None, args: list[str] | None = None,
-                 env: dict | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, config: dict | None = None, args: list[str] | None = None, env: dict | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -109,7 +110,7 @@ class GatewayProc:
             out += ["--config", str(self.config_path)]
         return out
 
-    def start(self) -> "GatewayProc":
+    def start(self) -> GatewayProc:
         cmd = [str(BIN), "serve", "--port", str(self.port), *self.common(), *self.args]
         self.proc = spawn(cmd, self.log, env=self.env)
         wait_http(f"http://127.0.0.1:{self.port}/health", self.proc, log=self.log)
@@ -165,8 +166,23 @@ class LlamaServer:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log = tmp / f"llama-server-{self.port}.log"
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--model_alias", alias,
-               "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "4096", "--verbose", "false"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf_path()),
+            "--model_alias",
+            alias,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            "4096",
+            "--verbose",
+            "false",
+        ]
         if api_key:
             cmd += ["--api_key", api_key]
         self.proc = spawn(cmd, self.log)
@@ -208,21 +224,44 @@ def embedded_key(embedded_gw):
 def upstream_models(base_url: str) -> list[dict]:
     """One real llama.cpp server behind several model entries, one per metering setup."""
     return [
-        {"name": "smol-gguf", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
-         "tokenizer": {"type": "gguf", "path": str(gguf_path())}},
-        {"name": "qwen-hf", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
-         "tokenizer": {"type": "hf", "path": str(qwen_dir())}},
+        {
+            "name": "smol-gguf",
+            "engine": "upstream",
+            "base_url": base_url,
+            "upstream_model": "smol",
+            "tokenizer": {"type": "gguf", "path": str(gguf_path())},
+        },
+        {
+            "name": "qwen-hf",
+            "engine": "upstream",
+            "base_url": base_url,
+            "upstream_model": "smol",
+            "tokenizer": {"type": "hf", "path": str(qwen_dir())},
+        },
         {"name": "smol-bare", "engine": "upstream", "base_url": base_url, "upstream_model": "smol"},
-        {"name": "gpt-4o-mini", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
-         "tokenizer": {"type": "tiktoken", "path": str(TIKTOKEN_DIR / "o200k_base.tiktoken")}},
-        {"name": "smol-billed-upstream", "engine": "upstream", "base_url": base_url, "upstream_model": "smol",
-         "tokenizer": {"type": "gguf", "path": str(gguf_path())}, "bill": "upstream"},
+        {
+            "name": "gpt-4o-mini",
+            "engine": "upstream",
+            "base_url": base_url,
+            "upstream_model": "smol",
+            "tokenizer": {"type": "tiktoken", "path": str(TIKTOKEN_DIR / "o200k_base.tiktoken")},
+        },
+        {
+            "name": "smol-billed-upstream",
+            "engine": "upstream",
+            "base_url": base_url,
+            "upstream_model": "smol",
+            "tokenizer": {"type": "gguf", "path": str(gguf_path())},
+            "bill": "upstream",
+        },
     ]
 
 
 @pytest.fixture(scope="session")
 def upstream_gw(tmp_path_factory, llama_upstream):
-    gw = GatewayProc(tmp_path_factory.mktemp("upstream") / "data", {"models": upstream_models(llama_upstream.base_url)}).start()
+    gw = GatewayProc(
+        tmp_path_factory.mktemp("upstream") / "data", {"models": upstream_models(llama_upstream.base_url)}
+    ).start()
     yield gw
     gw.stop()
 

@@ -21,7 +21,9 @@ def main() -> None:
     args = ap.parse_args()
 
     async def tokens_of(session: aiohttp.ClientSession, text: str) -> int:
-        async with session.post(args.upstream.removesuffix("/v1") + "/extras/tokenize/count", json={"input": text}) as r:
+        async with session.post(
+            args.upstream.removesuffix("/v1") + "/extras/tokenize/count", json={"input": text}
+        ) as r:
             return (await r.json())["count"]
 
     async def chat(request: web.Request) -> web.StreamResponse:
@@ -48,7 +50,11 @@ def main() -> None:
                 if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                     completion += 1
                 if args.style == "running":
-                    chunk["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+                    chunk["usage"] = {
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                        "total_tokens": prompt + completion,
+                    }
                 await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         if args.style == "final" and include_usage:

@@ -13,6 +13,7 @@ import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+
 def _find_spec() -> Path:
     """TOKENABACUS_OPENAPI_SPEC, else ../shared/openai beside this checkout, else beside the local
     checkout it was cloned from (CI clones into a temporary folder)."""
@@ -20,8 +21,9 @@ def _find_spec() -> Path:
         return Path(os.environ["TOKENABACUS_OPENAPI_SPEC"])
     root = Path(__file__).resolve().parents[1]
     candidates = [root.parent / "shared" / "openai" / "openapi.json"]
-    origin = subprocess.run(["git", "-C", str(root), "config", "--get", "remote.origin.url"],
-                            capture_output=True, text=True).stdout.strip()
+    origin = subprocess.run(
+        ["git", "-C", str(root), "config", "--get", "remote.origin.url"], capture_output=True, text=True
+    ).stdout.strip()
     if origin and "://" not in origin and ":" not in origin.split("/")[0]:  # a local path, not a URL
         candidates.append(Path(origin).resolve().parent / "shared" / "openai" / "openapi.json")
     return next((c for c in candidates if c.is_file()), candidates[0])
@@ -53,8 +55,10 @@ def _nullable(node):
 @lru_cache(maxsize=1)
 def _registry() -> tuple[Registry, dict]:
     if not SPEC.is_file():
-        raise FileNotFoundError(f"OpenAI's OpenAPI document is not at {SPEC}: clone the project beside ../shared "
-                                "or set TOKENABACUS_OPENAPI_SPEC")
+        raise FileNotFoundError(
+            f"OpenAI's OpenAPI document is not at {SPEC}: clone the project beside ../shared "
+            "or set TOKENABACUS_OPENAPI_SPEC"
+        )
     spec = _nullable(json.loads(SPEC.read_text()))
     resource = Resource.from_contents(spec, default_specification=DRAFT202012)
     return Registry().with_resource("openapi.json", resource), spec

@@ -45,8 +45,9 @@ def http_status(url: str, timeout: float = 1.0) -> int:
         raise ConnectionError(str(e)) from e
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120, log: Path | None = None, *,
-              status: int | None = None) -> None:
+def wait_http(
+    url: str, proc: subprocess.Popen, timeout: float = 120, log: Path | None = None, *, status: int | None = None
+) -> None:
     """Poll url until it answers: any status below 500, or exactly `status` when given.
 
     Raises ProcessExited (with the end of log, if given) when the child dies first, TimeoutError

@@ -33,8 +33,13 @@ def honest_usage(n: int) -> dict:
 
 
 def chunk(model: str, delta: dict, finish: str | None = None) -> bytes:
-    body = {"id": "chatcmpl-rogue", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    body = {
+        "id": "chatcmpl-rogue",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
@@ -42,8 +47,14 @@ async def chat(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     model = body.get("model", "")
     if model == "refuse":
-        err = {"error": {"message": "This model's maximum context length is 2048 tokens.", "type": "BadRequestError",
-                         "param": None, "code": 400}}
+        err = {
+            "error": {
+                "message": "This model's maximum context length is 2048 tokens.",
+                "type": "BadRequestError",
+                "param": None,
+                "code": 400,
+            }
+        }
         return web.json_response(err, status=400)
     if model == "fail":
         return web.json_response({"error": {"message": "boom"}}, status=500)
@@ -52,8 +63,14 @@ async def chat(request: web.Request) -> web.StreamResponse:
         message: dict = {"role": "assistant", "content": "".join(WORDS)}
         if model == "toolcalls-5":
             message["tool_calls"] = 5
-        out = {"id": "chatcmpl-rogue", "object": "chat.completion", "created": int(time.time()), "model": model,
-               "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": usage}
+        out = {
+            "id": "chatcmpl-rogue",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": usage,
+        }
         return web.json_response(out)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
@@ -71,8 +88,14 @@ async def chat(request: web.Request) -> web.StreamResponse:
             await resp.write(chunk(model, {"content": w}))
     await resp.write(chunk(model, {}, "stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
-        tail = {"id": "chatcmpl-rogue", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-                "choices": [], "usage": usage}
+        tail = {
+            "id": "chatcmpl-rogue",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
         await resp.write(b"data: " + json.dumps(tail).encode() + b"\n\n")
     await resp.write(b"data: [DONE]\n\n")
     return resp

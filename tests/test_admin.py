@@ -16,7 +16,13 @@ def admin(embedded_gw):
 
 def test_every_admin_route_needs_the_admin_key(embedded_gw, embedded_key):
     base = embedded_gw.base_url.removesuffix("/v1") + "/admin"
-    for method, path in (("GET", "/keys"), ("POST", "/keys"), ("DELETE", "/keys/key_x"), ("GET", "/usage"), ("GET", "/report")):
+    for method, path in (
+        ("GET", "/keys"),
+        ("POST", "/keys"),
+        ("DELETE", "/keys/key_x"),
+        ("GET", "/usage"),
+        ("GET", "/report"),
+    ):
         for headers in ({}, {"Authorization": f"Bearer {embedded_key}"}, {"Authorization": "Bearer sk-nope"}):
             r = httpx.request(method, base + path, headers=headers, json={"user": "x"} if method == "POST" else None)
             assert r.status_code == 401, (method, path, r.text)
@@ -32,7 +38,8 @@ def test_admin_key_lifecycle_and_reads(embedded_gw, admin):
     listed = admin.get("/keys").json()
     assert any(k["key_id"] == created["key_id"] for k in listed) and all("key_hash" not in k for k in listed)
     resp = embedded_gw.client(key).chat.completions.with_raw_response.create(
-        model=EMBEDDED, messages=[{"role": "user", "content": "ops"}], max_tokens=2)
+        model=EMBEDDED, messages=[{"role": "user", "content": "ops"}], max_tokens=2
+    )
     embedded_gw.record(resp.headers["x-request-id"])
     rows = admin.get("/usage", params={"project": "ops-bot"}).json()
     assert [r["request_id"] for r in rows] == [resp.headers["x-request-id"]]
@@ -54,8 +61,14 @@ def test_unknown_admin_routes_need_the_key_and_answer_error_json(embedded_gw, ad
         assert r.json()["error"]["code"] == "invalid_api_key"
     r = admin.get("/nope")
     assert r.status_code == 404
-    assert r.json() == {"error": {"message": "Unknown route: GET /admin/nope", "type": "invalid_request_error",
-                                  "param": None, "code": "not_found"}}
+    assert r.json() == {
+        "error": {
+            "message": "Unknown route: GET /admin/nope",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "not_found",
+        }
+    }
     r = admin.put("/keys")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
     assert "GET" in r.headers["allow"] and "PUT /admin/keys" in r.json()["error"]["message"]

@@ -17,8 +17,12 @@ def test_overhead_benchmark_smoke():
         if IN_CI:
             pytest.fail("wrk is not installed under CI (.ci/run installs it)")
         pytest.skip("wrk is not installed (apt-get install -y wrk)")
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--smoke", "--markdown"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--smoke", "--markdown"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     for target in ("upstream", "tokenabacus", "bare proxy"):
         assert f"| {target} | c32 |" in r.stdout

@@ -19,11 +19,18 @@ def test_disconnect_mid_stream_records_cancelled(request, which):
     else:
         gw, key, model = request.getfixturevalue("upstream_gw"), request.getfixturevalue("upstream_key"), "smol-gguf"
     # End-of-text ids banned: the reply cannot end before the client leaves, whatever the KV cache holds.
-    body = {"model": model, "messages": LONG, "max_tokens": 400, "stream": True, "temperature": 0,
-            "logit_bias": {"0": -100, "1": -100, "2": -100}}
+    body = {
+        "model": model,
+        "messages": LONG,
+        "max_tokens": 400,
+        "stream": True,
+        "temperature": 0,
+        "logit_bias": {"0": -100, "1": -100, "2": -100},
+    }
     received = 0
-    with httpx.stream("POST", f"{gw.base_url}/chat/completions", json=body, timeout=120,
-                      headers={"Authorization": f"Bearer {key}"}) as r:
+    with httpx.stream(
+        "POST", f"{gw.base_url}/chat/completions", json=body, timeout=120, headers={"Authorization": f"Bearer {key}"}
+    ) as r:
         request_id = r.headers["x-request-id"]
         for line in r.iter_lines():
             if line.startswith("data: "):
@@ -49,8 +56,9 @@ def test_concurrent_embedded_requests_are_queued_not_cancelled(embedded_gw, embe
     client = embedded_gw.client(embedded_key)
 
     def one(i):
-        return client.chat.completions.create(model=EMBEDDED, messages=[{"role": "user", "content": f"Say the number {i}"}],
-                                              max_tokens=12, temperature=0)
+        return client.chat.completions.create(
+            model=EMBEDDED, messages=[{"role": "user", "content": f"Say the number {i}"}], max_tokens=12, temperature=0
+        )
 
     with concurrent.futures.ThreadPoolExecutor(6) as ex:
         results = list(ex.map(one, range(6)))

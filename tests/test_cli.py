@@ -7,7 +7,7 @@ import io
 import json
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -32,7 +32,9 @@ def test_keys_create_list_revoke(embedded_gw):
     raw = (embedded_gw.data_dir / "ledger.db").read_bytes()
     assert key.encode() not in raw  # stored hashed
     client = embedded_gw.client(key)
-    assert client.chat.completions.create(model=EMBEDDED, messages=[{"role": "user", "content": "hi"}], max_tokens=2).usage
+    assert client.chat.completions.create(
+        model=EMBEDDED, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    ).usage
     embedded_gw.cli("keys", "revoke", mine[0]["key_id"])
     deadline = time.monotonic() + 10
     status = None
@@ -48,14 +50,19 @@ def test_keys_create_list_revoke(embedded_gw):
 
 def test_usage_json_has_every_contract_field(embedded_gw, embedded_key):
     raw = embedded_gw.client(embedded_key).chat.completions.with_raw_response.create(
-        model=EMBEDDED, messages=[{"role": "user", "content": "你好"}], max_tokens=3, user="ignored")
+        model=EMBEDDED, messages=[{"role": "user", "content": "你好"}], max_tokens=3, user="ignored"
+    )
     request_id = raw.headers["x-request-id"]
     embedded_gw.record(request_id)
     rows = json.loads(embedded_gw.cli("usage", "--format", "json", "-n", "50").stdout)
     row = next(r for r in rows if r["request_id"] == request_id)
     assert list(row) == list(FIELDS)
     u = raw.parse().usage
-    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (u.prompt_tokens, u.completion_tokens, u.total_tokens)
+    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (
+        u.prompt_tokens,
+        u.completion_tokens,
+        u.total_tokens,
+    )
     assert row["user"] == "alice" and row["project"] == "campaign-2024" and row["department"] == "marketing"
     assert row["client_ip"] == "127.0.0.1" and row["user_agent"].startswith("OpenAI/Python")
     assert row["engine"] == "embedded" and row["model_version"].startswith("sha256:")
@@ -67,19 +74,22 @@ def test_usage_json_has_every_contract_field(embedded_gw, embedded_key):
 def test_report_groups_and_formats(tmp_path):
     gw = GatewayProc(tmp_path / "data").start()
     try:
-        keys = {("ann", "alpha", "sales"): gw.create_key("ann", "alpha", "sales"),
-                ("ben", "beta", "sales"): gw.create_key("ben", "beta", "sales")}
+        keys = {
+            ("ann", "alpha", "sales"): gw.create_key("ann", "alpha", "sales"),
+            ("ben", "beta", "sales"): gw.create_key("ben", "beta", "sales"),
+        }
         expected: dict[str, list[int]] = {}
         request_ids = []
-        for (user, project, dept), key in keys.items():
+        for (user, project, _dept), key in keys.items():
             for n in range(2 if project == "alpha" else 3):
                 raw = gw.client(key).chat.completions.with_raw_response.create(
-                    model=EMBEDDED, messages=[{"role": "user", "content": f"{user} {n}"}], max_tokens=3)
+                    model=EMBEDDED, messages=[{"role": "user", "content": f"{user} {n}"}], max_tokens=3
+                )
                 request_ids.append(raw.headers["x-request-id"])
                 expected.setdefault(project, []).append(raw.parse().usage.total_tokens)
         for request_id in request_ids:  # the background writer moves records in batches: wait for each
             gw.record(request_id)
-        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
         rows = json.loads(gw.cli("report", "--by", "project", "--since", today, "--format", "json").stdout)
         got = {r["project"]: r for r in rows}
         for project, totals in expected.items():
@@ -102,26 +112,35 @@ def test_report_groups_and_formats(tmp_path):
         gw.stop()
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["report", "--by", "planet"], "cannot group by planet"),
-    (["report", "--since", "yesterday"], "--since 'yesterday'"),
-    (["report", "--tz", "Mars/Olympus"], "unknown time zone"),
-    (["keys", "create"], "needs --user or --project"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["report", "--by", "planet"], "cannot group by planet"),
+        (["report", "--since", "yesterday"], "--since 'yesterday'"),
+        (["report", "--tz", "Mars/Olympus"], "unknown time zone"),
+        (["keys", "create"], "needs --user or --project"),
+    ],
+)
 def test_cli_errors_are_one_line(tmp_path, args, needle):
     r = run(*args, "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 2
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("config,needle", [
-    ({"models": [{"name": "x", "engine": "upstream"}]}, "models.0.upstream.base_url: Field required"),
-    ({"models": [{"name": "x", "engine": "upstream", "base_url": "gpu-node-1:8000"}]}, "models.0.upstream.base_url"),
-    ({"models": [{"name": "x", "engine": "teleport"}]}, "models.0"),
-    ({"server": {"port": 70000}}, "server.port"),
-    ({"server": {"prot": 8000}}, "server.prot: Extra inputs are not permitted"),
-    ({"models": [{"name": "a", "engine": "embedded"}, {"name": "a", "engine": "embedded"}]}, "declared twice"),
-])
+@pytest.mark.parametrize(
+    "config,needle",
+    [
+        ({"models": [{"name": "x", "engine": "upstream"}]}, "models.0.upstream.base_url: Field required"),
+        (
+            {"models": [{"name": "x", "engine": "upstream", "base_url": "gpu-node-1:8000"}]},
+            "models.0.upstream.base_url",
+        ),
+        ({"models": [{"name": "x", "engine": "teleport"}]}, "models.0"),
+        ({"server": {"port": 70000}}, "server.port"),
+        ({"server": {"prot": 8000}}, "server.prot: Extra inputs are not permitted"),
+        ({"models": [{"name": "a", "engine": "embedded"}, {"name": "a", "engine": "embedded"}]}, "declared twice"),
+    ],
+)
 def test_config_errors_name_the_field(tmp_path, config, needle):
     path = tmp_path / "tokenabacus.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -140,8 +159,20 @@ def test_config_file_problems(tmp_path):
     r = run("serve", "--upstream", "no-equals-sign")
     assert r.returncode == 2 and "NAME=URL" in r.stderr
     tok = tmp_path / "tok.yaml"
-    tok.write_text(yaml.safe_dump({"models": [{"name": "q", "engine": "upstream", "base_url": "http://127.0.0.1:9/v1",
-                                              "tokenizer": {"type": "hf", "path": str(tmp_path / "nope")}}]}))
+    tok.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {
+                        "name": "q",
+                        "engine": "upstream",
+                        "base_url": "http://127.0.0.1:9/v1",
+                        "tokenizer": {"type": "hf", "path": str(tmp_path / "nope")},
+                    }
+                ]
+            }
+        )
+    )
     r = run("serve", "--config", str(tok), "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 2 and "tokenizer file not found" in r.stderr
 

@@ -40,7 +40,9 @@ def test_serve_on_a_corrupt_ledger(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "ledger.db").write_bytes(b"this is not a database, just bytes " * 200)
-    r = run("serve", "--port", str(free_port()), "--data-dir", str(data), "--config", config(tmp_path, {"models": NOWHERE}))
+    r = run(
+        "serve", "--port", str(free_port()), "--data-dir", str(data), "--config", config(tmp_path, {"models": NOWHERE})
+    )
     one_line_error(r, f"cannot open the ledger at sqlite:///{(data / 'ledger.db').resolve()}: DatabaseError")
     assert "file is not a database" in r.stderr
 
@@ -48,20 +50,31 @@ def test_serve_on_a_corrupt_ledger(tmp_path):
 def test_serve_on_a_data_dir_that_is_a_file(tmp_path):
     data = tmp_path / "data"
     data.write_text("a file")
-    r = run("serve", "--port", str(free_port()), "--data-dir", str(data), "--config", config(tmp_path, {"models": NOWHERE}))
+    r = run(
+        "serve", "--port", str(free_port()), "--data-dir", str(data), "--config", config(tmp_path, {"models": NOWHERE})
+    )
     one_line_error(r, f"cannot use the data dir {data}: Not a directory")
     assert data.read_text() == "a file"
 
 
 def test_serve_with_postgresql_unreachable(tmp_path):
     url = "postgresql+psycopg://ledger:secret@127.0.0.1:1/none"
-    r = run("serve", "--port", str(free_port()), "--data-dir", str(tmp_path / "d"),
-            "--config", config(tmp_path, {"models": NOWHERE, "ledger": {"url": url}}))
+    r = run(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--config",
+        config(tmp_path, {"models": NOWHERE, "ledger": {"url": url}}),
+    )
     one_line_error(r, "cannot open the ledger at postgresql+psycopg://ledger:***@127.0.0.1:1/none: OperationalError")
     assert "secret" not in r.stderr
 
 
-@pytest.mark.parametrize("args", [["usage"], ["report", "--by", "project"], ["keys", "list"], ["keys", "revoke", "key_x"]])
+@pytest.mark.parametrize(
+    "args", [["usage"], ["report", "--by", "project"], ["keys", "list"], ["keys", "revoke", "key_x"]]
+)
 def test_read_only_commands_do_not_create_a_ledger(tmp_path, args):
     data = tmp_path / "never"
     r = run(*args, "--data-dir", str(data))
@@ -94,15 +107,20 @@ def test_reports_survive_a_ledger_with_absurd_figures(tmp_path):
         rows.append(rec.to_dict())
     con = sqlite3.connect(data / "ledger.db")
     cols = list(rows[0])
-    con.executemany(f"INSERT INTO usage_records ({', '.join(repr(c) for c in cols)}) VALUES ({', '.join('?' * len(cols))})",
-                    [[r[c] for c in cols] for r in rows])
+    con.executemany(
+        f"INSERT INTO usage_records ({', '.join(repr(c) for c in cols)}) VALUES ({', '.join('?' * len(cols))})",
+        [[r[c] for c in cols] for r in rows],
+    )
     con.commit()
     con.close()
     want = {"huge": (2**63 + 5, 2**63 - 1, 2**64 + 4), "sane": (7, 3, 10)}  # past 64 bits, exactly
 
     r = run("report", "--by", "project", "--format", "json", "--data-dir", str(data))
     assert r.returncode == 0, r.stderr
-    got = {row["project"]: (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) for row in json.loads(r.stdout)}
+    got = {
+        row["project"]: (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"])
+        for row in json.loads(r.stdout)
+    }
     assert got == want
     for fmt in ("table", "csv"):
         r = run("report", "--by", "project,day", "--format", fmt, "--data-dir", str(data))
@@ -110,9 +128,14 @@ def test_reports_survive_a_ledger_with_absurd_figures(tmp_path):
 
     gw = GatewayProc(data, {"models": NOWHERE}).start()
     try:
-        rep = httpx.get(gw.base_url.removesuffix("/v1") + "/admin/report", params={"by": "project"},
-                        headers={"Authorization": f"Bearer {gw.admin_key}"})
+        rep = httpx.get(
+            gw.base_url.removesuffix("/v1") + "/admin/report",
+            params={"by": "project"},
+            headers={"Authorization": f"Bearer {gw.admin_key}"},
+        )
         assert rep.status_code == 200, rep.text
-        assert {row["project"]: (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) for row in rep.json()} == want
+        assert {
+            row["project"]: (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) for row in rep.json()
+        } == want
     finally:
         gw.stop()

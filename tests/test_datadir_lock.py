@@ -45,8 +45,12 @@ def test_second_serve_and_replay_refuse_while_the_first_runs_under_load(tmp_path
             n = 0
             while not stop.is_set():
                 n += 1
-                body = {"model": "smol-bare", "messages": [{"role": "user", "content": f"w{i} r{n}"}],
-                        "max_tokens": 2, "stream": n % 2 == 0}
+                body = {
+                    "model": "smol-bare",
+                    "messages": [{"role": "user", "content": f"w{i} r{n}"}],
+                    "max_tokens": 2,
+                    "stream": n % 2 == 0,
+                }
                 r = c.post("/chat/completions", json=body)
                 if r.status_code == 200:
                     with lock:
@@ -63,8 +67,10 @@ def test_second_serve_and_replay_refuse_while_the_first_runs_under_load(tmp_path
         refused(attempt("serve", "--port", str(second.port), *second.common()), in_use)
         refused(attempt("db", "replay", *gw.common()), in_use)
         # A mistaken restart on the busy port fails on the port before it looks at the data dir.
-        refused(attempt("serve", "--port", str(gw.port), *gw.common()),
-                f"cannot listen on 127.0.0.1:{gw.port}: address already in use")
+        refused(
+            attempt("serve", "--port", str(gw.port), *gw.common()),
+            f"cannot listen on 127.0.0.1:{gw.port}: address already in use",
+        )
         time.sleep(1.5)  # more load after the refusals
     finally:
         stop.set()
@@ -102,8 +108,10 @@ def test_a_shared_spool_dir_is_locked_across_data_dirs(tmp_path):
     a = GatewayProc(tmp_path / "a", {"models": nowhere, "ledger": {"spool_dir": str(spool)}}).start()
     try:
         b = GatewayProc(tmp_path / "b", {"models": nowhere, "ledger": {"spool_dir": str(spool)}})
-        refused(attempt("serve", "--port", str(b.port), *b.common()),
-                f"spool dir {spool} is in use by another tokenabacus process (pid {a.proc.pid})")
+        refused(
+            attempt("serve", "--port", str(b.port), *b.common()),
+            f"spool dir {spool} is in use by another tokenabacus process (pid {a.proc.pid})",
+        )
         assert not (tmp_path / "b").exists()  # refused before the ledger was opened
         assert (spool / "tokenabacus.lock").read_text().strip() == str(a.proc.pid)
     finally:
@@ -120,8 +128,10 @@ def test_two_instances_cannot_share_one_jsonl_file(tmp_path):
     a = GatewayProc(tmp_path / "a", cfg).start()
     try:
         b = GatewayProc(tmp_path / "b", cfg)
-        refused(attempt("serve", "--port", str(b.port), *b.common()),
-                f"JSONL file {sink} is in use by another tokenabacus process (pid {a.proc.pid})")
+        refused(
+            attempt("serve", "--port", str(b.port), *b.common()),
+            f"JSONL file {sink} is in use by another tokenabacus process (pid {a.proc.pid})",
+        )
         # db replay feeds the same JSONL file, so it refuses too.
         r = attempt("db", "replay", "--data-dir", str(tmp_path / "b"), "--config", str(b.config_path))
         refused(r, f"JSONL file {sink} is in use by another tokenabacus process (pid {a.proc.pid})")

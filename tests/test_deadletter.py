@@ -27,8 +27,15 @@ NOWHERE = [{"name": "m", "engine": "upstream", "base_url": "http://127.0.0.1:9/v
 def good(n: int, project: str = "poison") -> list[dict]:
     out = []
     for i in range(n):
-        rec = start_record(model="m", endpoint="/v1/chat/completions", user="u", project=project,
-                           department="d", prompt_tokens=10 + i, completion_tokens=i)
+        rec = start_record(
+            model="m",
+            endpoint="/v1/chat/completions",
+            user="u",
+            project=project,
+            department="d",
+            prompt_tokens=10 + i,
+            completion_tokens=i,
+        )
         rec.finish()
         out.append(rec.to_dict())
     return out
@@ -49,8 +56,11 @@ def poisoned() -> list[tuple[bytes, str]]:
         (orjson.dumps(bad_stream) + b"\n", "stream: expected true or false"),
         (orjson.dumps(as_bool) + b"\n", "completion_tokens: expected an integer, got True"),
         (orjson.dumps(no_id) + b"\n", "request_id: missing"),
-        (b'{"request_id": "req_x", "timestamp": 1, "stream": false, "status": "ok", "prompt_tokens": 18446744073709551616}\n',
-         "prompt_tokens: expected an integer, got 1.8446744073709552e+19"),
+        (
+            b'{"request_id": "req_x", "timestamp": 1, "stream": false, "status": "ok", '
+            b'"prompt_tokens": 18446744073709551616}\n',
+            "prompt_tokens: expected an integer, got 1.8446744073709552e+19",
+        ),
         (b'{"request_id": "req_y", oops}\n', "not valid JSON"),
         (b"[1, 2, 3]\n", "not a JSON object"),
     ]
@@ -108,7 +118,7 @@ def test_poisoned_spool_is_set_aside_at_start_and_while_running(db_url, tmp_path
         assert {r["request_id"] for r in goods} == set(jsonl_ids(data))  # the sink saw exactly the good ones
         letters = dead_letters(spool)
         assert len(letters) == len(bads)
-        for letter, (line, reason) in zip(letters, bads):
+        for letter, (line, reason) in zip(letters, bads, strict=True):
             assert reason in letter["reason"] and letter["segment"] == "seg-000000000001.jsonl"
             assert letter["line"] == line.decode().rstrip("\n")  # kept as spooled, to be mended
         assert health(gw) == {"ok": True, "dead_letters": len(bads)}
@@ -127,7 +137,11 @@ def test_poisoned_spool_is_set_aside_at_start_and_while_running(db_url, tmp_path
         finally:
             store.close()
         detail = health(gw, admin=True)
-        assert detail["ok"] and detail["last_error"] is None and detail["dead_letter_file"] == str(spool / "dead-letter.jsonl")
+        assert (
+            detail["ok"]
+            and detail["last_error"] is None
+            and detail["dead_letter_file"] == str(spool / "dead-letter.jsonl")
+        )
         assert "out of range for a 32-bit" in dead_letters(spool)[-1]["reason"]
     finally:
         gw.stop()
@@ -149,8 +163,12 @@ def refusing_db(db_url, tmp_path):
     engine = create_engine(db_url)
     with engine.begin() as conn:
         if db_url.startswith("sqlite"):
-            conn.execute(text("CREATE TRIGGER no_negative BEFORE INSERT ON usage_records WHEN NEW.prompt_tokens < 0 "
-                              "BEGIN SELECT RAISE(ABORT, 'prompt_tokens must not be negative'); END"))
+            conn.execute(
+                text(
+                    "CREATE TRIGGER no_negative BEFORE INSERT ON usage_records WHEN NEW.prompt_tokens < 0 "
+                    "BEGIN SELECT RAISE(ABORT, 'prompt_tokens must not be negative'); END"
+                )
+            )
         else:
             conn.execute(text("ALTER TABLE usage_records ADD CONSTRAINT no_negative CHECK (prompt_tokens >= 0)"))
     engine.dispose()
@@ -188,7 +206,9 @@ def test_db_replay_sets_aside_and_feeds_the_sinks(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert r.stdout.strip().splitlines() == [
-        f"replayed 15 records from {data / 'spool'}; {len(bads)} set aside in {data / 'spool' / 'dead-letter.jsonl'} (see the log above)"]
+        f"replayed 15 records from {data / 'spool'}; {len(bads)} set aside in "
+        f"{data / 'spool' / 'dead-letter.jsonl'} (see the log above)"
+    ]
     assert len(dead_letters(data / "spool")) == len(bads)
     assert not list((data / "spool").glob("seg-*.jsonl"))
     store = Store(f"sqlite:///{data / 'ledger.db'}")
@@ -210,16 +230,23 @@ def test_a_busy_database_keeps_the_records_in_the_spool(tmp_path):
         blocker = sqlite3.connect(data / "ledger.db", isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")  # holds the write lock
         try:
-            r = httpx.post(gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                           json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]})
+            r = httpx.post(
+                gw.base_url + "/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]},
+            )
             assert r.status_code == 404  # a rejected request is recorded too
             request_id = r.headers["x-request-id"]
             detail = wait_for(lambda: (h := health(gw, admin=True))["last_error"] and h, timeout=30)
             assert detail["ok"] is False and "locked" in detail["last_error"] and detail["dead_letters"] == 0
             assert any(request_id in p.read_text() for p in (data / "spool").glob("seg-*.jsonl"))
             # /admin fails with OpenAI's error JSON too when its database call does.
-            r = httpx.post(gw.base_url.removesuffix("/v1") + "/admin/keys", json={"user": "x"}, timeout=60,
-                           headers={"Authorization": f"Bearer {gw.admin_key}"})
+            r = httpx.post(
+                gw.base_url.removesuffix("/v1") + "/admin/keys",
+                json={"user": "x"},
+                timeout=60,
+                headers={"Authorization": f"Bearer {gw.admin_key}"},
+            )
             assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
         finally:
             blocker.execute("ROLLBACK")

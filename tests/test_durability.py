@@ -26,8 +26,12 @@ def test_sigkill_under_load_loses_no_completed_record(tmp_path, llama_upstream):
             n = 0
             while not stop.is_set() and time.monotonic() < deadline:
                 n += 1
-                body = {"model": "smol-gguf", "messages": [{"role": "user", "content": f"worker {i} request {n}"}],
-                        "max_tokens": 2, "stream": n % 2 == 0}
+                body = {
+                    "model": "smol-gguf",
+                    "messages": [{"role": "user", "content": f"worker {i} request {n}"}],
+                    "max_tokens": 2,
+                    "stream": n % 2 == 0,
+                }
                 try:
                     r = c.post("/chat/completions", json=body)
                     text = r.text  # the whole response, [DONE] included for streams

@@ -58,7 +58,11 @@ BAD_BODIES = {
 @pytest.mark.parametrize("name", sorted(BAD_BODIES))
 def test_invalid_bodies_are_400(embedded_gw, embedded_key, name):
     body, code = BAD_BODIES[name]
-    r = post(embedded_gw, embedded_key, content=body) if isinstance(body, bytes) else post(embedded_gw, embedded_key, body)
+    r = (
+        post(embedded_gw, embedded_key, content=body)
+        if isinstance(body, bytes)
+        else post(embedded_gw, embedded_key, body)
+    )
     check_error(r, 400, code)
     rec = embedded_gw.record(r.headers["x-request-id"])
     assert rec["status"] == "rejected" and rec["error_code"] == code and rec["user"] == "alice"
@@ -89,7 +93,11 @@ def test_missing_and_bad_keys_are_401(embedded_gw, embedded_key):
 def test_unknown_model_is_404(embedded_gw, embedded_key):
     err = check_error(post(embedded_gw, embedded_key, {**GOOD, "model": "gpt-17"}), 404, "model_not_found")
     assert err["param"] == "model"
-    check_error(httpx.get(embedded_gw.base_url + "/models/gpt-17", headers={"Authorization": f"Bearer {embedded_key}"}), 404, "model_not_found")
+    check_error(
+        httpx.get(embedded_gw.base_url + "/models/gpt-17", headers={"Authorization": f"Bearer {embedded_key}"}),
+        404,
+        "model_not_found",
+    )
     with pytest.raises(openai.NotFoundError):
         embedded_gw.client(embedded_key).chat.completions.create(**{**GOOD, "model": "gpt-17"})
 

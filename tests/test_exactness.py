@@ -34,7 +34,9 @@ def qwen_reference():
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(qwen_dir()), local_files_only=True)
-    return lambda messages: len(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+    return lambda messages: len(
+        tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -47,8 +49,11 @@ def test_embedded_prompt_tokens_exact(embedded_gw, embedded_key, smol_reference,
 @pytest.mark.parametrize("case", CASES)
 def test_embedded_stream_prompt_tokens_exact(embedded_gw, embedded_key, smol_reference, case):
     messages = CORPUS[case]
-    chunks = list(embedded_gw.client(embedded_key).chat.completions.create(
-        model=EMBEDDED, messages=messages, max_tokens=2, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        embedded_gw.client(embedded_key).chat.completions.create(
+            model=EMBEDDED, messages=messages, max_tokens=2, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].usage.prompt_tokens == smol_reference(messages)
 
 
@@ -56,7 +61,8 @@ def test_embedded_stream_prompt_tokens_exact(embedded_gw, embedded_key, smol_ref
 def test_upstream_gguf_tokenizer_matches_reference_and_engine(upstream_gw, upstream_key, smol_reference, case):
     messages = CORPUS[case]
     raw = upstream_gw.client(upstream_key).chat.completions.with_raw_response.create(
-        model="smol-gguf", messages=messages, max_tokens=1)
+        model="smol-gguf", messages=messages, max_tokens=1
+    )
     usage = raw.parse().usage
     assert usage.prompt_tokens == smol_reference(messages)
     rec = upstream_gw.record(raw.headers["x-request-id"])
@@ -78,8 +84,17 @@ def test_completion_tokens_are_generated_ids(embedded_gw, embedded_key):
     client = embedded_gw.client(embedded_key)
     messages = CORPUS["chinese"]
     full = client.chat.completions.create(model=EMBEDDED, messages=messages, max_tokens=40, temperature=0, seed=7)
-    chunks = list(client.chat.completions.create(model=EMBEDDED, messages=messages, max_tokens=40, temperature=0,
-                                                 seed=7, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=EMBEDDED,
+            messages=messages,
+            max_tokens=40,
+            temperature=0,
+            seed=7,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
     assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
@@ -102,8 +117,16 @@ def test_tiktoken_counter_follows_openai_rule():
     # Hand-checked anchor: "hello world" is two o200k tokens.
     assert enc.encode("hello world") == [24912, 2375]
     messages = CORPUS["system_multi_turn"] + [{"role": "user", "name": "alice", "content": "hi"}]
-    expected = sum(3 + len(enc.encode(m["content"])) + len(enc.encode(m["role"]))
-                   + (1 + len(enc.encode(m["name"])) if "name" in m else 0) for m in messages) + 3
+    expected = (
+        sum(
+            3
+            + len(enc.encode(m["content"]))
+            + len(enc.encode(m["role"]))
+            + (1 + len(enc.encode(m["name"])) if "name" in m else 0)
+            for m in messages
+        )
+        + 3
+    )
     assert counter.count_chat(messages) == expected
     assert isinstance(enc, tiktoken.Encoding)
 
@@ -125,13 +148,18 @@ def test_embedded_reports_kv_cache_hits_as_cached_tokens(embedded_gw, embedded_k
     vocab = Llama(model_path=str(gguf_path()), vocab_only=True, verbose=False)
     formatter = llama_chat_format.Jinja2ChatFormatter(
         template=vocab.metadata["tokenizer.chat_template"],
-        eos_token=vocab._model.token_get_text(vocab.token_eos()), bos_token=vocab._model.token_get_text(vocab.token_bos()))
+        eos_token=vocab._model.token_get_text(vocab.token_eos()),
+        bos_token=vocab._model.token_get_text(vocab.token_bos()),
+    )
 
     def ids(messages):
         result = formatter(messages=messages)
         return vocab.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
 
-    system = {"role": "system", "content": "你是一名资深的市场营销顾问。" + "Answer briefly and in the user's language. " * 8}
+    system = {
+        "role": "system",
+        "content": "你是一名资深的市场营销顾问。" + "Answer briefly and in the user's language. " * 8,
+    }
     first = [system, {"role": "user", "content": "请给出三个卖点。"}]
     second = [system, {"role": "user", "content": "Now give me one slogan."}]
     client = embedded_gw.client(embedded_key)
@@ -139,7 +167,7 @@ def test_embedded_reports_kv_cache_hits_as_cached_tokens(embedded_gw, embedded_k
     raw = client.chat.completions.with_raw_response.create(model=EMBEDDED, messages=second, max_tokens=2, temperature=0)
     r = raw.parse()
     a, b = ids(first), ids(second)
-    shared = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
     assert shared > 50
     assert r.usage.prompt_tokens == len(b)
     assert r.usage.prompt_tokens_details.cached_tokens == shared

@@ -56,8 +56,27 @@ def test_random_text_counts_equal(fast, hf, spec):
     pieces = [bytes(decode[c] for c in t).decode("utf-8", "ignore") for t in rng.sample(vocab, 40000)]
     pieces = [p for p in pieces if p]
     added = [t["content"] for t in spec["added_tokens"]]
-    extra = [" ", "  ", "\n", "\r\n", "\t", "'s", "'LL", "123", "4567", "e\u0301", "\u1100\u1161\u11a8", "A\u030a",
-             "\u0338", ">", "<", "|", "🇨🇳", "👩‍💻", "\u200d"]
+    extra = [
+        " ",
+        "  ",
+        "\n",
+        "\r\n",
+        "\t",
+        "'s",
+        "'LL",
+        "123",
+        "4567",
+        "e\u0301",
+        "\u1100\u1161\u11a8",
+        "A\u030a",
+        "\u0338",
+        ">",
+        "<",
+        "|",
+        "🇨🇳",
+        "👩‍💻",
+        "\u200d",
+    ]
     texts = []
     for _ in range(20000):
         parts = []
@@ -68,7 +87,7 @@ def test_random_text_counts_equal(fast, hf, spec):
         texts.append(unicodedata.normalize("NFD", text) if rng.random() < 0.1 else text)
     got = [fast.count(t) for t in texts]
     want = reference(hf, texts)
-    diffs = [(t, g, w) for t, g, w in zip(texts, got, want) if g != w]
+    diffs = [(t, g, w) for t, g, w in zip(texts, got, want, strict=True) if g != w]
     assert not diffs, diffs[:5]
 
 
@@ -80,19 +99,25 @@ def test_every_bmp_code_point_counts_equal(fast, hf):
         texts = [context.format(c=chr(c)) for c in cps]
         got = [fast.count(t) for t in texts]
         want = reference(hf, texts)
-        diffs = [hex(c) for c, g, w in zip(cps, got, want) if g != w]
+        diffs = [hex(c) for c, g, w in zip(cps, got, want, strict=True) if g != w]
         assert not diffs, (context, diffs[:20])
 
 
-@pytest.mark.parametrize("change, why", [
-    (lambda s: s.update(normalizer={"type": "NFKC"}), "normalizer"),
-    (lambda s: s["model"].update(byte_fallback=True), "byte_fallback"),
-    (lambda s: s["model"].update(dropout=0.1), "dropout"),
-    (lambda s: s.update(pre_tokenizer={"type": "ByteLevel", "add_prefix_space": True, "use_regex": True}), "pre-tokenizer"),
-    (lambda s: s["model"]["merges"].reverse(), "merges are not in vocabulary order"),
-    (lambda s: s["model"]["merges"].pop(), "no merge"),
-    (lambda s: s["added_tokens"][0].update(lstrip=True), "added token"),
-])
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (lambda s: s.update(normalizer={"type": "NFKC"}), "normalizer"),
+        (lambda s: s["model"].update(byte_fallback=True), "byte_fallback"),
+        (lambda s: s["model"].update(dropout=0.1), "dropout"),
+        (
+            lambda s: s.update(pre_tokenizer={"type": "ByteLevel", "add_prefix_space": True, "use_regex": True}),
+            "pre-tokenizer",
+        ),
+        (lambda s: s["model"]["merges"].reverse(), "merges are not in vocabulary order"),
+        (lambda s: s["model"]["merges"].pop(), "no merge"),
+        (lambda s: s["added_tokens"][0].update(lstrip=True), "added token"),
+    ],
+)
 def test_other_pipelines_are_refused(spec, change, why):
     altered = json.loads(json.dumps(spec))
     change(altered)
@@ -118,7 +143,9 @@ def test_counter_falls_back_to_tokenizers(tmp_path, spec, caplog):
     assert counter.engine == "tokenizers"
     assert "fast BPE does not apply: normalizer NFKC" in caplog.text
     text = "Ｆｕｌｌｗｉｄｔｈ ﬁ ½"  # NFKC changes these, so the count is tokenizers' own
-    assert counter.count_text(text) == len(Tokenizer.from_file(str(folder / "tokenizer.json")).encode(text, add_special_tokens=False).ids)
+    assert counter.count_text(text) == len(
+        Tokenizer.from_file(str(folder / "tokenizer.json")).encode(text, add_special_tokens=False).ids
+    )
 
     assert HFCounter(TokenizerConfig(type="hf", path=str(qwen_dir()))).engine == "tiktoken"
     assert HFCounter(TokenizerConfig(type="hf", path=str(qwen_dir()), fast_bpe=False)).engine == "tokenizers"
@@ -134,4 +161,4 @@ def _byte_table() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, map(chr, cs)))
+    return dict(zip(bs, map(chr, cs), strict=True))

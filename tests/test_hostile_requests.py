@@ -20,21 +20,38 @@ TEXT_PARTS = [{"type": "text", "text": "Tell me"}, {"type": "text", "text": "a j
 
 def test_text_parts_are_flattened_and_counted_like_a_string(embedded_gw, embedded_key):
     client = embedded_gw.client(embedded_key)
-    as_parts = client.chat.completions.create(model=EMBEDDED, max_tokens=2,
-                                              messages=[{"role": "user", "content": TEXT_PARTS}])
-    as_string = client.chat.completions.create(model=EMBEDDED, max_tokens=2,
-                                               messages=[{"role": "user", "content": "Tell me\na joke."}])
+    as_parts = client.chat.completions.create(
+        model=EMBEDDED, max_tokens=2, messages=[{"role": "user", "content": TEXT_PARTS}]
+    )
+    as_string = client.chat.completions.create(
+        model=EMBEDDED, max_tokens=2, messages=[{"role": "user", "content": "Tell me\na joke."}]
+    )
     assert as_parts.usage.prompt_tokens == as_string.usage.prompt_tokens > 0
 
 
-@pytest.mark.parametrize("messages", [
-    [{"role": "user", "content": []}],
-    [{"role": "assistant", "content": None}],
-    [{"role": "user", "content": "What's the weather?"},
-     {"role": "assistant", "content": None, "tool_calls": [
-         {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Beijing\"}"}}]},
-     {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21C"}],
-], ids=["empty-parts", "lone-assistant-null", "tool-round-trip"])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": []}],
+        [{"role": "assistant", "content": None}],
+        [
+            {"role": "user", "content": "What's the weather?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Beijing"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21C"},
+        ],
+    ],
+    ids=["empty-parts", "lone-assistant-null", "tool-round-trip"],
+)
 def test_odd_but_valid_messages_are_served(embedded_gw, embedded_key, messages):
     r = post(embedded_gw, embedded_key, {**GOOD, "messages": messages})
     assert r.status_code == 200, r.text
@@ -44,15 +61,31 @@ def test_odd_but_valid_messages_are_served(embedded_gw, embedded_key, messages):
 
 
 REFUSED = {
-    "image-part": ({**GOOD, "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]},
-        "messages[0].content", "unsupported_content"),
+    "image-part": (
+        {
+            **GOOD,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+                    ],
+                }
+            ],
+        },
+        "messages[0].content",
+        "unsupported_content",
+    ),
     "response-format-string": ({**GOOD, "response_format": "json"}, "response_format", "invalid_value"),
     "logit-bias-list": ({**GOOD, "logit_bias": [1, 2]}, "logit_bias", "invalid_type"),
     "logit-bias-beyond-vocab": ({**GOOD, "logit_bias": {"99999999": 5}}, "logit_bias", "invalid_value"),
     "tool-choice-bogus": ({**GOOD, "tool_choice": "sometimes"}, "tool_choice", "invalid_value"),
-    "tool-choice-unknown-function": ({**GOOD, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
-                                     "tool_choice", "invalid_value"),
+    "tool-choice-unknown-function": (
+        {**GOOD, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+        "tool_choice",
+        "invalid_value",
+    ),
     "max-tokens-float": ({**GOOD, "max_tokens": 1e23}, "max_tokens", "invalid_type"),
 }
 
@@ -71,8 +104,9 @@ def test_bad_parameters_are_400_with_param_and_bill_nothing(embedded_gw, embedde
 
 
 def test_empty_completion_prompt_is_400(embedded_gw, embedded_key):
-    err = check_error(post(embedded_gw, embedded_key, {"model": EMBEDDED, "prompt": "", "max_tokens": 2},
-                           path="/completions"), 400)
+    err = check_error(
+        post(embedded_gw, embedded_key, {"model": EMBEDDED, "prompt": "", "max_tokens": 2}, path="/completions"), 400
+    )
     assert err["param"] == "prompt"
 
 
@@ -98,20 +132,31 @@ def test_never_more_completion_tokens_than_max_tokens(embedded_gw, embedded_key,
         for max_tokens in range(1, 9):
             messages = [{"role": "user", "content": prompt}]
             if stream:
-                chunks = list(client.chat.completions.create(model=EMBEDDED, messages=messages, max_tokens=max_tokens,
-                                                             temperature=0, stream=True,
-                                                             stream_options={"include_usage": True}))
+                chunks = list(
+                    client.chat.completions.create(
+                        model=EMBEDDED,
+                        messages=messages,
+                        max_tokens=max_tokens,
+                        temperature=0,
+                        stream=True,
+                        stream_options={"include_usage": True},
+                    )
+                )
                 usage = chunks[-1].usage
             else:
-                usage = client.chat.completions.create(model=EMBEDDED, messages=messages, max_tokens=max_tokens,
-                                                       temperature=0).usage
+                usage = client.chat.completions.create(
+                    model=EMBEDDED, messages=messages, max_tokens=max_tokens, temperature=0
+                ).usage
             assert usage.completion_tokens <= max_tokens, (prompt, max_tokens, usage)
 
 
 def test_revoked_key_is_named_on_its_401_record_and_agents_are_bounded(embedded_gw):
     key = embedded_gw.create_key(user="leaver", project="gone", department="hr")
-    key_id = next(k["key_id"] for k in json.loads(embedded_gw.cli("keys", "list", "--format", "json").stdout)
-                  if k["user"] == "leaver")
+    key_id = next(
+        k["key_id"]
+        for k in json.loads(embedded_gw.cli("keys", "list", "--format", "json").stdout)
+        if k["user"] == "leaver"
+    )
     embedded_gw.cli("keys", "revoke", key_id)
     deadline = time.monotonic() + 10
     while True:

@@ -13,11 +13,19 @@ from tokenabacus.ledger.record import FIELDS, start_record
 from tokenabacus.ledger.sinks import JsonlSink
 from tokenabacus.ledger.store import Store
 
+
 def _records(n: int) -> list[dict]:
     out = []
     for i in range(n):
-        rec = start_record(model="m", endpoint="/v1/chat/completions", user="u", project=f"p{i % 3}",
-                           department="d", prompt_tokens=10 + i, completion_tokens=i)
+        rec = start_record(
+            model="m",
+            endpoint="/v1/chat/completions",
+            user="u",
+            project=f"p{i % 3}",
+            department="d",
+            prompt_tokens=10 + i,
+            completion_tokens=i,
+        )
         rec.finish()
         out.append(rec.to_dict())
     return out
@@ -57,7 +65,8 @@ def test_gateway_writes_to_database(db_url, tmp_path):
     try:
         key = gw.create_key(user="erin", project="db", department="ops")
         raw = gw.client(key).chat.completions.with_raw_response.create(
-            model=EMBEDDED, messages=[{"role": "user", "content": "数据库"}], max_tokens=2)
+            model=EMBEDDED, messages=[{"role": "user", "content": "数据库"}], max_tokens=2
+        )
         request_id = raw.headers["x-request-id"]
         store = Store(db_url)
         deadline = time.monotonic() + 10
@@ -73,7 +82,8 @@ def test_gateway_writes_to_database(db_url, tmp_path):
 
 def test_jsonl_sink_lines_use_contract_names(embedded_gw, embedded_key):
     raw = embedded_gw.client(embedded_key).chat.completions.with_raw_response.create(
-        model=EMBEDDED, messages=[{"role": "user", "content": "ELK"}], max_tokens=2)
+        model=EMBEDDED, messages=[{"role": "user", "content": "ELK"}], max_tokens=2
+    )
     request_id = raw.headers["x-request-id"]
     embedded_gw.record(request_id)
     lines = (embedded_gw.data_dir / "usage.jsonl").read_text().splitlines()

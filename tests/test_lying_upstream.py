@@ -30,20 +30,24 @@ def rogue_gw(tmp_path_factory, rogue_upstream):
     for lie in ("usage-huge", "usage-negative", "usage-bool", "usage-float"):
         models.append(entry(f"{lie}-billed-upstream", rogue, lie, tokenizer=gguf_tokenizer(), bill="upstream"))
         models.append(entry(f"{lie}-bare", rogue, lie))
-    models += [entry("honest", rogue, "honest", tokenizer=gguf_tokenizer()),
-               entry("toolcalls", rogue, "toolcalls-5", tokenizer=gguf_tokenizer()),
-               entry("sse-1mb", rogue, "sse-1mb", tokenizer=gguf_tokenizer()),
-               entry("refuse", rogue, "refuse", tokenizer=gguf_tokenizer()),
-               entry("fail", rogue, "fail", tokenizer=gguf_tokenizer()),
-               entry("fail-bare", rogue, "fail"),
-               entry("nobody-home", f"http://127.0.0.1:{free_port()}/v1", "x")]
+    models += [
+        entry("honest", rogue, "honest", tokenizer=gguf_tokenizer()),
+        entry("toolcalls", rogue, "toolcalls-5", tokenizer=gguf_tokenizer()),
+        entry("sse-1mb", rogue, "sse-1mb", tokenizer=gguf_tokenizer()),
+        entry("refuse", rogue, "refuse", tokenizer=gguf_tokenizer()),
+        entry("fail", rogue, "fail", tokenizer=gguf_tokenizer()),
+        entry("fail-bare", rogue, "fail"),
+        entry("nobody-home", f"http://127.0.0.1:{free_port()}/v1", "x"),
+    ]
     gw = GatewayProc(tmp_path_factory.mktemp("rogue") / "data", {"models": models}).start()
     yield gw, gw.create_key(user="mallory", project="abuse", department="sec")
     gw.stop()
 
 
 def post(gw, key, body):
-    return httpx.post(f"{gw.base_url}/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    return httpx.post(
+        f"{gw.base_url}/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    )
 
 
 def sse_events(r: httpx.Response) -> list[str]:
@@ -76,7 +80,10 @@ def test_lying_usage_is_never_billed_or_echoed(rogue_gw, lie, setup, stream):
     assert_sane(usage)
     rec = gw.record(r.headers["x-request-id"])
     assert (rec["prompt_tokens"], rec["completion_tokens"], rec["total_tokens"]) == (
-        usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"])
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+        usage["total_tokens"],
+    )
     # The lie is kept nowhere: not as the upstream's figure, not as the bill.
     assert rec["upstream_prompt_tokens"] is None
     assert rec["upstream_completion_tokens"] == (5 if lie == "usage-huge" else None)  # that one figure was sane
@@ -140,8 +147,10 @@ def test_stream_and_non_stream_failures_are_recorded_alike(rogue_gw, model):
 
 def test_image_parts_bill_the_upstreams_prompt_and_say_so(rogue_gw):
     gw, key = rogue_gw
-    content = [{"type": "text", "text": "What is in this picture?"},
-               {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+    content = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    ]
     r = post(gw, key, {"model": "honest", "messages": [{"role": "user", "content": content}], "max_tokens": 8})
     assert r.status_code == 200, r.text
     rec = gw.record(r.headers["x-request-id"])

@@ -64,10 +64,15 @@ def test_concurrent_openers_migrate_a_new_ledger_once(db_url, tmp_path):
 
 def test_db_upgrade_hides_the_password(tmp_path):
     """Nothing reachable here: the command fails with one line that does not show the password."""
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(
-        {"ledger": {"url": "postgresql+psycopg://ledger:hunter2@127.0.0.1:1/none"}}))
-    r = subprocess.run([str(BIN), "db", "upgrade", "--config", str(tmp_path / "c.yaml"), "--data-dir", str(tmp_path)],
-                       capture_output=True, text=True, timeout=60)
+    (tmp_path / "c.yaml").write_text(
+        yaml.safe_dump({"ledger": {"url": "postgresql+psycopg://ledger:hunter2@127.0.0.1:1/none"}})
+    )
+    r = subprocess.run(
+        [str(BIN), "db", "upgrade", "--config", str(tmp_path / "c.yaml"), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert "hunter2" not in r.stderr + r.stdout
     assert r.stderr.startswith("error: cannot open the ledger at postgresql+psycopg://ledger:***@127.0.0.1:1/none")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from openapi_schema import validate
 from conftest import EMBEDDED
+from openapi_schema import validate
 
 PROMPT = [{"role": "user", "content": "写一段母亲节促销文案"}]
 
@@ -38,14 +38,18 @@ def test_chat_non_stream_schema_headers_and_record(target):
     rec = gw.record(request_id)
     assert rec["status"] == "ok" and rec["model"] == model and rec["endpoint"] == "/v1/chat/completions"
     assert (rec["prompt_tokens"], rec["completion_tokens"], rec["total_tokens"]) == (
-        usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"])
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+        usage["total_tokens"],
+    )
     assert rec["stream"] is False and rec["duration_ms"] >= 0
 
 
 def test_stream_with_usage_chunk(target):
     gw, key, model = target
     stream = gw.client(key).chat.completions.create(
-        model=model, messages=PROMPT, max_tokens=20, temperature=0, stream=True, stream_options={"include_usage": True})
+        model=model, messages=PROMPT, max_tokens=20, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     for ch in chunks:
         validate(ch.model_dump(exclude_unset=True), "CreateChatCompletionStreamResponse")
@@ -59,8 +63,13 @@ def test_stream_with_usage_chunk(target):
 
 def test_stream_without_usage_request_gets_no_usage_chunk(target):
     gw, key, model = target
-    with httpx.stream("POST", f"{gw.base_url}/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                      json={"model": model, "messages": PROMPT, "max_tokens": 12, "stream": True}, timeout=120) as r:
+    with httpx.stream(
+        "POST",
+        f"{gw.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": model, "messages": PROMPT, "max_tokens": 12, "stream": True},
+        timeout=120,
+    ) as r:
         assert r.status_code == 200
         request_id = r.headers["x-request-id"]
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
@@ -79,8 +88,11 @@ def test_completions_endpoint(target):
     r = client.completions.create(model=model, prompt="Once upon a time", max_tokens=10)
     validate(r.model_dump(exclude_unset=True), "CreateCompletionResponse")
     assert r.usage.prompt_tokens > 0 and 0 < r.usage.completion_tokens <= 10
-    chunks = list(client.completions.create(model=model, prompt="The sky is", max_tokens=8, stream=True,
-                                            stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(
+            model=model, prompt="The sky is", max_tokens=8, stream=True, stream_options={"include_usage": True}
+        )
+    )
     for ch in chunks:
         body = ch.model_dump(exclude_unset=True)
         # OpenAI's spec shares this schema between responses and stream chunks but types

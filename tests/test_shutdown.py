@@ -19,10 +19,19 @@ NO_END = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end-of-text ids: generat
 
 
 def start(tmp_path: Path, rogue_upstream: str) -> tuple[GatewayProc, str]:
-    config = {"server": {"shutdown_grace_s": 1},
-              "models": [{"name": EMBEDDED, "engine": "embedded", "n_ctx": 4096},
-                         {"name": "slow", "engine": "upstream", "base_url": rogue_upstream, "upstream_model": "slow",
-                          "tokenizer": {"type": "gguf", "path": str(gguf_path())}}]}
+    config = {
+        "server": {"shutdown_grace_s": 1},
+        "models": [
+            {"name": EMBEDDED, "engine": "embedded", "n_ctx": 4096},
+            {
+                "name": "slow",
+                "engine": "upstream",
+                "base_url": rogue_upstream,
+                "upstream_model": "slow",
+                "tokenizer": {"type": "gguf", "path": str(gguf_path())},
+            },
+        ],
+    }
     gw = GatewayProc(tmp_path / "data", config).start()
     return gw, gw.create_key(user="night-batch", project="reports", department="finance")
 
@@ -45,8 +54,9 @@ def test_sigterm_mid_stream_records_what_ran(tmp_path, rogue_upstream, model):
     gw, key = start(tmp_path, rogue_upstream)
     seen = 0
     body = {"model": model, "messages": LONG, "max_tokens": 500, "stream": True, "temperature": 0, "logit_bias": NO_END}
-    with httpx.stream("POST", f"{gw.base_url}/chat/completions", json=body, timeout=60,
-                      headers={"Authorization": f"Bearer {key}"}) as r:
+    with httpx.stream(
+        "POST", f"{gw.base_url}/chat/completions", json=body, timeout=60, headers={"Authorization": f"Bearer {key}"}
+    ) as r:
         request_id = r.headers["x-request-id"]
         try:
             for line in r.iter_lines():
@@ -69,9 +79,12 @@ def test_sigterm_during_embedded_generation_exits_cleanly(tmp_path, rogue_upstre
 
     def call() -> None:
         try:
-            r = httpx.post(f"{gw.base_url}/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=60,
-                           json={"model": EMBEDDED, "messages": LONG, "max_tokens": 3500, "temperature": 0,
-                                 "logit_bias": NO_END})
+            r = httpx.post(
+                f"{gw.base_url}/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=60,
+                json={"model": EMBEDDED, "messages": LONG, "max_tokens": 3500, "temperature": 0, "logit_bias": NO_END},
+            )
             result["id"] = r.headers.get("x-request-id")
         except httpx.HTTPError as e:
             result["error"] = e

@@ -27,12 +27,31 @@ def dialects(tmp_path_factory, llama_upstream):
     for style in STYLES:
         port = free_port()
         log = tmp / f"{style}.jsonl"
-        p = subprocess.Popen([sys.executable, str(Path(__file__).parent / "dialect_upstream.py"), "--upstream",
-                              llama_upstream.base_url, "--style", style, "--port", str(port), "--log", str(log)])
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).parent / "dialect_upstream.py"),
+                "--upstream",
+                llama_upstream.base_url,
+                "--style",
+                style,
+                "--port",
+                str(port),
+                "--log",
+                str(log),
+            ]
+        )
         wait_http(f"http://127.0.0.1:{port}/v1/models", p)
         procs.append(p)
-        models.append({"name": f"style-{style}", "engine": "upstream", "base_url": f"http://127.0.0.1:{port}/v1",
-                       "upstream_model": "smol", "tokenizer": {"type": "gguf", "path": str(gguf_path())}})
+        models.append(
+            {
+                "name": f"style-{style}",
+                "engine": "upstream",
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "upstream_model": "smol",
+                "tokenizer": {"type": "gguf", "path": str(gguf_path())},
+            }
+        )
     gw = GatewayProc(tmp / "data", {"models": models}).start()
     yield gw, gw.create_key(user="carol", project="dialects", department="qa"), tmp
     gw.stop()
@@ -42,8 +61,9 @@ def dialects(tmp_path_factory, llama_upstream):
 
 
 def sse(gw, key, body):
-    with httpx.stream("POST", f"{gw.base_url}/chat/completions", json=body, timeout=120,
-                      headers={"Authorization": f"Bearer {key}"}) as r:
+    with httpx.stream(
+        "POST", f"{gw.base_url}/chat/completions", json=body, timeout=120, headers={"Authorization": f"Bearer {key}"}
+    ) as r:
         assert r.status_code == 200, r.read()
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
         return r.headers["x-request-id"], events
@@ -54,8 +74,14 @@ def sse(gw, key, body):
 def test_stream_dialects(dialects, style, include_usage):
     gw, key, tmp = dialects
     # End-of-text banned: the shared llama.cpp server's prompt cache can otherwise make an empty reply.
-    body = {"model": f"style-{style}", "messages": MESSAGES, "max_tokens": 16, "stream": True, "temperature": 0,
-            "logit_bias": {"0": -100, "1": -100, "2": -100}}
+    body = {
+        "model": f"style-{style}",
+        "messages": MESSAGES,
+        "max_tokens": 16,
+        "stream": True,
+        "temperature": 0,
+        "logit_bias": {"0": -100, "1": -100, "2": -100},
+    }
     if include_usage:
         body["stream_options"] = {"include_usage": True}
     request_id, events = sse(gw, key, body)
@@ -100,7 +126,9 @@ def test_upstream_usage_kept_beside_ours_and_billing_choice(upstream_gw, upstrea
 def test_stream_without_tokenizer_or_upstream_usage_is_estimated(upstream_gw, upstream_key):
     """llama.cpp server reports no usage in streams; with no tokenizer the gateway estimates
     and says so, rather than recording zero."""
-    request_id, events = sse(upstream_gw, upstream_key, {"model": "smol-bare", "messages": MESSAGES, "max_tokens": 8, "stream": True})
+    request_id, events = sse(
+        upstream_gw, upstream_key, {"model": "smol-bare", "messages": MESSAGES, "max_tokens": 8, "stream": True}
+    )
     rec = upstream_gw.record(request_id)
     assert rec["usage_source"] == "estimated" and rec["prompt_tokens"] > 0 and rec["completion_tokens"] > 0
 
@@ -143,23 +171,47 @@ def keyed_llama(tmp_path_factory):
 def failing_gw(tmp_path_factory, silent_server, keyed_llama):
     models = [
         {"name": "down", "engine": "upstream", "base_url": f"http://127.0.0.1:{free_port()}/v1"},
-        {"name": "hangs", "engine": "upstream", "base_url": f"http://127.0.0.1:{silent_server}/v1", "timeout": {"connect": 1, "read": 1}},
-        {"name": "keyed-ok", "engine": "upstream", "base_url": keyed_llama.base_url, "upstream_model": "smol", "api_key_env": "KEYED_SECRET"},
-        {"name": "keyed-wrong", "engine": "upstream", "base_url": keyed_llama.base_url, "upstream_model": "smol", "api_key": "nope"},
+        {
+            "name": "hangs",
+            "engine": "upstream",
+            "base_url": f"http://127.0.0.1:{silent_server}/v1",
+            "timeout": {"connect": 1, "read": 1},
+        },
+        {
+            "name": "keyed-ok",
+            "engine": "upstream",
+            "base_url": keyed_llama.base_url,
+            "upstream_model": "smol",
+            "api_key_env": "KEYED_SECRET",
+        },
+        {
+            "name": "keyed-wrong",
+            "engine": "upstream",
+            "base_url": keyed_llama.base_url,
+            "upstream_model": "smol",
+            "api_key": "nope",
+        },
     ]
-    gw = GatewayProc(tmp_path_factory.mktemp("failing") / "data", {"models": models},
-                     env={"KEYED_SECRET": "upstream-secret-123"}).start()
+    gw = GatewayProc(
+        tmp_path_factory.mktemp("failing") / "data", {"models": models}, env={"KEYED_SECRET": "upstream-secret-123"}
+    ).start()
     yield gw, gw.create_key()
     gw.stop()
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("model,status,code", [("down", 502, "upstream_unreachable"), ("hangs", 504, "upstream_timeout"),
-                                               ("keyed-wrong", 502, "upstream_auth")])
+@pytest.mark.parametrize(
+    "model,status,code",
+    [("down", 502, "upstream_unreachable"), ("hangs", 504, "upstream_timeout"), ("keyed-wrong", 502, "upstream_auth")],
+)
 def test_upstream_failures(failing_gw, model, status, code, stream):
     gw, key = failing_gw
-    r = httpx.post(f"{gw.base_url}/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
-                   json={"model": model, "messages": MESSAGES, "max_tokens": 4, "stream": stream})
+    r = httpx.post(
+        f"{gw.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        json={"model": model, "messages": MESSAGES, "max_tokens": 4, "stream": stream},
+    )
     assert r.status_code == status, r.text
     validate(r.json(), "ErrorResponse")
     assert r.json()["error"]["code"] == code

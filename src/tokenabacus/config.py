@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,7 +32,7 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_tokens_limit: int = Field(32768, ge=1)
     # On SIGTERM, in-flight requests get this long to finish; the rest are cancelled and recorded.
-    shutdown_grace_s: float = Field(30.0, ge=0)
+    shutdown_grace_s: int = Field(30, ge=0)
     # A client must send its request headers within this time (slow-header connections are closed).
     header_timeout_s: float = Field(10.0, gt=0)
 
@@ -98,7 +98,7 @@ class UpstreamModel(_Strict):
         return self.api_key
 
 
-ModelConfig = Annotated[Union[EmbeddedModel, UpstreamModel], Field(discriminator="engine")]
+ModelConfig = Annotated[EmbeddedModel | UpstreamModel, Field(discriminator="engine")]
 
 
 class JsonlSinkConfig(_Strict):
@@ -140,7 +140,7 @@ class Settings(_Strict):
     models: list[ModelConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "Settings":
+    def _unique_names(self) -> Settings:
         seen: set[str] = set()
         for m in self.models:
             if m.name in seen:

@@ -6,8 +6,14 @@ import orjson
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -16,7 +22,9 @@ class APIError(Exception):
         self.code = code
 
     def body(self) -> bytes:
-        return orjson.dumps({"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}})
+        return orjson.dumps(
+            {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        )
 
     @property
     def error_code(self) -> str:
@@ -32,8 +40,13 @@ def unauthorized(message: str = "Incorrect or missing API key. Pass it as 'Autho
 
 
 def model_not_found(model: str) -> APIError:
-    return APIError(404, f"The model '{model}' does not exist or you do not have access to it.",
-                    "invalid_request_error", "model", "model_not_found")
+    return APIError(
+        404,
+        f"The model '{model}' does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model",
+        "model_not_found",
+    )
 
 
 def upstream_error(message: str, code: str = "upstream_error") -> APIError:

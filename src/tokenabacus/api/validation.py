@@ -40,7 +40,11 @@ def _common(body: Any, max_tokens_limit: int) -> None:
         raise bad_request("The request body must be a JSON object.", None, "invalid_body")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required and must be a non-empty string.", "model", "invalid_type" if model is not None else "missing_required_parameter")
+        raise bad_request(
+            "'model' is required and must be a non-empty string.",
+            "model",
+            "invalid_type" if model is not None else "missing_required_parameter",
+        )
     _int_field(body, "max_tokens", 1, max_tokens_limit)
     _int_field(body, "max_completion_tokens", 1, max_tokens_limit)
     _int_field(body, "n", 1, _MAX_N)
@@ -57,10 +61,14 @@ def _common(body: Any, max_tokens_limit: int) -> None:
         if not isinstance(so, dict):
             raise bad_request("'stream_options' must be an object.", "stream_options", "invalid_type")
         if not stream:
-            raise bad_request("'stream_options' is only allowed when 'stream' is true.", "stream_options", "invalid_value")
+            raise bad_request(
+                "'stream_options' is only allowed when 'stream' is true.", "stream_options", "invalid_value"
+            )
         iu = so.get("include_usage")
         if iu is not None and not isinstance(iu, bool):
-            raise bad_request("'stream_options.include_usage' must be a boolean.", "stream_options.include_usage", "invalid_type")
+            raise bad_request(
+                "'stream_options.include_usage' must be a boolean.", "stream_options.include_usage", "invalid_type"
+            )
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str):
         if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
@@ -76,10 +84,15 @@ def _response_format(body: dict) -> None:
     if rf is None:
         return
     if not isinstance(rf, dict) or rf.get("type") not in _RESPONSE_FORMATS:
-        raise bad_request(f"'response_format' must be an object whose type is one of {', '.join(_RESPONSE_FORMATS)}.",
-                          "response_format", "invalid_value")
+        raise bad_request(
+            f"'response_format' must be an object whose type is one of {', '.join(_RESPONSE_FORMATS)}.",
+            "response_format",
+            "invalid_value",
+        )
     if rf["type"] == "json_schema" and not isinstance(rf.get("json_schema"), dict):
-        raise bad_request("'response_format.json_schema' must be an object.", "response_format.json_schema", "invalid_type")
+        raise bad_request(
+            "'response_format.json_schema' must be an object.", "response_format.json_schema", "invalid_type"
+        )
 
 
 def _logit_bias(body: dict) -> None:
@@ -90,8 +103,11 @@ def _logit_bias(body: dict) -> None:
         raise bad_request("'logit_bias' must be an object mapping token ids to a bias.", "logit_bias", "invalid_type")
     for k, v in lb.items():
         if not k.isdigit() or isinstance(v, bool) or not isinstance(v, (int, float)) or not -100 <= v <= 100:
-            raise bad_request(f"'logit_bias' maps token ids (integers as strings) to numbers from -100 to 100; got {k!r}: {v!r}.",
-                              "logit_bias", "invalid_value")
+            raise bad_request(
+                f"'logit_bias' maps token ids (integers as strings) to numbers from -100 to 100; got {k!r}: {v!r}.",
+                "logit_bias",
+                "invalid_value",
+            )
 
 
 def _tools(body: dict) -> None:
@@ -102,38 +118,63 @@ def _tools(body: dict) -> None:
             raise bad_request("'tools' must be an array.", "tools", "invalid_type")
         for i, t in enumerate(tools):
             fn = t.get("function") if isinstance(t, dict) else None
-            if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict) \
-                    or not isinstance(fn.get("name"), str) or not fn["name"]:
-                raise bad_request(f"tools[{i}] must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}.",
-                                  f"tools[{i}]", "invalid_value")
+            if (
+                not isinstance(t, dict)
+                or t.get("type") != "function"
+                or not isinstance(fn, dict)
+                or not isinstance(fn.get("name"), str)
+                or not fn["name"]
+            ):
+                raise bad_request(
+                    f'tools[{i}] must be {{"type": "function", "function": {{"name": ...}}}}.',
+                    f"tools[{i}]",
+                    "invalid_value",
+                )
             if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
-                raise bad_request(f"tools[{i}].function.parameters must be an object.", f"tools[{i}].function.parameters", "invalid_type")
+                raise bad_request(
+                    f"tools[{i}].function.parameters must be an object.",
+                    f"tools[{i}].function.parameters",
+                    "invalid_type",
+                )
             names.add(fn["name"])
     choice = body.get("tool_choice")
     if choice is None:
         return
     if isinstance(choice, str):
         if choice not in _TOOL_CHOICES:
-            raise bad_request(f"'tool_choice' must be one of {', '.join(_TOOL_CHOICES)} or a named function.",
-                              "tool_choice", "invalid_value")
+            raise bad_request(
+                f"'tool_choice' must be one of {', '.join(_TOOL_CHOICES)} or a named function.",
+                "tool_choice",
+                "invalid_value",
+            )
         if choice == "required" and not names:
             raise bad_request("'tool_choice' is 'required' but no tools are given.", "tool_choice", "invalid_value")
         return
     fn = choice.get("function") if isinstance(choice, dict) else None
     if not isinstance(fn, dict) or choice.get("type") != "function" or not isinstance(fn.get("name"), str):
-        raise bad_request("'tool_choice' must be a string or {\"type\": \"function\", \"function\": {\"name\": ...}}.",
-                          "tool_choice", "invalid_value")
+        raise bad_request(
+            '\'tool_choice\' must be a string or {"type": "function", "function": {"name": ...}}.',
+            "tool_choice",
+            "invalid_value",
+        )
     if fn["name"] not in names:
-        raise bad_request(f"'tool_choice' names the function {fn['name']!r}, which is not among 'tools'.",
-                          "tool_choice", "invalid_value")
+        raise bad_request(
+            f"'tool_choice' names the function {fn['name']!r}, which is not among 'tools'.",
+            "tool_choice",
+            "invalid_value",
+        )
 
 
 def _content_ok(content: Any) -> bool:
     if content is None or isinstance(content, str):
         return True
     if isinstance(content, list):
-        return all(isinstance(p, dict) and isinstance(p.get("type"), str)
-                   and (p["type"] != "text" or isinstance(p.get("text"), str)) for p in content)
+        return all(
+            isinstance(p, dict)
+            and isinstance(p.get("type"), str)
+            and (p["type"] != "text" or isinstance(p.get("text"), str))
+            for p in content
+        )
     return False
 
 
@@ -151,14 +192,24 @@ def validate_chat(body: Any, max_tokens_limit: int) -> None:
             raise bad_request(f"messages[{i}] must be an object.", f"messages[{i}]", "invalid_type")
         role = m.get("role")
         if role not in _ROLES:
-            raise bad_request(f"messages[{i}].role must be one of {sorted(_ROLES)}.", f"messages[{i}].role", "invalid_value")
+            raise bad_request(
+                f"messages[{i}].role must be one of {sorted(_ROLES)}.", f"messages[{i}].role", "invalid_value"
+            )
         if not _content_ok(m.get("content")):
-            raise bad_request(f"messages[{i}].content must be a string or an array of content parts.", f"messages[{i}].content", "invalid_type")
+            raise bad_request(
+                f"messages[{i}].content must be a string or an array of content parts.",
+                f"messages[{i}].content",
+                "invalid_type",
+            )
         if m.get("content") is None and role != "assistant":
-            raise bad_request(f"messages[{i}].content is required.", f"messages[{i}].content", "missing_required_parameter")
+            raise bad_request(
+                f"messages[{i}].content is required.", f"messages[{i}].content", "missing_required_parameter"
+            )
         calls = m.get("tool_calls")
         if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
-            raise bad_request(f"messages[{i}].tool_calls must be an array of objects.", f"messages[{i}].tool_calls", "invalid_type")
+            raise bad_request(
+                f"messages[{i}].tool_calls must be an array of objects.", f"messages[{i}].tool_calls", "invalid_type"
+            )
     _tools(body)
     _response_format(body)
     _logit_bias(body)

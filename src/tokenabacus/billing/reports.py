@@ -6,11 +6,10 @@ records (ledger/usage.py).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
-from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED
+from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED, now_ms
 from tokenabacus.ledger.store import Store
 from tokenabacus.ledger.usage import TIME_BUCKETS
 
@@ -32,8 +31,9 @@ def run_report(store: Store, q: ReportQuery) -> list[dict]:
         if d not in DIMENSIONS:
             raise ValueError(f"cannot group by {d!r}; choose from {', '.join(DIMENSIONS)}")
     check_status(q.status)
-    rows = store.usage.totals(q.by, since_ms=q.since_ms, until_ms=q.until_ms, status=q.status,
-                              utc_offset_ms=q.utc_offset_ms)
+    rows = store.usage.totals(
+        q.by, since_ms=q.since_ms, until_ms=q.until_ms, status=q.status, utc_offset_ms=q.utc_offset_ms
+    )
     return [_finish(r, q) for r in rows]
 
 
@@ -60,7 +60,7 @@ def zone_named(name: str):
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     if name.upper() == "UTC":
-        return timezone.utc
+        return UTC
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -86,6 +86,8 @@ def build_query(by: tuple[str, ...], since: str | None, until: str | None, tz: s
     since_ms = parse_when(since, zone, "--since") if since else None
     until_ms = parse_when(until, zone, "--until") if until else None
     # Buckets use the zone's offset at the start of the period (exact for zones without DST).
-    ref = datetime.fromtimestamp((since_ms if since_ms is not None else time.time_ns() // 1_000_000) / 1000, timezone.utc)
+    ref = datetime.fromtimestamp((since_ms if since_ms is not None else now_ms()) / 1000, UTC)
     offset = zone.utcoffset(ref) or timedelta(0)
-    return ReportQuery(by=by, since_ms=since_ms, until_ms=until_ms, utc_offset_ms=int(offset.total_seconds() * 1000), status=status)
+    return ReportQuery(
+        by=by, since_ms=since_ms, until_ms=until_ms, utc_offset_ms=int(offset.total_seconds() * 1000), status=status
+    )

@@ -3,7 +3,7 @@ opening the ledger, and holding the data dir's spool lock. Each fails with one l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,8 +13,17 @@ from tokenabacus.config import ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from tokenabacus.ledger.store import Store
 
-ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", envvar="TOKENABACUS_CONFIG", help="Path to tokenabacus.yaml.")]
-DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", envvar="TOKENABACUS_DATA_DIR", help="Where the ledger, spool and logs live (default ./tokenabacus-data).")]
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", "-c", envvar="TOKENABACUS_CONFIG", help="Path to tokenabacus.yaml.")
+]
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data-dir",
+        envvar="TOKENABACUS_DATA_DIR",
+        help="Where the ledger, spool and logs live (default ./tokenabacus-data).",
+    ),
+]
 
 
 def settings_for(config: str | None, data_dir: str | None, **overrides: object) -> Settings:
@@ -24,7 +33,9 @@ def settings_for(config: str | None, data_dir: str | None, **overrides: object) 
         fail(str(e))
 
 
-def open_store(config: str | None, data_dir: str | None, settings: Settings | None = None, create: bool = True) -> Store:
+def open_store(
+    config: str | None, data_dir: str | None, settings: Settings | None = None, create: bool = True
+) -> Store:
     """The ledger, migrated; ``create=False`` (read-only commands) refuses a missing SQLite
     ledger instead of creating one."""
     # Imported here: commands that never open the ledger (--help, config errors) start faster.
@@ -37,7 +48,8 @@ def open_store(config: str | None, data_dir: str | None, settings: Settings | No
     except LedgerMissing as e:
         fail(f"{e}: nothing has been recorded there (check --data-dir, TOKENABACUS_DATA_DIR or ledger.url)")
     except Exception as e:
-        fail(f"cannot open the ledger at {safe_url(s.ledger_url)}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        first_line = str(e).splitlines()[0] if str(e) else ""
+        fail(f"cannot open the ledger at {safe_url(s.ledger_url)}: {type(e).__name__}: {first_line}")
 
 
 def hold_spool(s: Settings) -> None:

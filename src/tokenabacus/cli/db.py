@@ -47,4 +47,7 @@ def upgrade(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     s = settings_for(config, data_dir)
     store = open_store(config, data_dir, s)
     rev, newest = current(store.engine), head()
-    typer.echo(f"ledger {safe_url(s.ledger_url)}: schema revision {rev}" + (" (newest)" if rev == newest else f" (newest is {newest})"))
+    typer.echo(
+        f"ledger {safe_url(s.ledger_url)}: schema revision {rev}"
+        + (" (newest)" if rev == newest else f" (newest is {newest})")
+    )

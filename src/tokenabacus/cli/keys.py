@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import orjson
 import typer
 
 from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store, settings_for
 from tokenabacus.cli.output import Fmt, emit, fail, iso
+from tokenabacus.ledger.record import now_ms
 
 LIST_COLS = ["key_id", "prefix", "user", "project", "department", "name", "created_at", "revoked_at"]
 
@@ -23,10 +23,10 @@ def register(app: typer.Typer) -> None:
 
 
 def create(
-    user: Annotated[Optional[str], typer.Option(help="The person or service the key belongs to.")] = None,
-    project: Annotated[Optional[str], typer.Option(help="Project charged for the key's usage.")] = None,
-    department: Annotated[Optional[str], typer.Option(help="Department charged for the key's usage.")] = None,
-    name: Annotated[Optional[str], typer.Option(help="A label for the key.")] = None,
+    user: Annotated[str | None, typer.Option(help="The person or service the key belongs to.")] = None,
+    project: Annotated[str | None, typer.Option(help="Project charged for the key's usage.")] = None,
+    department: Annotated[str | None, typer.Option(help="Department charged for the key's usage.")] = None,
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the key as JSON.")] = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -42,13 +42,22 @@ def create(
     store = open_store(config, data_dir, s)
     key, row = create_key(store, owner.user, owner.project, owner.department, name)
     if as_json:
-        out = {"key": key, "key_id": row["key_id"], "user": owner.user, "project": owner.project,
-               "department": owner.department, "name": name}
+        out = {
+            "key": key,
+            "key_id": row["key_id"],
+            "user": owner.user,
+            "project": owner.project,
+            "department": owner.department,
+            "name": name,
+        }
         typer.echo(orjson.dumps(out).decode())
     else:
         typer.echo(key)
-        typer.echo(f"key id {row['key_id']} for user={owner.user} project={owner.project} department={owner.department}. "
-                   "Store the key now: it is not shown again.", err=True)
+        typer.echo(
+            f"key id {row['key_id']} for user={owner.user} project={owner.project} department={owner.department}. "
+            "Store the key now: it is not shown again.",
+            err=True,
+        )
 
 
 def list_keys(
@@ -68,6 +77,6 @@ def list_keys(
 
 def revoke(key_id: str, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Revoke a key by its id; running gateways stop accepting it within seconds."""
-    if not open_store(config, data_dir, create=False).keys.revoke(key_id, time.time_ns() // 1_000_000):
+    if not open_store(config, data_dir, create=False).keys.revoke(key_id, now_ms()):
         fail(f"no active key with id {key_id!r}")
     typer.echo(f"revoked {key_id}")

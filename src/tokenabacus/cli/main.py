@@ -12,8 +12,12 @@ GROUPS = (serve, keys, usage, report, db)
 
 
 def create_app() -> typer.Typer:
-    app = typer.Typer(help="tokenabacus: an OpenAI-compatible LLM gateway with exact token accounting.",
-                      no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    app = typer.Typer(
+        help="tokenabacus: an OpenAI-compatible LLM gateway with exact token accounting.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
     for group in GROUPS:
         group.register(app)
     return app

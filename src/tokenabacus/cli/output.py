@@ -6,8 +6,8 @@ import csv
 import io
 import json
 import sys
-from datetime import datetime, timezone, tzinfo
-from enum import Enum
+from datetime import UTC, datetime, tzinfo
+from enum import StrEnum
 from typing import NoReturn
 
 import orjson
@@ -17,10 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 # Right-aligned in tables, with thousands separators.
-NUMERIC = frozenset({"requests", "prompt_tokens", "completion_tokens", "total_tokens", "avg_duration_ms", "duration_ms"})
+NUMERIC = frozenset(
+    {"requests", "prompt_tokens", "completion_tokens", "total_tokens", "avg_duration_ms", "duration_ms"}
+)
 
 
-class Fmt(str, Enum):
+class Fmt(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
@@ -32,7 +34,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def iso(ms: int | None, zone: tzinfo = timezone.utc) -> str | None:
+def iso(ms: int | None, zone: tzinfo = UTC) -> str | None:
     """Epoch milliseconds as an ISO date-time to the second, in ``zone``."""
     if ms is None:
         return None
@@ -65,8 +67,13 @@ def _csv(rows: list[dict], cols: list[str]) -> None:
 
 
 def _table(rows: list[dict], cols: list[str], title: str | None) -> None:
-    cells = [["" if r.get(c) is None else (f"{r[c]:,}" if isinstance(r.get(c), int) and c in NUMERIC else str(r[c]))
-              for c in cols] for r in rows]
+    cells = [
+        [
+            "" if r.get(c) is None else (f"{r[c]:,}" if isinstance(r.get(c), int) and c in NUMERIC else str(r[c]))
+            for c in cols
+        ]
+        for r in rows
+    ]
     # A terminal gets Rich's fitting; piped or redirected output keeps every cell whole.
     widths = [max([cell_len(c)] + [cell_len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     console = Console() if sys.stdout.isatty() else Console(width=sum(widths) + 3 * len(cols) + 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,10 +17,18 @@ def register(app: typer.Typer) -> None:
 
 
 def report(
-    by: Annotated[list[str], typer.Option("--by", help="Group by project, user, department, model, key_id, status, day or hour (repeat or comma-separate).")] = ["project"],  # noqa: B006
-    since: Annotated[Optional[str], typer.Option(help="From this date/time (YYYY-MM-DD[THH:MM]), inclusive.")] = None,
-    until: Annotated[Optional[str], typer.Option(help="Up to this date/time, exclusive.")] = None,
-    status: Annotated[Optional[str], typer.Option(help="Only records with this status (ok, error, cancelled, rejected).")] = None,
+    by: Annotated[
+        list[str],
+        typer.Option(
+            "--by",
+            help="Group by project, user, department, model, key_id, status, day or hour (repeat or comma-separate).",
+        ),
+    ] = ["project"],  # noqa: B006
+    since: Annotated[str | None, typer.Option(help="From this date/time (YYYY-MM-DD[THH:MM]), inclusive.")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this date/time, exclusive.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only records with this status (ok, error, cancelled, rejected).")
+    ] = None,
     tz: Annotated[str, typer.Option(help="Time zone for dates and day/hour buckets (e.g. Asia/Shanghai).")] = "UTC",
     fmt: Annotated[Fmt, typer.Option("--format", help="table, csv or json.")] = Fmt.table,
     config: ConfigOpt = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,11 +18,18 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port to bind (default 8000).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default 8000).")] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
-    upstream: Annotated[Optional[list[str]], typer.Option("--upstream", "-u", help="Serve an OpenAI-compatible server: NAME=URL or NAME=URL#UPSTREAM_MODEL (repeatable).")] = None,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--upstream",
+            "-u",
+            help="Serve an OpenAI-compatible server: NAME=URL or NAME=URL#UPSTREAM_MODEL (repeatable).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Start the gateway."""
@@ -48,12 +55,21 @@ def serve(
     except Exception as e:  # e.g. a tokenizer file that does not exist
         fail(str(e))
     names = ", ".join(m.name for m in settings.models) or "smollm2-135m-instruct (embedded)"
-    typer.echo(f"tokenabacus on http://{settings.server.host}:{settings.server.port}/v1  models: {names}  data: {settings.data_path}")
-    server = uvicorn.Server(uvicorn.Config(
-        app_, loop="uvloop", http=with_header_timeout(settings.server.header_timeout_s),
-        access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=settings.server.shutdown_grace_s,
-        # client_ip is the socket peer: X-Forwarded-For is not trusted (no trusted proxies yet).
-        proxy_headers=False, server_header=False))
+    where = f"http://{settings.server.host}:{settings.server.port}/v1"
+    typer.echo(f"tokenabacus on {where}  models: {names}  data: {settings.data_path}")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app_,
+            loop="uvloop",
+            http=with_header_timeout(settings.server.header_timeout_s),
+            access_log=False,
+            log_level=log_level.lower(),
+            timeout_graceful_shutdown=settings.server.shutdown_grace_s,
+            # client_ip is the socket peer: X-Forwarded-For is not trusted (no trusted proxies yet).
+            proxy_headers=False,
+            server_header=False,
+        )
+    )
     try:
         server.run(sockets=[sock])
     except SystemExit:
@@ -67,7 +83,9 @@ def listen(host: str, port: int) -> socket.socket:
     data dir; uvicorn then serves on this socket."""
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+            0
+        ]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart over TIME_WAIT
         sock.bind(addr)

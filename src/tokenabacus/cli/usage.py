@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -10,8 +10,20 @@ from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store
 from tokenabacus.cli.output import Fmt, emit, fail, iso
 
 # The table shows these; JSON and CSV give every contract field.
-TABLE_COLS = ["timestamp", "request_id", "status", "model", "user", "project", "department",
-              "prompt_tokens", "completion_tokens", "total_tokens", "usage_source", "duration_ms"]
+TABLE_COLS = [
+    "timestamp",
+    "request_id",
+    "status",
+    "model",
+    "user",
+    "project",
+    "department",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "usage_source",
+    "duration_ms",
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -20,12 +32,12 @@ def register(app: typer.Typer) -> None:
 
 def usage(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many records.")] = 20,
-    since: Annotated[Optional[str], typer.Option(help="Only records from this date/time on (YYYY-MM-DD[THH:MM]).")] = None,
-    project: Annotated[Optional[str], typer.Option()] = None,
-    user: Annotated[Optional[str], typer.Option()] = None,
-    department: Annotated[Optional[str], typer.Option()] = None,
-    model: Annotated[Optional[str], typer.Option()] = None,
-    status: Annotated[Optional[str], typer.Option()] = None,
+    since: Annotated[str | None, typer.Option(help="Only records from this date/time on (YYYY-MM-DD[THH:MM]).")] = None,
+    project: Annotated[str | None, typer.Option()] = None,
+    user: Annotated[str | None, typer.Option()] = None,
+    department: Annotated[str | None, typer.Option()] = None,
+    model: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[str | None, typer.Option()] = None,
     tz: Annotated[str, typer.Option(help="Time zone for dates shown and parsed (e.g. Asia/Shanghai).")] = "UTC",
     fmt: Annotated[Fmt, typer.Option("--format", help="table, json (every contract field) or csv.")] = Fmt.table,
     config: ConfigOpt = None,
@@ -40,8 +52,9 @@ def usage(
         since_ms = parse_when(since, zone, "--since") if since else None
     except ValueError as e:
         fail(str(e))
-    rows = open_store(config, data_dir, create=False).usage.latest(limit, since_ms, project=project, user=user,
-                                                                   department=department, model=model, status=status)
+    rows = open_store(config, data_dir, create=False).usage.latest(
+        limit, since_ms, project=project, user=user, department=department, model=model, status=status
+    )
     if fmt == Fmt.table:
         for r in rows:
             r["timestamp"] = iso(r["timestamp"], zone)

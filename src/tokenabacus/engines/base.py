@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from tokenabacus.metering.observed import Observed
@@ -47,7 +47,7 @@ class Engine(ABC):
         """Return the full OpenAI response body (without usage; the server adds ours)."""
 
     @abstractmethod
-    def stream(self, call: Call) -> AsyncIterator[dict]:
+    def stream(self, call: Call) -> AsyncGenerator[dict, None]:
         """Yield OpenAI chunk objects without usage. Closing the iterator early cancels."""
 
     def health(self) -> dict:

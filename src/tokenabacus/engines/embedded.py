@@ -16,7 +16,7 @@ import hashlib
 import importlib.metadata
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +28,18 @@ from tokenabacus.engines.base import CHAT, Call, Engine
 from tokenabacus.metering.tokenizers import flatten_content
 
 # Parameters passed to llama.cpp as they are; everything else in the body is not for the engine.
-_PASS = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format",
-         "tools", "tool_choice", "logit_bias")
+_PASS = (
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "logit_bias",
+)
 _DONE = object()
 
 
@@ -139,8 +149,11 @@ class EmbeddedEngine(Engine):
         self.llm.eval = eval_
 
     def _should_stop(self, cap: _Capture) -> bool:
-        return (self._closing.is_set() or (cap.cancelled is not None and cap.cancelled.is_set())
-                or (cap.max_ids is not None and len(cap.ids) >= cap.max_ids))
+        return (
+            self._closing.is_set()
+            or (cap.cancelled is not None and cap.cancelled.is_set())
+            or (cap.max_ids is not None and len(cap.ids) >= cap.max_ids)
+        )
 
     async def close(self) -> None:
         # Freeing the model while the worker thread still generates crashes llama.cpp: stop the
@@ -171,7 +184,9 @@ class EmbeddedEngine(Engine):
         cap, obs = self._cap, call.observed
         ids = cap.ids
         obs.prompt_ids = cap.prompt_tokens
-        obs.completion_ids = len(ids) - (1 if ids and self._is_eog(ids[-1]) else 0) if cap.prompt_tokens is not None else None
+        obs.completion_ids = (
+            len(ids) - (1 if ids and self._is_eog(ids[-1]) else 0) if cap.prompt_tokens is not None else None
+        )
         if cap.prompt_tokens is not None and cap.prompt_evaluated is not None:
             obs.cached_ids = max(0, cap.prompt_tokens - cap.prompt_evaluated)
         obs.model_version = self.model_version
@@ -184,8 +199,11 @@ class EmbeddedEngine(Engine):
             n_vocab = self.llm.n_vocab()
             bias = {int(k): float(v) for k, v in args["logit_bias"].items()}
             if any(k >= n_vocab for k in bias):
-                raise bad_request(f"'logit_bias' names a token id beyond this model's vocabulary of {n_vocab}.",
-                                  "logit_bias", "invalid_value")
+                raise bad_request(
+                    f"'logit_bias' names a token id beyond this model's vocabulary of {n_vocab}.",
+                    "logit_bias",
+                    "invalid_value",
+                )
             args["logit_bias"] = bias
         return args
 
@@ -195,7 +213,9 @@ class EmbeddedEngine(Engine):
         args = self._args(call)
         try:
             if call.endpoint == CHAT:
-                return self.llm.create_chat_completion(messages=_text_messages(call.body["messages"]), stream=stream, **args)
+                return self.llm.create_chat_completion(
+                    messages=_text_messages(call.body["messages"]), stream=stream, **args
+                )
             if not call.body["prompt"]:
                 raise bad_request("'prompt' must not be empty for this model.", "prompt", "invalid_value")
             return self.llm.create_completion(prompt=call.body["prompt"], stream=stream, **args)
@@ -260,7 +280,7 @@ class EmbeddedEngine(Engine):
         self._observe(call)
         put(_DONE)
 
-    async def stream(self, call: Call) -> AsyncIterator[dict]:
+    async def stream(self, call: Call) -> AsyncGenerator[dict, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
 
@@ -292,8 +312,11 @@ def _text_messages(messages: list[dict]) -> list[dict]:
         c = m.get("content")
         if isinstance(c, list) and any(p.get("type") != "text" for p in c):
             kinds = sorted({p.get("type") for p in c if p.get("type") != "text"})
-            raise bad_request(f"messages[{i}].content has {', '.join(kinds)} parts; this model reads text only.",
-                              f"messages[{i}].content", "unsupported_content")
+            raise bad_request(
+                f"messages[{i}].content has {', '.join(kinds)} parts; this model reads text only.",
+                f"messages[{i}].content",
+                "unsupported_content",
+            )
     return flatten_content(messages)
 
 

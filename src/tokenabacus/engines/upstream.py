@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import aiohttp
 import orjson
@@ -41,13 +41,18 @@ class UpstreamEngine(Engine):
             headers["Authorization"] = f"Bearer {key}"
         self._headers = headers
         t = cfg.timeout
-        self._timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_connect=t.connect, sock_read=t.read)
+        self._timeout = aiohttp.ClientTimeout(
+            total=t.total, connect=t.connect, sock_connect=t.connect, sock_read=t.read
+        )
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.cfg.max_connections, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, headers=self._headers,
-            json_serialize=lambda o: orjson.dumps(o).decode(), auto_decompress=True,
+            connector=connector,
+            timeout=self._timeout,
+            headers=self._headers,
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+            auto_decompress=True,
         )
         self._reachable = await self._probe(timeout=1)
         if not self._reachable:
@@ -63,9 +68,11 @@ class UpstreamEngine(Engine):
         """Ready means the upstream answers HTTP at all (any status below 500 on /models)."""
         assert self.session is not None
         try:
-            async with self.session.get(f"{self.cfg.base_url}/models", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            async with self.session.get(
+                f"{self.cfg.base_url}/models", timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as r:
                 return r.status < 500
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
     async def _probe_loop(self) -> None:
@@ -73,13 +80,18 @@ class UpstreamEngine(Engine):
             await asyncio.sleep(5 if self._reachable else 1)
             ok = await self._probe()
             if ok != self._reachable:
-                (log.info if ok else log.warning)("upstream %s at %s is %s", self.cfg.name, self.cfg.base_url,
-                                                  "reachable" if ok else "not reachable")
+                (log.info if ok else log.warning)(
+                    "upstream %s at %s is %s", self.cfg.name, self.cfg.base_url, "reachable" if ok else "not reachable"
+                )
             self._reachable = ok
 
     def health(self) -> dict:
-        return {"engine": self.kind, "ready": self._reachable, "base_url": self.cfg.base_url,
-                "tokenizer": self.cfg.tokenizer.type if self.cfg.tokenizer else None}
+        return {
+            "engine": self.kind,
+            "ready": self._reachable,
+            "base_url": self.cfg.base_url,
+            "tokenizer": self.cfg.tokenizer.type if self.cfg.tokenizer else None,
+        }
 
     # Requests ----------------------------------------------------------------------------------
     def _url(self, call: Call) -> str:
@@ -96,14 +108,16 @@ class UpstreamEngine(Engine):
         assert self.session is not None, "engine not started"
         try:
             resp = await self.session.post(self._url(call), data=orjson.dumps(self._payload(call)))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise upstream_timeout() from None
         except aiohttp.ClientError as e:
-            raise upstream_error(f"Cannot reach the upstream model server: {type(e).__name__}.", "upstream_unreachable") from None
+            raise upstream_error(
+                f"Cannot reach the upstream model server: {type(e).__name__}.", "upstream_unreachable"
+            ) from None
         if resp.status >= 400:
             try:
                 raw = await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 raw = b""
             finally:
                 resp.release()
@@ -114,7 +128,7 @@ class UpstreamEngine(Engine):
         resp = await self._post(call)
         try:
             raw = await resp.read()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise upstream_timeout() from None
         except aiohttp.ClientError:
             raise upstream_error("The upstream closed the connection mid-response.") from None
@@ -122,18 +136,22 @@ class UpstreamEngine(Engine):
             resp.release()
         body = parse_json(raw)
         if body is None or not isinstance(body.get("choices"), list):
-            raise upstream_error("The upstream answered with something that is not a completion.", "upstream_bad_response")
+            raise upstream_error(
+                "The upstream answered with something that is not a completion.", "upstream_bad_response"
+            )
         obs = call.observed
         obs.upstream_usage = body.pop("usage", None)
         try:
             obs.text_parts.append(message_text(body))
         except MalformedUpstream as e:
-            raise upstream_error(f"The upstream answered with a malformed completion: {e}.", "upstream_bad_response") from None
+            raise upstream_error(
+                f"The upstream answered with a malformed completion: {e}.", "upstream_bad_response"
+            ) from None
         if isinstance(body.get("model"), str):
             obs.model_version = body["model"]
         return body
 
-    async def stream(self, call: Call) -> AsyncIterator[dict]:
+    async def stream(self, call: Call) -> AsyncGenerator[dict, None]:
         acct = StreamAccountant(call.observed)
         completed = False
         resp: aiohttp.ClientResponse | None = None
@@ -151,7 +169,7 @@ class UpstreamEngine(Engine):
                 if acct.error is not None:
                     raise upstream_error(str(acct.error.get("message") or "upstream error"), "upstream_stream_error")
             completed = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise upstream_timeout() from None
         except aiohttp.ClientError:
             raise upstream_error("The upstream closed the stream early.", "upstream_stream_broken") from None
@@ -167,16 +185,23 @@ class UpstreamEngine(Engine):
 
 def _map_upstream_status(status: int, raw: bytes) -> APIError:
     body = parse_json(raw) or {}
-    err = body.get("error") if isinstance(body.get("error"), dict) else {}
+    err: dict = body["error"] if isinstance(body.get("error"), dict) else {}
     message = err.get("message") or body.get("detail") or body.get("message") or raw[:300].decode("utf-8", "replace")
     if not isinstance(message, str):
         message = orjson.dumps(message).decode()
     if status in (400, 404, 413, 422):
         # The client's request was refused by the engine (context length, bad parameter): theirs to fix.
-        return APIError(400, f"The model server refused the request: {message}", "invalid_request_error",
-                        err.get("param") if isinstance(err.get("param"), str) else None, err.get("code") if isinstance(err.get("code"), str) else "upstream_rejected")
+        return APIError(
+            400,
+            f"The model server refused the request: {message}",
+            "invalid_request_error",
+            err.get("param") if isinstance(err.get("param"), str) else None,
+            err.get("code") if isinstance(err.get("code"), str) else "upstream_rejected",
+        )
     if status == 429:
-        return APIError(429, f"The model server is overloaded: {message}", "rate_limit_error", None, "upstream_rate_limited")
+        return APIError(
+            429, f"The model server is overloaded: {message}", "rate_limit_error", None, "upstream_rate_limited"
+        )
     if status in (401, 403):
         return upstream_error("The gateway's credentials for the model server were refused.", "upstream_auth")
     if status == 504:

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from tokenabacus.config import KeyDefaults
+from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.store import Store
 from tokenabacus.tasks import cancel_and_wait
 
@@ -60,8 +61,9 @@ def key_owner(defaults: KeyDefaults, user: str | None, project: str | None, depa
     return KeyOwner(user, project, department)
 
 
-def create_key(store: Store, user: str | None, project: str | None, department: str | None,
-               name: str | None = None) -> tuple[str, dict]:
+def create_key(
+    store: Store, user: str | None, project: str | None, department: str | None, name: str | None = None
+) -> tuple[str, dict]:
     """Create and store a key; return (the plaintext key, shown once; its stored row)."""
     key = generate_key()
     row = {
@@ -72,7 +74,7 @@ def create_key(store: Store, user: str | None, project: str | None, department: 
         "project": project,
         "department": department,
         "name": name,
-        "created_at": time.time_ns() // 1_000_000,
+        "created_at": now_ms(),
         "revoked_at": None,
     }
     store.keys.add(row)
@@ -109,8 +111,11 @@ class KeyCache:
     def _load_sync(self) -> tuple[int, dict[str, Identity], dict[str, str], str | None]:
         gen = self.store.keys.generation()
         rows = self.store.keys.list(include_revoked=True)
-        table = {r["key_hash"]: Identity(r["key_id"], r["user"], r["project"], r["department"])
-                 for r in rows if r["revoked_at"] is None}
+        table = {
+            r["key_hash"]: Identity(r["key_id"], r["user"], r["project"], r["department"])
+            for r in rows
+            if r["revoked_at"] is None
+        }
         revoked = {r["key_hash"]: r["key_id"] for r in rows if r["revoked_at"] is not None}
         return gen, table, revoked, self.store.meta.get(ADMIN_KEY_HASH)
 

@@ -46,7 +46,9 @@ class Database:
             elif not path.is_file():
                 raise LedgerMissing(f"no ledger at {path}")
         # SQLite connections are local files: a pre-ping would only cost a round trip.
-        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=make_url(url).get_backend_name() != "sqlite")
+        self.engine: Engine = create_engine(
+            url, future=True, pool_pre_ping=make_url(url).get_backend_name() != "sqlite"
+        )
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:

@@ -56,5 +56,10 @@ class DeadLetters:
                 os.close(dfd)
         self.count += len(entries)
         for line, reason in entries:
-            log.error("ledger: a record from %s was set aside in %s: %s: %s", segment, self.path, reason,
-                      line[:300].decode("utf-8", "backslashreplace").rstrip())
+            log.error(
+                "ledger: a record from %s was set aside in %s: %s: %s",
+                segment,
+                self.path,
+                reason,
+                line[:300].decode("utf-8", "backslashreplace").rstrip(),
+            )

@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, TextClause, inspect, text
 
 SCRIPTS = Path(__file__).with_name("migrations")
 BASELINE = "0001"  # the tables create_all made before migrations existed
@@ -78,7 +78,7 @@ def _lock(engine: Engine) -> Iterator[None]:
     with engine.connect() as conn:  # a session lock, held on its own connection
         if name == "postgresql":
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
-            release = text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY}
+            release: tuple[TextClause, dict[str, object]] = text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY}
         else:
             if conn.execute(text("SELECT GET_LOCK(:n, 120)"), {"n": _LOCK_NAME}).scalar() != 1:
                 raise RuntimeError("another process held the schema migration lock for 120 s")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 import itertools
 import os
+import time
 from dataclasses import dataclass, field
 
 # Statuses a record can carry.

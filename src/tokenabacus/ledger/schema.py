@@ -9,7 +9,12 @@ metadata = MetaData()
 usage_records = Table(
     "usage_records",
     metadata,
-    Column("id", Integer().with_variant(BigInteger(), "postgresql", "mysql", "mariadb"), primary_key=True, autoincrement=True),
+    Column(
+        "id",
+        Integer().with_variant(BigInteger(), "postgresql", "mysql", "mariadb"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     Column("request_id", String(64), nullable=False, unique=True),
     Column("timestamp", BigInteger, nullable=False),
     Column("duration_ms", Integer),

@@ -4,7 +4,7 @@ contract's field names, rotated by size or by UTC day, ready for Filebeat/ELK.""
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -31,13 +31,13 @@ class JsonlSink:
 
     def _file_day(self) -> str:
         try:
-            mtime = self.path.stat().st_mtime if self.path.stat().st_size else datetime.now(timezone.utc).timestamp()
+            mtime = self.path.stat().st_mtime if self.path.stat().st_size else datetime.now(UTC).timestamp()
         except FileNotFoundError:
-            mtime = datetime.now(timezone.utc).timestamp()
-        return datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d")
+            mtime = datetime.now(UTC).timestamp()
+        return datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%d")
 
     def _rotate_if_needed(self) -> None:
-        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
         size = self._fh.tell()
         if size == 0:
             self._day = today
@@ -45,14 +45,16 @@ class JsonlSink:
         if size < self.rotate_bytes and not (self.rotate_daily and today != self._day):
             return
         self._fh.close()
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         self.path.rename(self.path.with_name(f"{self.path.stem}-{self._day}-{stamp}{self.path.suffix}"))
         self._fh = open(self.path, "ab")
         self._day = today
         self._prune()
 
     def _prune(self) -> None:
-        rotated = sorted(self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}"), key=lambda p: p.stat().st_mtime)
+        rotated = sorted(
+            self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}"), key=lambda p: p.stat().st_mtime
+        )
         for old in rotated[: max(0, len(rotated) - self.keep)]:
             old.unlink(missing_ok=True)
 

@@ -11,6 +11,7 @@ moves closed segments into the database.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,7 +44,7 @@ class Spool:
         self._wake: asyncio.Event | None = None
         self._closing = False
         self._task: asyncio.Task | None = None
-        self._fh = None
+        self._fh: io.FileIO | None = None
         self._seq = 0
         self._bytes = 0  # bytes in the current segment
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import and_, func, literal, select
+from sqlalchemy import String, and_, func, literal, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -22,14 +22,17 @@ TIME_BUCKETS = {"day": 86_400_000, "hour": 3_600_000}
 TOKEN_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens")
 _LOW32 = 0xFFFFFFFF
 
-_LENGTHS = {c.name: c.type.length for c in t.columns if getattr(c.type, "length", None)}
+_LENGTHS: dict[str, int] = {c.name: c.type.length for c in t.columns if isinstance(c.type, String) and c.type.length}
 
 # (position in FIELDS, column length) of the length-limited columns.
 _LIMITS = [(i, _LENGTHS[f]) for i, f in enumerate(FIELDS) if f in _LENGTHS]
 
 _SQLITE_INSERT = (
-    "INSERT OR IGNORE INTO usage_records (" + ", ".join(f'"{f}"' for f in FIELDS) + ") VALUES ("
-    + ", ".join("?" for _ in FIELDS) + ")"
+    "INSERT OR IGNORE INTO usage_records ("
+    + ", ".join(f'"{f}"' for f in FIELDS)
+    + ") VALUES ("
+    + ", ".join("?" for _ in FIELDS)
+    + ")"
 )
 
 
@@ -79,7 +82,7 @@ class UsageRecords:
         database that enforces lengths (PostgreSQL, MySQL)."""
         if self.db.dialect == "sqlite":
             return self._insert_sqlite(records)
-        rows = [dict(zip(FIELDS, _row(r))) for r in records]
+        rows = [dict(zip(FIELDS, _row(r), strict=True)) for r in records]
         if not rows:
             return 0
         with self.db.begin() as conn:
@@ -103,7 +106,9 @@ class UsageRecords:
         if not rows:
             return 0
         with self.db.begin() as conn:
-            cur = conn.connection.driver_connection.cursor()
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            cur = driver.cursor()
             cur.executemany(_SQLITE_INSERT, rows)
             return cur.rowcount if cur.rowcount >= 0 else len(rows)
 
@@ -129,8 +134,14 @@ class UsageRecords:
         with self.db.connect() as conn:
             return {r[0] for r in conn.execute(select(t.c.request_id))}
 
-    def totals(self, by: Sequence[str], since_ms: int | None = None, until_ms: int | None = None,
-               status: str | None = None, utc_offset_ms: int = 0) -> list[dict]:
+    def totals(
+        self,
+        by: Sequence[str],
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        status: str | None = None,
+        utc_offset_ms: int = 0,
+    ) -> list[dict]:
         """Requests, token sums and average duration per group, ordered by the groups.
 
         ``by`` names columns or time buckets (TIME_BUCKETS), cut at ``utc_offset_ms`` from UTC; a

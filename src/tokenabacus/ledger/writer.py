@@ -32,7 +32,7 @@ class Drained:
     moved: int = 0  # records now in the database
     set_aside: int = 0  # records sent to the dead-letter file
 
-    def __iadd__(self, other: "Drained") -> "Drained":
+    def __iadd__(self, other: Drained) -> Drained:
         self.moved += other.moved
         self.set_aside += other.set_aside
         return self
@@ -119,8 +119,9 @@ def replay_spool(spool_dir: Path, usage: UsageRecords, sinks: list[Sink], dead_l
 
 
 class LedgerWriter:
-    def __init__(self, spool: Spool, usage: UsageRecords, sinks: list[Sink], dead_letters: DeadLetters,
-                 interval_s: float = 0.2) -> None:
+    def __init__(
+        self, spool: Spool, usage: UsageRecords, sinks: list[Sink], dead_letters: DeadLetters, interval_s: float = 0.2
+    ) -> None:
         self.spool = spool
         self.usage = usage
         self.sinks = sinks

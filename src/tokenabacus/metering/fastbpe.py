@@ -57,8 +57,9 @@ class FastBPE:
     def __init__(self, pattern: str, ranks: dict[bytes, int], added: list[str], nfc: bool) -> None:
         import tiktoken
 
-        self._encode = tiktoken.Encoding("tokenabacus-bpe", pat_str=pattern, mergeable_ranks=ranks,
-                                         special_tokens={}).encode_ordinary
+        self._encode = tiktoken.Encoding(
+            "tokenabacus-bpe", pat_str=pattern, mergeable_ranks=ranks, special_tokens={}
+        ).encode_ordinary
         # Longest first, so the alternation matches leftmost-longest like tokenizers' trie.
         alternation = "|".join(re.escape(t) for t in sorted(added, key=len, reverse=True))
         self._split = re.compile(f"({alternation})").split if added else None
@@ -72,8 +73,10 @@ class FastBPE:
         _require(model.get("dropout") in (None, 0, 0.0), "BPE dropout is set")
         _require(not model.get("byte_fallback"), "byte_fallback BPE")
         _require(model.get("unk_token") is None, "BPE with an unk_token")
-        _require(not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix"),
-                 "subword prefix or suffix")
+        _require(
+            not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix"),
+            "subword prefix or suffix",
+        )
 
         norm = spec.get("normalizer")
         _require(norm is None or norm == {"type": "NFC"}, f"normalizer {norm and norm.get('type')}")
@@ -82,15 +85,26 @@ class FastBPE:
         steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
         _require(len(steps) == 2, "pre-tokenizer is not one regex split plus byte-level")
         split, byte_level = steps
-        _require(split.get("type") == "Split" and split.get("behavior") == "Isolated" and not split.get("invert")
-                 and isinstance((split.get("pattern") or {}).get("Regex"), str), "first pre-tokenizer is not an isolating regex split")
-        _require(byte_level.get("type") == "ByteLevel" and not byte_level.get("add_prefix_space")
-                 and not byte_level.get("use_regex", True), "second pre-tokenizer is not a plain byte-level mapping")
+        _require(
+            split.get("type") == "Split"
+            and split.get("behavior") == "Isolated"
+            and not split.get("invert")
+            and isinstance((split.get("pattern") or {}).get("Regex"), str),
+            "first pre-tokenizer is not an isolating regex split",
+        )
+        _require(
+            byte_level.get("type") == "ByteLevel"
+            and not byte_level.get("add_prefix_space")
+            and not byte_level.get("use_regex", True),
+            "second pre-tokenizer is not a plain byte-level mapping",
+        )
 
         added = []
         for t in spec.get("added_tokens") or []:
-            _require(not (t.get("lstrip") or t.get("rstrip") or t.get("single_word") or t.get("normalized")),
-                     f"added token {t.get('content')!r} strips, matches whole words or is normalized")
+            _require(
+                not (t.get("lstrip") or t.get("rstrip") or t.get("single_word") or t.get("normalized")),
+                f"added token {t.get('content')!r} strips, matches whole words or is normalized",
+            )
             added.append(t["content"])
         skip = set(added)
 
@@ -112,9 +126,10 @@ class FastBPE:
         last, built = -1, set()
         for m in model.get("merges") or []:
             a, b = _merge_pair(m)
-            rank = vocab.get(a + b)
-            _require(rank is not None and rank > last, "merges are not in vocabulary order")
-            last = rank
+            merged = vocab.get(a + b)
+            if merged is None or merged <= last:
+                raise Unsupported("merges are not in vocabulary order")
+            last = merged
             built.add(a + b)
         _require(all(t in built for t in vocab if len(t) > 1 and t not in skip), "some multi-byte tokens have no merge")
         return cls(split["pattern"]["Regex"], ranks, added, norm is not None)
@@ -153,15 +168,35 @@ class FastBPE:
 
 
 _PROBES = [
-    "", " ", "  ", "\n", "\n\n\n", " \n ", "\t\t x", "a  b   c    ", "trailing   ",
-    "Hello, world! It's 2026; they'll say we've done it. DON'T SHOUT", "I'M HERE, it'S ok'd",
+    "",
+    " ",
+    "  ",
+    "\n",
+    "\n\n\n",
+    " \n ",
+    "\t\t x",
+    "a  b   c    ",
+    "trailing   ",
+    "Hello, world! It's 2026; they'll say we've done it. DON'T SHOUT",
+    "I'M HERE, it'S ok'd",
     "1234567890 3.14159 -42 1e10 0x1F",
-    "写一段母亲节促销文案，突出鲜花和蛋糕的优惠。", "今日は良い天気ですね。カタカナとひらがな。", "한국어 문장입니다",
-    "한국어", "e\u0301te\u0301 cafe\u0301 Å", "Ｆｕｌｌｗｉｄｔｈ　ｔｅｘｔ", "👩‍👩‍👧‍👦 🎉🎉 🇨🇳 👍🏽",
+    "写一段母亲节促销文案，突出鲜花和蛋糕的优惠。",
+    "今日は良い天気ですね。カタカナとひらがな。",
+    "한국어 문장입니다",
+    "한국어",
+    "e\u0301te\u0301 cafe\u0301 Å",
+    "Ｆｕｌｌｗｉｄｔｈ　ｔｅｘｔ",
+    "👩‍👩‍👧‍👦 🎉🎉 🇨🇳 👍🏽",
     "def f(x):\n    return x ** 2  # square\n\n\tprint(f(3))\r\n",
-    "{\"a\": [1, 2, {\"b\": null}]}", "<html><body>&nbsp;</body></html>", "~!@#$%^&*()_+`-=[]\\{}|;':\",./<>?",
-    "Ω≈ç√∫˜µ≤≥÷ ¡™£¢∞§¶•ªº–≠", "\u200b\u200d\ufeff zero width", "Ⅻ ½ ²³ ﬁ",
-    "mixed中文English日本語123abc！？。", "x" * 300, "ab" * 150 + " " * 40 + "\n" * 5,
+    '{"a": [1, 2, {"b": null}]}',
+    "<html><body>&nbsp;</body></html>",
+    "~!@#$%^&*()_+`-=[]\\{}|;':\",./<>?",
+    "Ω≈ç√∫˜µ≤≥÷ ¡™£¢∞§¶•ªº–≠",
+    "\u200b\u200d\ufeff zero width",
+    "Ⅻ ½ ²³ ﬁ",
+    "mixed中文English日本語123abc！？。",
+    "x" * 300,
+    "ab" * 150 + " " * 40 + "\n" * 5,
 ]
 
 

@@ -46,8 +46,9 @@ class Meter:
         assert self.counter is not None
         if call.endpoint == CHAT:
             kwargs = call.body.get("chat_template_kwargs")
-            return self.counter.count_chat(call.body["messages"], call.body.get("tools"),
-                                           kwargs if isinstance(kwargs, dict) else None)
+            return self.counter.count_chat(
+                call.body["messages"], call.body.get("tools"), kwargs if isinstance(kwargs, dict) else None
+            )
         return self.counter.count_text(call.body["prompt"])
 
     @staticmethod
@@ -107,13 +108,19 @@ class Meter:
             return
         up_p, up_c, cached, lied = upstream_figures(obs.upstream_usage)
         if lied:
-            log.warning("%s: the upstream reported unusable usage figures %s; they are ignored",
-                        rec.request_id, orjson.dumps(obs.upstream_usage, default=str).decode()[:300])
+            log.warning(
+                "%s: the upstream reported unusable usage figures %s; they are ignored",
+                rec.request_id,
+                orjson.dumps(obs.upstream_usage, default=str).decode()[:300],
+            )
         rec.upstream_prompt_tokens, rec.upstream_completion_tokens, rec.cached_tokens = up_p, up_c, cached
         if prompt is not None and call.endpoint == CHAT and has_uncountable_parts(call.body["messages"]):
             # Our count covers the text only; the upstream's covers the image tokens too.
-            log.warning("%s: the prompt has parts the local tokenizer cannot count (images, audio); billing %s",
-                        rec.request_id, "the upstream's prompt count" if up_p is not None else "an estimate")
+            log.warning(
+                "%s: the prompt has parts the local tokenizer cannot count (images, audio); billing %s",
+                rec.request_id,
+                "the upstream's prompt count" if up_p is not None else "an estimate",
+            )
             if up_p is not None and up_c is not None:
                 rec.prompt_tokens, rec.completion_tokens, rec.usage_source = up_p, up_c, SOURCE_UPSTREAM
             else:
@@ -127,8 +134,9 @@ class Meter:
         else:
             prompt_text = orjson.dumps(call.body.get("messages") or call.body.get("prompt")).decode()
             rec.prompt_tokens = prompt if prompt is not None else (up_p if up_p is not None else estimate(prompt_text))
-            rec.completion_tokens = (completion if completion is not None
-                                     else (up_c if up_c is not None else estimate(obs.text)))
+            rec.completion_tokens = (
+                completion if completion is not None else (up_c if up_c is not None else estimate(obs.text))
+            )
             rec.usage_source = SOURCE_ESTIMATED
 
     def _result_nowait(self, fut: asyncio.Future | None, call: Call) -> int | None:
@@ -150,6 +158,9 @@ async def _result(fut: asyncio.Future | None) -> Any:
     try:
         return await fut
     except Exception as e:
-        log.warning("counting the prompt failed (%s: %s); the record falls back to the upstream's figures",
-                    type(e).__name__, str(e)[:200])
+        log.warning(
+            "counting the prompt failed (%s: %s); the record falls back to the upstream's figures",
+            type(e).__name__,
+            str(e)[:200],
+        )
         return None

@@ -8,7 +8,7 @@ client gets: the gateway sends its own usage chunk, and only when the client ask
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 
 import orjson
 
@@ -19,7 +19,7 @@ class MalformedUpstream(ValueError):
     """The upstream sent something no OpenAI-compatible server sends (the gateway answers 502)."""
 
 
-async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def sse_events(lines: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """Yield the data payload of each server-sent event (multi-line data joined by newlines)."""
     data: list[bytes] = []
     async for raw in lines:

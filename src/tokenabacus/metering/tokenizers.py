@@ -34,15 +34,18 @@ class TokenizerError(Exception):
 class Counter(Protocol):
     engine: str  # the library that does the counting, shown by /health
 
-    def count_chat(self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None) -> int: ...
+    def count_chat(
+        self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None
+    ) -> int: ...
 
     def count_text(self, text: str) -> int: ...
 
 
 def has_uncountable_parts(messages: list[dict]) -> bool:
     """True if a message carries a content part that is not text (an image, audio, a file)."""
-    return any(isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"])
-               for m in messages)
+    return any(
+        isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"]) for m in messages
+    )
 
 
 def flatten_content(messages: list[dict]) -> list[dict]:
@@ -61,7 +64,9 @@ def flatten_content(messages: list[dict]) -> list[dict]:
 
 
 # HuggingFace ------------------------------------------------------------------------------
-def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False) -> str:
+def _tojson(
+    x: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False
+) -> str:
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
@@ -111,7 +116,9 @@ class HFCounter:
         env.globals["raise_exception"] = _raise
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         self.template = env.from_string(template)
-        self.special = {k: _token_text(v) for k, v in conf.items() if k.endswith("_token") and _token_text(v) is not None}
+        self.special = {
+            k: _token_text(v) for k, v in conf.items() if k.endswith("_token") and _token_text(v) is not None
+        }
         self.add_generation_prompt = cfg.add_generation_prompt
 
     def render(self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None) -> str:
@@ -190,7 +197,9 @@ class GGUFCounter:
         try:
             from llama_cpp import Llama
         except ImportError:  # pragma: no cover - depends on the install
-            raise TokenizerError("gguf tokenizers need llama-cpp-python (pip install 'tokenabacus[embedded]')") from None
+            raise TokenizerError(
+                "gguf tokenizers need llama-cpp-python (pip install 'tokenabacus[embedded]')"
+            ) from None
         if not Path(cfg.path).is_file():
             raise TokenizerError(f"GGUF file not found: {cfg.path}")
         self.llm = Llama(model_path=cfg.path, vocab_only=True, verbose=False)
@@ -222,9 +231,8 @@ def load_tiktoken_file(path: str, name: str | None = None):
     name = name or p.name.split(".")[0]
     ctor = openai_public.ENCODING_CONSTRUCTORS.get(name)
     if ctor is None:
-        raise TokenizerError(
-            f"unknown tiktoken encoding {name!r}; name the file after one of {', '.join(openai_public.ENCODING_CONSTRUCTORS)}"
-        )
+        known = ", ".join(openai_public.ENCODING_CONSTRUCTORS)
+        raise TokenizerError(f"unknown tiktoken encoding {name!r}; name the file after one of {known}")
     ranks = tk_load.load_tiktoken_bpe(str(p))
     with _tiktoken_lock:  # swap the loader so the constructor reads our file, never the network
         saved = openai_public.load_tiktoken_bpe

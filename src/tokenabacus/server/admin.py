@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from datetime import timezone
+from datetime import UTC
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -21,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tokenabacus.api.errors import APIError, bad_request, internal_error, unauthorized
 from tokenabacus.billing.reports import build_query, check_status, parse_when, run_report
 from tokenabacus.governance.keys import NoOwner, create_key, key_owner
+from tokenabacus.ledger.record import now_ms
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
@@ -45,7 +45,7 @@ class _AdminOnly:
     """Checks the admin key before routing, so every path under /admin (present, future or
     unknown) answers 401 without it, and every failure inside answers OpenAI's error JSON."""
 
-    def __init__(self, app, gw: "Gateway") -> None:
+    def __init__(self, app, gw: Gateway) -> None:
         self.app = app
         self.gw = gw
 
@@ -70,7 +70,7 @@ class _AdminOnly:
                 await _respond(internal_error())(scope, receive, send)
 
 
-def create_admin_app(gw: "Gateway") -> FastAPI:
+def create_admin_app(gw: Gateway) -> FastAPI:
     app = FastAPI(title="tokenabacus admin", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(_AdminOnly, gw=gw)
 
@@ -80,7 +80,8 @@ def create_admin_app(gw: "Gateway") -> FastAPI:
         code = _CODES.get(exc.status_code, "invalid_request")
         message = str(exc.detail)
         if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
-            message = f"{'Unknown route' if exc.status_code == 404 else 'Method not allowed'}: {request.method} {request.url.path}"
+            what = "Unknown route" if exc.status_code == 404 else "Method not allowed"
+            message = f"{what}: {request.method} {request.url.path}"
         resp = _respond(APIError(exc.status_code, message, code=code))
         if exc.headers:
             resp.headers.update(exc.headers)  # Allow on 405
@@ -108,25 +109,44 @@ def create_admin_app(gw: "Gateway") -> FastAPI:
 
     @app.delete("/keys/{key_id}")
     async def revoke(key_id: str) -> dict:
-        if not await asyncio.to_thread(gw.store.keys.revoke, key_id, time.time_ns() // 1_000_000):
+        if not await asyncio.to_thread(gw.store.keys.revoke, key_id, now_ms()):
             raise HTTPException(404, f"no active key with id {key_id!r}")
         return {"key_id": key_id, "revoked": True}
 
     @app.get("/usage")
-    async def usage(limit: Annotated[int, Query(ge=1, le=10000)] = 100, since: str | None = None,
-                    project: str | None = None, user: str | None = None, department: str | None = None,
-                    model: str | None = None, status: str | None = None) -> list[dict]:
+    async def usage(
+        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+        since: str | None = None,
+        project: str | None = None,
+        user: str | None = None,
+        department: str | None = None,
+        model: str | None = None,
+        status: str | None = None,
+    ) -> list[dict]:
         try:
             check_status(status)
-            since_ms = parse_when(since, timezone.utc, "since") if since else None
+            since_ms = parse_when(since, UTC, "since") if since else None
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
-        return await asyncio.to_thread(gw.store.usage.latest, limit, since_ms, project=project, user=user,
-                                       department=department, model=model, status=status)
+        return await asyncio.to_thread(
+            gw.store.usage.latest,
+            limit,
+            since_ms,
+            project=project,
+            user=user,
+            department=department,
+            model=model,
+            status=status,
+        )
 
     @app.get("/report")
-    async def report(by: str = "project", since: str | None = None, until: str | None = None,
-                     tz: str = "UTC", status: str | None = None) -> list[dict]:
+    async def report(
+        by: str = "project",
+        since: str | None = None,
+        until: str | None = None,
+        tz: str = "UTC",
+        status: str | None = None,
+    ) -> list[dict]:
         try:
             q = build_query(tuple(d.strip() for d in by.split(",") if d.strip()), since, until, tz, status)
         except ValueError as e:

@@ -11,7 +11,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenabacus.api.errors import APIError, internal_error
@@ -73,10 +72,16 @@ def create_app(settings: Settings, store: Store | None = None) -> GatewayApp:
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
         msg = "Unknown route." if status == 404 else "Method not allowed."
-        body = APIError(status, f"{msg} {request.method} {request.url.path}", "invalid_request_error", None,
-                        "not_found" if status == 404 else "method_not_allowed").body()
-        return Response(body, status_code=status, media_type="application/json",
-                        headers={"x-request-id": new_request_id()})
+        body = APIError(
+            status,
+            f"{msg} {request.method} {request.url.path}",
+            "invalid_request_error",
+            None,
+            "not_found" if status == 404 else "method_not_allowed",
+        ).body()
+        return Response(
+            body, status_code=status, media_type="application/json", headers={"x-request-id": new_request_id()}
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -8,12 +8,12 @@ import logging
 import os
 import time
 
+from starlette.types import Scope
+
 from tokenabacus.config import EmbeddedModel, Settings, UpstreamModel, effective_models
 from tokenabacus.engines.base import Engine
 from tokenabacus.engines.embedded import EmbeddedEngine
 from tokenabacus.engines.upstream import UpstreamEngine
-from tokenabacus.metering.settle import Meter
-from tokenabacus.metering.tokenizers import build_counter
 from tokenabacus.governance.keys import KeyCache, ensure_admin_key
 from tokenabacus.ledger import lock
 from tokenabacus.ledger.deadletter import FILE_NAME as DEAD_LETTER_FILE
@@ -22,6 +22,8 @@ from tokenabacus.ledger.sinks import Sink, build_sinks
 from tokenabacus.ledger.spool import Spool
 from tokenabacus.ledger.store import Store
 from tokenabacus.ledger.writer import LedgerWriter, replay_spool
+from tokenabacus.metering.settle import Meter
+from tokenabacus.metering.tokenizers import build_counter
 
 log = logging.getLogger(__name__)
 ADMIN_KEY_ENV = "TOKENABACUS_ADMIN_KEY"
@@ -47,8 +49,8 @@ class Gateway:
         models = effective_models(settings)
         self.engines: dict[str, Engine] = {m.name: build_engine(m) for m in models}
         self.meters: dict[str, Meter] = {m.name: build_meter(m) for m in models}
-        self.store: Store | None = store
-        self.keys: KeyCache = None  # type: ignore[assignment]
+        self._store: Store | None = store
+        self._keys: KeyCache | None = None
         self.spool = Spool(settings.spool_path, settings.ledger.flush_interval_ms, settings.ledger.group_commit_ms)
         self.sinks: list[Sink] = []
         self.writer: LedgerWriter | None = None
@@ -60,22 +62,27 @@ class Gateway:
         # One process per spool (a no-op when the CLI already holds the lock): InUse otherwise.
         lock.hold(s)
         s.data_path.mkdir(parents=True, exist_ok=True)
-        if self.store is None:
-            self.store = await asyncio.to_thread(Store, s.ledger_url)
+        if self._store is None:
+            self._store = await asyncio.to_thread(Store, s.ledger_url)
         self.new_admin_key = await asyncio.to_thread(ensure_admin_key, self.store, os.environ.get(ADMIN_KEY_ENV))
         self.sinks = build_sinks(s)
         # Records spooled by an earlier run that did not reach the database (crash, kill -9).
         done = await asyncio.to_thread(replay_spool, s.spool_path, self.store.usage, self.sinks, self.dead_letters)
         if done.moved or done.set_aside:
-            log.info("replayed %d spooled records into the ledger (%d set aside in %s)", done.moved,
-                     done.set_aside, self.dead_letters.path)
+            log.info(
+                "replayed %d spooled records into the ledger (%d set aside in %s)",
+                done.moved,
+                done.set_aside,
+                self.dead_letters.path,
+            )
         self.spool.open()
         await self.spool.start()
-        self.writer = LedgerWriter(self.spool, self.store.usage, self.sinks, self.dead_letters,
-                                   s.ledger.writer_interval_ms / 1000)
+        self.writer = LedgerWriter(
+            self.spool, self.store.usage, self.sinks, self.dead_letters, s.ledger.writer_interval_ms / 1000
+        )
         await self.writer.start()
-        self.keys = KeyCache(self.store, s.keys.refresh_interval_s)
-        await self.keys.start()
+        self._keys = KeyCache(self.store, s.keys.refresh_interval_s)
+        await self._keys.start()
         for name, engine in self.engines.items():
             log.info("starting model %s (%s)", name, engine.kind)
             await engine.start()
@@ -89,13 +96,26 @@ class Gateway:
                 await engine.close()
             except Exception:
                 log.exception("closing engine failed")
-        if self.keys:
-            await self.keys.stop()
+        if self._keys:
+            await self._keys.stop()
         if self.writer:
             await self.writer.stop()
         await self.spool.close()
-        if self.store:
-            self.store.close()
+        if self._store:
+            self._store.close()
+
+    # Opened by start(); reading them earlier is a bug, said plainly rather than as None.
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the gateway has not started: no ledger yet")
+        return self._store
+
+    @property
+    def keys(self) -> KeyCache:
+        if self._keys is None:
+            raise RuntimeError("the gateway has not started: no key cache yet")
+        return self._keys
 
     async def wait_idle(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -105,19 +125,26 @@ class Gateway:
     def model_object(self, name: str) -> dict:
         return {"id": name, "object": "model", "created": self.started_at, "owned_by": "tokenabacus"}
 
-    def client_ip(self, scope: dict, peer: str | None) -> str | None:
+    def client_ip(self, scope: Scope, peer: str | None) -> str | None:
         return peer
 
     def health(self, detail: bool = False) -> dict:
         last_error = self.writer.last_error if self.writer else None
         # dead_letters: records waiting in the dead-letter file for an operator (a count, no content).
         if not detail:
-            return {"status": "ok", "models": {name: {"ready": e.health()["ready"]} for name, e in self.engines.items()},
-                    "ledger": {"ok": last_error is None, "dead_letters": self.dead_letters.count}}
+            return {
+                "status": "ok",
+                "models": {name: {"ready": e.health()["ready"]} for name, e in self.engines.items()},
+                "ledger": {"ok": last_error is None, "dead_letters": self.dead_letters.count},
+            }
         return {
             "status": "ok",
             "models": {name: {**e.health(), **self.meters[name].health()} for name, e in self.engines.items()},
-            "ledger": {"ok": last_error is None, "moved": self.writer.moved if self.writer else 0,
-                       "last_error": last_error, "dead_letters": self.dead_letters.count,
-                       "dead_letter_file": str(self.dead_letters.path)},
+            "ledger": {
+                "ok": last_error is None,
+                "moved": self.writer.moved if self.writer else 0,
+                "last_error": last_error,
+                "dead_letters": self.dead_letters.count,
+                "dead_letter_file": str(self.dead_letters.path),
+            },
         }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +24,15 @@ from tokenabacus.engines.base import CHAT, COMPLETIONS, Call, Engine
 from tokenabacus.governance.keys import Identity
 from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED, UsageRecord, clear_usage, start_record
 from tokenabacus.metering.settle import Meter
-from tokenabacus.server.asgi import (SSE_HEADERS, BodyTooLarge, auth_and_agent, header, read_body, send_json,
-                                     watch_disconnect)
+from tokenabacus.server.asgi import (
+    SSE_HEADERS,
+    BodyTooLarge,
+    auth_and_agent,
+    header,
+    read_body,
+    send_json,
+    watch_disconnect,
+)
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
@@ -90,7 +97,7 @@ class Exchange:
 
 
 class V1:
-    def __init__(self, gw: "Gateway") -> None:
+    def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.limit = gw.settings.server.max_body_bytes
         self.max_tokens_limit = gw.settings.server.max_tokens_limit
@@ -110,8 +117,8 @@ class V1:
         path_model = scope.get("path_params", {}).get("model")
         if path_model is not None:
             if path_model not in self.gw.engines:
-                e = model_not_found(path_model)
-                return await send_json(send, e.status, e.body())
+                missing = model_not_found(path_model)
+                return await send_json(send, missing.status, missing.body())
             return await send_json(send, 200, orjson.dumps(self.gw.model_object(path_model)))
         data = [self.gw.model_object(name) for name in self.gw.engines]
         await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))
@@ -155,8 +162,11 @@ class V1:
     async def _handle(self, ep: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
         auth, agent = auth_and_agent(scope)
-        rec = start_record(endpoint=ep.path, client_ip=self.gw.client_ip(scope, client[0] if client else None),
-                           user_agent=agent[:MAX_AGENT] if agent else None)
+        rec = start_record(
+            endpoint=ep.path,
+            client_ip=self.gw.client_ip(scope, client[0] if client else None),
+            user_agent=agent[:MAX_AGENT] if agent else None,
+        )
         ex: Exchange | None = None
         try:
             try:
@@ -213,13 +223,17 @@ class V1:
         try:
             raw = await read_body(receive, self.limit)
         except BodyTooLarge:
-            raise bad_request(f"The request body is larger than the limit of {self.limit} bytes.", None,
-                              "request_too_large") from None
+            raise bad_request(
+                f"The request body is larger than the limit of {self.limit} bytes.", None, "request_too_large"
+            ) from None
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            raise bad_request(f"The request body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).",
-                              None, "invalid_json") from None
+            raise bad_request(
+                f"The request body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).",
+                None,
+                "invalid_json",
+            ) from None
         if isinstance(body, dict) and isinstance(body.get("model"), str):
             rec.model = body["model"][:MAX_MODEL]  # named even when the rest of the body is refused
         ep.validate(body, self.max_tokens_limit)
@@ -229,8 +243,9 @@ class V1:
             raise model_not_found(body["model"])
         rec.engine = engine.kind
         rec.model_version = engine.model_version
-        return Exchange(ep, rec, Call(endpoint=ep.name, body=body, stream=rec.stream), engine,
-                        self.gw.meters[body["model"]])
+        return Exchange(
+            ep, rec, Call(endpoint=ep.name, body=body, stream=rec.stream), engine, self.gw.meters[body["model"]]
+        )
 
     async def _complete(self, ex: Exchange, send: Send) -> None:
         rec = ex.rec
@@ -257,7 +272,7 @@ class V1:
         rec, call = ex.rec, ex.call
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         watcher = asyncio.create_task(watch_disconnect(receive, call.cancelled))
-        chunks: AsyncIterator[dict] = ex.engine.stream(call)
+        chunks: AsyncGenerator[dict, None] = ex.engine.stream(call)
         started = False
         last: dict | None = None
         try:
@@ -272,8 +287,13 @@ class V1:
                         started = True
                     chunk["model"] = rec.model
                     last = chunk
-                    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
-                                "more_body": True})
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
+                            "more_body": True,
+                        }
+                    )
             finally:
                 await chunks.aclose()  # on cancel this stops the engine
         except Exception as e:
@@ -295,8 +315,14 @@ class V1:
         tail = b""
         if include_usage:
             base = last or {"id": "chatcmpl-" + rec.request_id[4:], "created": int(time.time())}
-            usage_chunk = {"id": base.get("id"), "object": base.get("object") or ex.ep.chunk_object,
-                           "created": base.get("created"), "model": rec.model, "choices": [], "usage": usage_dict(rec)}
+            usage_chunk: dict[str, Any] = {
+                "id": base.get("id"),
+                "object": base.get("object") or ex.ep.chunk_object,
+                "created": base.get("created"),
+                "model": rec.model,
+                "choices": [],
+                "usage": usage_dict(rec),
+            }
             if "system_fingerprint" in base:
                 usage_chunk["system_fingerprint"] = base["system_fingerprint"]
             tail += b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
