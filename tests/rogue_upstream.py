@@ -7,6 +7,9 @@
 - ``refuse``: 400 with a context-length error, as vLLM answers.
 - ``fail``: 500 before any byte.
 - ``slow``: a stream of one word every 100 ms, ``max_tokens`` words (default 300).
+- ``claims``: replies ``metadata.text`` with ``metadata.finish`` as finish_reason and
+  ``metadata.completion_tokens`` as its completion count (an engine whose ids the text may not
+  spell back exactly).
 - anything else: a plain, honest reply.
 """
 
@@ -59,8 +62,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if model == "fail":
         return web.json_response({"error": {"message": "boom"}}, status=500)
     usage = LIES.get(model, honest_usage(len(WORDS)))
+    words, finish = WORDS, "stop"
+    if model == "claims":
+        meta = body.get("metadata") or {}
+        words, finish = [meta["text"]], meta["finish"]
+        usage = {**honest_usage(0), "completion_tokens": int(meta["completion_tokens"])}
     if not body.get("stream"):
-        message: dict = {"role": "assistant", "content": "".join(WORDS)}
+        message: dict = {"role": "assistant", "content": "".join(words)}
         if model == "toolcalls-5":
             message["tool_calls"] = 5
         out = {
@@ -68,7 +76,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage,
         }
         return web.json_response(out)
@@ -84,9 +92,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
             await resp.write(chunk(model, {"content": f" w{i}"}))
             await asyncio.sleep(0.1)
     else:
-        for w in WORDS:
+        for w in words:
             await resp.write(chunk(model, {"content": w}))
-    await resp.write(chunk(model, {}, "stop"))
+    await resp.write(chunk(model, {}, finish))
     if (body.get("stream_options") or {}).get("include_usage"):
         tail = {
             "id": "chatcmpl-rogue",

@@ -149,6 +149,9 @@ class UpstreamEngine(Engine):
             ) from None
         if isinstance(body.get("model"), str):
             obs.model_version = body["model"]
+        first = body["choices"][0] if body["choices"] and isinstance(body["choices"][0], dict) else {}
+        if isinstance(first.get("finish_reason"), str):
+            obs.finish_reason = first["finish_reason"]
         return body
 
     async def stream(self, call: Call) -> AsyncGenerator[dict, None]:

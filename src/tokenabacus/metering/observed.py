@@ -17,6 +17,7 @@ class Observed:
     text_parts: list[str] = field(default_factory=list)  # the generated text
     model_version: str | None = None  # the weights' hash or the model id the upstream reported
     first_token_at: float | None = None  # time.perf_counter() of the first generated token
+    finish_reason: str | None = None  # why generation ended ("length": cut at max_tokens)
 
     @property
     def text(self) -> str:

@@ -31,6 +31,25 @@ def estimate(text: str) -> int:
     return max(1, math.ceil(len(text.encode("utf-8")) / 4)) if text else 0
 
 
+# A reply cut at max_tokens can end inside a multi-byte character: the text drops the unfinished
+# bytes, which a byte-level vocabulary spells with up to 3 ids the engine did generate.
+PARTIAL_TAIL_IDS = 3
+
+
+def engine_completion(ours: int, theirs: int | None, finish_reason: str | None) -> int:
+    """The completion ids to bill: the engine's own count when our count of its text makes it
+    plausible, else ours.
+
+    Re-tokenizing generated text is not a round trip: a reply cut inside a multi-byte character
+    loses its last ids, and an engine may have sampled a spelling the tokenizer would merge. The
+    engine's figure is accepted when it is not below ours and exceeds it by no more than a cut
+    tail explains, and only for a reply cut at max_tokens: a reply that stopped is whole, and the
+    difference there is the end-of-text id, which is never billed (as for the embedded engine)."""
+    if theirs is None or finish_reason != "length":
+        return ours
+    return theirs if ours <= theirs <= ours + PARTIAL_TAIL_IDS else ours
+
+
 class Meter:
     def __init__(self, counter: Counter | None = None, bill: str = "tokenizer", engine_counts: bool = False) -> None:
         """``engine_counts``: the engine reports its own ids (embedded); they are billed as they are."""
@@ -130,7 +149,8 @@ class Meter:
         if use_upstream:
             rec.prompt_tokens, rec.completion_tokens, rec.usage_source = up_p, up_c, SOURCE_UPSTREAM
         elif prompt is not None and completion is not None:
-            rec.prompt_tokens, rec.completion_tokens, rec.usage_source = prompt, completion, SOURCE_TOKENIZER
+            generated = engine_completion(completion, up_c, obs.finish_reason)
+            rec.prompt_tokens, rec.completion_tokens, rec.usage_source = prompt, generated, SOURCE_TOKENIZER
         else:
             prompt_text = orjson.dumps(call.body.get("messages") or call.body.get("prompt")).decode()
             rec.prompt_tokens = prompt if prompt is not None else (up_p if up_p is not None else estimate(prompt_text))

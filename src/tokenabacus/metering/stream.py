@@ -44,7 +44,6 @@ class StreamAccountant:
     def __init__(self, observed: Observed) -> None:
         self.observed = observed
         self.error: dict | None = None
-        self.finished = False  # saw a finish_reason
 
     def feed(self, chunk: dict) -> dict | None:
         """Account for one chunk; return what to forward (None: drop a usage-only chunk)."""
@@ -65,8 +64,8 @@ class StreamAccountant:
         for ch in choices:
             if not isinstance(ch, dict):
                 continue
-            if ch.get("finish_reason"):
-                self.finished = True
+            if isinstance(ch.get("finish_reason"), str):
+                obs.finish_reason = ch["finish_reason"]
             delta = ch.get("delta")
             if isinstance(delta, dict):
                 obs.text_parts.extend(_delta_texts(delta))
