@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from conftest import BIN, GatewayProc
-from tokenabacus.ledger.record import start_record
+from records import sample_records
 from tokenabacus.ledger.store import Store
 
 # Models pointing nowhere: the gateway starts in a moment and no request here needs one.
@@ -25,20 +25,7 @@ NOWHERE = [{"name": "m", "engine": "upstream", "base_url": "http://127.0.0.1:9/v
 
 
 def good(n: int, project: str = "poison") -> list[dict]:
-    out = []
-    for i in range(n):
-        rec = start_record(
-            model="m",
-            endpoint="/v1/chat/completions",
-            user="u",
-            project=project,
-            department="d",
-            prompt_tokens=10 + i,
-            completion_tokens=i,
-        )
-        rec.finish()
-        out.append(rec.to_dict())
-    return out
+    return sample_records(n, lambda _: project)
 
 
 def poisoned() -> list[tuple[bytes, str]]:

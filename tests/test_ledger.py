@@ -9,26 +9,14 @@ import time
 from sqlalchemy import text
 
 from conftest import EMBEDDED, GatewayProc
-from tokenabacus.ledger.record import FIELDS, start_record
+from records import sample_records
+from tokenabacus.ledger.record import FIELDS
 from tokenabacus.ledger.sinks import JsonlSink
 from tokenabacus.ledger.store import Store
 
 
 def _records(n: int) -> list[dict]:
-    out = []
-    for i in range(n):
-        rec = start_record(
-            model="m",
-            endpoint="/v1/chat/completions",
-            user="u",
-            project=f"p{i % 3}",
-            department="d",
-            prompt_tokens=10 + i,
-            completion_tokens=i,
-        )
-        rec.finish()
-        out.append(rec.to_dict())
-    return out
+    return sample_records(n)
 
 
 def test_insert_is_idempotent_on_request_id(db_url):
