@@ -7,6 +7,7 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 # Statuses a record can carry.
 OK, ERROR, CANCELLED, REJECTED = "ok", "error", "cancelled", "rejected"
@@ -98,7 +99,7 @@ def clear_usage(rec: UsageRecord) -> None:
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(UsageRecord) if not f.name.startswith("_"))
 
 
-def start_record(**kw: object) -> UsageRecord:
-    rec = UsageRecord(request_id=new_request_id(), timestamp=now_ms(), **kw)  # type: ignore[arg-type]
+def start_record(**kw: Any) -> UsageRecord:
+    rec = UsageRecord(request_id=new_request_id(), timestamp=now_ms(), **kw)
     rec._t0 = time.perf_counter()
     return rec
