@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from openai import OpenAI
@@ -134,6 +135,25 @@ class GatewayProc:
     def create_key(self, user: str = "alice", project: str = "campaign-2024", department: str = "marketing") -> str:
         out = self.cli("keys", "create", "--user", user, "--project", project, "--department", department, "--json")
         return json.loads(out.stdout)["key"]
+
+    def stream_and_leave(self, key: str, body: dict, events: int) -> str:
+        """Start a streamed request, read ``events`` SSE events, then close the connection as a
+        client that goes away mid-stream; returns the request id."""
+        seen = 0
+        with httpx.stream(
+            "POST",
+            f"{self.base_url}/chat/completions",
+            json=body,
+            timeout=120,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as r:
+            request_id = r.headers["x-request-id"]
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    seen += 1
+                    if seen == events:
+                        break  # leaving the block closes the connection
+        return request_id
 
     def client(self, key: str, **kw) -> OpenAI:
         return OpenAI(base_url=self.base_url, api_key=key, max_retries=0, **kw)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 
 from conftest import EMBEDDED
@@ -27,17 +26,7 @@ def test_disconnect_mid_stream_records_cancelled(request, which):
         "temperature": 0,
         "logit_bias": {"0": -100, "1": -100, "2": -100},
     }
-    received = 0
-    with httpx.stream(
-        "POST", f"{gw.base_url}/chat/completions", json=body, timeout=120, headers={"Authorization": f"Bearer {key}"}
-    ) as r:
-        request_id = r.headers["x-request-id"]
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                received += 1
-                if received == 6:
-                    break  # leaving the block closes the connection mid-stream
-    rec = gw.record(request_id)
+    rec = gw.record(gw.stream_and_leave(key, body, events=6))
     assert rec["status"] == "cancelled" and rec["error_code"] == "client_disconnected"
     assert rec["prompt_tokens"] > 0
     # Billed for what was generated: at least what we saw, and it stopped well before max_tokens.

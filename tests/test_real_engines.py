@@ -130,17 +130,7 @@ def test_a_client_leaving_mid_stream_is_billed_for_what_was_generated(served):
         "temperature": 0,
         "stream": True,
     }
-    seen = 0
-    with httpx.stream(
-        "POST", f"{gw.base_url}/chat/completions", json=body, timeout=120, headers={"Authorization": f"Bearer {key}"}
-    ) as r:
-        request_id = r.headers["x-request-id"]
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                seen += 1
-                if seen == 8:
-                    break  # leaving the block closes the connection mid-stream
-    rec = gw.record(request_id)
+    rec = gw.record(gw.stream_and_leave(key, body, events=8))
     assert rec["status"] == "cancelled" and rec["error_code"] == "client_disconnected"
     assert rec["prompt_tokens"] == rec["upstream_prompt_tokens"] or rec["upstream_prompt_tokens"] is None
     assert 6 <= rec["completion_tokens"] < 1000
