@@ -15,6 +15,7 @@ def admin(embedded_gw):
 
 
 def test_every_admin_route_needs_the_admin_key(embedded_gw, embedded_key):
+    """No key or an unknown one: 401. A member key is known but may not: 403 (roles in test_roles.py)."""
     base = embedded_gw.base_url.removesuffix("/v1") + "/admin"
     for method, path in (
         ("GET", "/keys"),
@@ -22,11 +23,17 @@ def test_every_admin_route_needs_the_admin_key(embedded_gw, embedded_key):
         ("DELETE", "/keys/key_x"),
         ("GET", "/usage"),
         ("GET", "/report"),
+        ("POST", "/quotas"),
+        ("POST", "/quota-requests/qr_x/approve"),
     ):
-        for headers in ({}, {"Authorization": f"Bearer {embedded_key}"}, {"Authorization": "Bearer sk-nope"}):
+        for headers in ({}, {"Authorization": "Bearer sk-nope"}):
             r = httpx.request(method, base + path, headers=headers, json={"user": "x"} if method == "POST" else None)
             assert r.status_code == 401, (method, path, r.text)
             assert r.json()["error"]["code"] == "invalid_api_key"
+        member = {"Authorization": f"Bearer {embedded_key}"}
+        r = httpx.request(method, base + path, headers=member, json={"user": "x"} if method == "POST" else None)
+        assert r.status_code == 403, (method, path, r.text)
+        assert r.json()["error"]["type"] == "permission_error"
 
 
 def test_admin_key_lifecycle_and_reads(embedded_gw, admin):

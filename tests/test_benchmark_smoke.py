@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import IN_CI, ROOT
+from conftest import IN_CI, ROOT, service_available
 
 
 def test_overhead_benchmark_smoke():
@@ -25,5 +25,23 @@ def test_overhead_benchmark_smoke():
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     for target in ("upstream", "tokenabacus", "bare proxy"):
+        assert f"| {target} | c32 |" in r.stdout
+    assert "INVALID" not in r.stdout and "not valid" not in r.stdout
+
+
+def test_admission_benchmark_smoke():
+    if shutil.which("wrk") is None:
+        if IN_CI:
+            pytest.fail("wrk is not installed under CI (.ci/run installs it)")
+        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+    service_available("127.0.0.1", 6379, "Redis")
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "admission.py"), "--smoke", "--markdown"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    for target in ("no limits", "memory", "redis"):
         assert f"| {target} | c32 |" in r.stdout
     assert "INVALID" not in r.stdout and "not valid" not in r.stdout

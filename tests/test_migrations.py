@@ -9,7 +9,7 @@ import subprocess
 import yaml
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import column, create_engine, func, select, table, text
 
 from conftest import BIN
 from tokenabacus.ledger import migrate
@@ -29,9 +29,36 @@ def test_new_ledger_is_built_by_migrations_and_matches_the_schema(db_url):
         store.close()
 
 
+def make_first_release_tables(engine) -> None:
+    """What releases before migrations made with create_all: revision 0001's tables, unstamped."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), "0001")
+        conn.execute(text("DROP TABLE alembic_version"))
+
+
+def test_keys_of_an_older_ledger_become_members_and_keep_working(db_url):
+    engine = create_engine(db_url)
+    make_first_release_tables(engine)
+    with engine.begin() as conn:
+        # The 0001 columns only (sqlalchemy's lightweight table quotes "user" for each database).
+        old = table(
+            "api_keys", column("key_id"), column("key_hash"), column("prefix"), column("user"), column("created_at")
+        )
+        conn.execute(old.insert().values(key_id="key_old", key_hash="h", prefix="sk-abc", user="alice", created_at=1))
+    engine.dispose()
+    store = Store(db_url)
+    try:
+        (row,) = store.keys.list()
+        assert row["key_id"] == "key_old" and row["role"] == "member" and row["scope_kind"] is None
+    finally:
+        store.close()
+
+
 def test_ledger_made_before_migrations_is_adopted_with_its_records(db_url):
     engine = create_engine(db_url)
-    metadata.create_all(engine)  # what releases before migrations did
+    make_first_release_tables(engine)
     rec = start_record(model="m", endpoint="/v1/chat/completions", prompt_tokens=3, completion_tokens=4)
     rec.finish()
     with engine.begin() as conn:

@@ -6,6 +6,7 @@ fix the file without reading a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -35,6 +36,49 @@ class ServerConfig(_Strict):
     shutdown_grace_s: int = Field(30, ge=0)
     # A client must send its request headers within this time (slow-header connections are closed).
     header_timeout_s: float = Field(10.0, gt=0)
+    # Proxies whose X-Forwarded-For / X-Real-IP are believed (CIDRs); from anyone else the socket
+    # peer is the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        return check_cidrs(v)
+
+
+def check_cidrs(values: list[str]) -> list[str]:
+    """CIDRs (IPv4 or IPv6; a bare address is a /32 or /128), normalised."""
+    out = []
+    for c in values:
+        try:
+            out.append(str(ipaddress.ip_network(c.strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"{c!r} is not an IP address or CIDR such as 10.0.0.0/8 or 2001:db8::/32") from None
+    return out
+
+
+class ModelAllow(_Strict):
+    """Who may use a model: a caller matching any list is allowed. Absent lists allow nobody
+    through them; an absent ``allow`` allows everyone."""
+
+    projects: list[str] = Field(default_factory=list)
+    departments: list[str] = Field(default_factory=list)
+    users: list[str] = Field(default_factory=list)
+    keys: list[str] = Field(default_factory=list)  # key ids
+
+
+class ModelPolicy(_Strict):
+    """Access and scheduling settings every model entry takes."""
+
+    allow: ModelAllow | None = None
+    allow_ips: list[str] | None = None  # CIDRs; None: any address
+    # At most this many requests run on the model at once; the rest wait in fair order.
+    max_concurrency: int | None = Field(None, ge=1)
+
+    @field_validator("allow_ips")
+    @classmethod
+    def _ips(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else check_cidrs(v)
 
 
 class TimeoutConfig(_Strict):
@@ -61,7 +105,7 @@ class TokenizerConfig(_Strict):
         return os.path.expanduser(v)
 
 
-class EmbeddedModel(_Strict):
+class EmbeddedModel(ModelPolicy):
     name: str
     engine: Literal["embedded"]
     gguf: str | None = None  # None: the SmolLM2 file installed with the project
@@ -70,7 +114,7 @@ class EmbeddedModel(_Strict):
     seed: int | None = None
 
 
-class UpstreamModel(_Strict):
+class UpstreamModel(ModelPolicy):
     name: str
     engine: Literal["upstream"]
     base_url: str
@@ -131,12 +175,130 @@ class KeysConfig(_Strict):
     refresh_interval_s: float = Field(2.0, gt=0)
 
 
+SCOPES = ("key", "user", "project", "department", "global")
+METRICS = ("tokens", "requests")  # cost joins once prices exist
+PERIODS = ("minute", "day", "week", "month", "total")
+
+
+class QuotaDecl(_Strict):
+    """A limit in the config file: one scope (or ``global: true``), one metric, one period."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    key: str | None = None  # a key id
+    user: str | None = None
+    project: str | None = None
+    department: str | None = None
+    global_: bool = Field(False, alias="global")
+    model: str | None = None
+    tokens: int | None = Field(None, ge=0)
+    requests: int | None = Field(None, ge=0)
+    period: Literal["minute", "day", "week", "month", "total"]
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> QuotaDecl:
+        scopes = [s for s in ("key", "user", "project", "department") if getattr(self, s)]
+        if len(scopes) + int(self.global_) != 1:
+            raise ValueError("name exactly one scope: key, user, project, department or global: true")
+        if (self.tokens is None) == (self.requests is None):
+            raise ValueError("give exactly one of tokens or requests")
+        return self
+
+    @property
+    def scope(self) -> tuple[str, str | None]:
+        for s in ("key", "user", "project", "department"):
+            if getattr(self, s):
+                return s, getattr(self, s)
+        return "global", None
+
+    @property
+    def metric(self) -> tuple[str, int]:
+        return ("tokens", self.tokens) if self.tokens is not None else ("requests", self.requests or 0)
+
+
+class RateLimitDecl(_Strict):
+    """Requests and/or tokens per minute for a key, user, project, department or model."""
+
+    key: str | None = None
+    user: str | None = None
+    project: str | None = None
+    department: str | None = None
+    model: str | None = None
+    rpm: int | None = Field(None, ge=0)
+    tpm: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> RateLimitDecl:
+        scopes = [s for s in ("key", "user", "project", "department") if getattr(self, s)]
+        if len(scopes) > 1 or not (scopes or self.model):
+            raise ValueError("name one of key, user, project or department, or a model alone")
+        if self.rpm is None and self.tpm is None:
+            raise ValueError("give rpm, tpm or both")
+        return self
+
+    def quotas(self) -> list[QuotaDecl]:
+        scope = {s: getattr(self, s) for s in ("key", "user", "project", "department") if getattr(self, s)}
+        if not scope:
+            scope = {"global": True}
+        base = {**scope, "model": self.model, "period": "minute"}
+        out = []
+        if self.rpm is not None:
+            out.append(QuotaDecl.model_validate({**base, "requests": self.rpm}))
+        if self.tpm is not None:
+            out.append(QuotaDecl.model_validate({**base, "tokens": self.tpm}))
+        return out
+
+
+class FairConfig(_Strict):
+    weights: dict[str, float] = Field(default_factory=dict)  # project -> weight (default 1)
+    queue_timeout_s: float = Field(30.0, gt=0)
+
+
+class GovernanceConfig(_Strict):
+    # Days, weeks (from Monday) and months start at midnight here: Asia/Shanghai cuts at Beijing midnight.
+    timezone: str = "UTC"
+    # What a request without max_tokens reserves (and is held to) when a token limit applies to it.
+    default_max_tokens: int = Field(4096, ge=1)
+    # A reservation a request never settled (its process died) lapses after this long.
+    reservation_ttl_s: float = Field(900.0, gt=0)
+    # How often running gateways look for quota, grant and org changes.
+    refresh_interval_s: float = Field(1.0, gt=0)
+    # A caller not allowed a model gets 404 as if it did not exist (true) or 403 (false).
+    hide_forbidden_models: bool = False
+    quotas: list[QuotaDecl] = Field(default_factory=list)
+    rate_limits: list[RateLimitDecl] = Field(default_factory=list)
+    fair: FairConfig = FairConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as UTC or Asia/Shanghai)") from None
+        return v
+
+    def declared_quotas(self) -> list[QuotaDecl]:
+        return [*self.quotas, *(q for r in self.rate_limits for q in r.quotas())]
+
+
+class RedisConfig(_Strict):
+    url: str | None = None  # redis://127.0.0.1:6379/0; None: counters live in this process
+    # When Redis is unreachable: refuse limited requests (closed) or count locally (open).
+    on_error: Literal["closed", "open"] = "closed"
+    prefix: str = "tokenabacus:"
+
+
 class Settings(_Strict):
     data_dir: str = "./tokenabacus-data"
     server: ServerConfig = ServerConfig()
     ledger: LedgerConfig = LedgerConfig()
     sinks: SinksConfig = SinksConfig()
     keys: KeysConfig = KeysConfig()
+    governance: GovernanceConfig = GovernanceConfig()
+    redis: RedisConfig = RedisConfig()
     models: list[ModelConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -5,28 +5,75 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
 
 from tokenabacus.config import KeyDefaults
 from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.store import Store
 from tokenabacus.tasks import cancel_and_wait
 
+if TYPE_CHECKING:
+    from tokenabacus.governance.orgstore import OrgStore
+
 log = logging.getLogger(__name__)
 KEY_PREFIX = "sk-"
 ADMIN_KEY_HASH = "admin_key_hash"  # the meta entry
 
 
+ADMIN, VIEWER, MEMBER = "admin", "viewer", "member"
+ROLES = (ADMIN, VIEWER, MEMBER)
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
+    """Who is calling. ``role``: admin (everything), viewer (reads the data of one department or
+    project: ``scope_kind``/``scope_value``), member (calls /v1, reads its own usage and quotas)."""
+
     key_id: str
     user: str | None
     project: str | None
     department: str | None
-    admin: bool = False
+    role: str = MEMBER
+    scope_kind: str | None = None
+    scope_value: str | None = None
+    allow_ips: tuple[IPNetwork, ...] | None = None  # None: any address
+    name: str | None = None
+
+    @property
+    def admin(self) -> bool:
+        return self.role == ADMIN
+
+
+# The bootstrap key (TOKENABACUS_ADMIN_KEY or the one generated at first start).
+BOOTSTRAP_ADMIN = Identity("admin", "admin", None, None, role=ADMIN, name="bootstrap")
+
+
+def parse_networks(raw: str | None) -> tuple[IPNetwork, ...] | None:
+    if not raw:
+        return None
+    return tuple(ipaddress.ip_network(c, strict=False) for c in orjson.loads(raw))
+
+
+def identity_of(r: dict) -> Identity:
+    return Identity(
+        r["key_id"],
+        r["user"],
+        r["project"],
+        r["department"],
+        role=r.get("role") or MEMBER,
+        scope_kind=r.get("scope_kind"),
+        scope_value=r.get("scope_value"),
+        allow_ips=parse_networks(r.get("allow_ips")),
+        name=r.get("name"),
+    )
 
 
 def hash_key(key: str) -> str:
@@ -51,9 +98,22 @@ class NoOwner(ValueError):
     """A key with neither a user nor a project: nobody its usage could be billed to."""
 
 
-def key_owner(defaults: KeyDefaults, user: str | None, project: str | None, department: str | None) -> KeyOwner:
-    """The owner of a new key, project and department falling back to ``keys.defaults``; NoOwner
-    when there is still neither a user nor a project. The CLI and the admin API both ask here."""
+def key_owner(
+    defaults: KeyDefaults,
+    user: str | None,
+    project: str | None,
+    department: str | None,
+    org: OrgStore | None = None,
+    role: str = MEMBER,
+) -> KeyOwner:
+    """The owner of a new key. Names given win; then, with ``org``, what the organization knows
+    (org_placement); then, for a member key, ``keys.defaults``. A member key with still neither a
+    user nor a project raises NoOwner; viewer and admin keys may have no owner (they are not
+    billed to a default). The CLI and the admin API both ask here."""
+    if org is not None:
+        project, department = org_placement(org, user, project, department)
+    if role != MEMBER:
+        return KeyOwner(user, project, department)
     project = project or defaults.project
     department = department or defaults.department
     if not (user or project):
@@ -61,10 +121,32 @@ def key_owner(defaults: KeyDefaults, user: str | None, project: str | None, depa
     return KeyOwner(user, project, department)
 
 
+def org_placement(
+    org: OrgStore, user: str | None, project: str | None, department: str | None
+) -> tuple[str | None, str | None]:
+    """(project, department) completed from the organization: a known user given alone brings
+    its project and department; a known project brings its department."""
+    if user and not project and not department:
+        row = org.user(user)
+        if row is not None:
+            project, department = row["project"], row["department"]
+    if project and not department:
+        department = org.department_of(project)
+    return project, department
+
+
 def create_key(
-    store: Store, user: str | None, project: str | None, department: str | None, name: str | None = None
+    store: Store,
+    user: str | None,
+    project: str | None,
+    department: str | None,
+    name: str | None = None,
+    role: str = MEMBER,
+    scope: tuple[str, str] | None = None,
+    allow_ips: list[str] | None = None,
 ) -> tuple[str, dict]:
-    """Create and store a key; return (the plaintext key, shown once; its stored row)."""
+    """Create and store a key; return (the plaintext key, shown once; its stored row).
+    ``allow_ips``: normalised CIDRs (config.check_cidrs)."""
     key = generate_key()
     row = {
         "key_id": "key_" + secrets.token_hex(8),
@@ -76,6 +158,10 @@ def create_key(
         "name": name,
         "created_at": now_ms(),
         "revoked_at": None,
+        "role": role,
+        "scope_kind": scope[0] if scope else None,
+        "scope_value": scope[1] if scope else None,
+        "allow_ips": orjson.dumps(allow_ips).decode() if allow_ips else None,
     }
     store.keys.add(row)
     return key, row
@@ -111,11 +197,7 @@ class KeyCache:
     def _load_sync(self) -> tuple[int, dict[str, Identity], dict[str, str], str | None]:
         gen = self.store.keys.generation()
         rows = self.store.keys.list(include_revoked=True)
-        table = {
-            r["key_hash"]: Identity(r["key_id"], r["user"], r["project"], r["department"])
-            for r in rows
-            if r["revoked_at"] is None
-        }
+        table = {r["key_hash"]: identity_of(r) for r in rows if r["revoked_at"] is None}
         revoked = {r["key_hash"]: r["key_id"] for r in rows if r["revoked_at"] is not None}
         return gen, table, revoked, self.store.meta.get(ADMIN_KEY_HASH)
 
@@ -146,6 +228,17 @@ class KeyCache:
     def lookup(self, key: str) -> Identity | None:
         return self._by_hash.get(hash_key(key))
 
+    async def identify(self, key: str) -> Identity | None:
+        """Who a key is: its own row (a named admin key keeps its id), else the bootstrap admin
+        key (which has no row), else a fresh look at the keys (``resolve``). /v1 and /admin alike."""
+        h = hash_key(key)
+        ident = self._by_hash.get(h)
+        if ident is not None:
+            return ident
+        if self._admin_hash is not None and hmac.compare_digest(h, self._admin_hash):
+            return BOOTSTRAP_ADMIN
+        return await self.resolve(key)
+
     async def resolve(self, key: str) -> Identity | None:
         """Cache hit: no I/O. Miss: wait for the next coalesced check of the keys generation (at
         most one per miss interval), so a key created a moment ago by `tokenabacus keys create`
@@ -173,7 +266,12 @@ class KeyCache:
         return self._revoked.get(hash_key(key))
 
     def is_admin(self, key: str) -> bool:
-        return self._admin_hash is not None and hmac.compare_digest(hash_key(key), self._admin_hash)
+        """The bootstrap admin key, or a named key with the admin role."""
+        h = hash_key(key)
+        if self._admin_hash is not None and hmac.compare_digest(h, self._admin_hash):
+            return True
+        ident = self._by_hash.get(h)
+        return ident is not None and ident.role == ADMIN
 
     def is_admin_header(self, authorization: str | None) -> bool:
         """True if an Authorization header carries the admin key as a bearer token."""

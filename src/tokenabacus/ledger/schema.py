@@ -60,7 +60,73 @@ api_keys = Table(
     Column("name", String(200)),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
+    # member (calls /v1), viewer (reads one department's or project's data), admin (everything)
+    Column("role", String(16), nullable=False, server_default="member"),
+    Column("scope_kind", String(16)),  # a viewer's scope: department | project
+    Column("scope_value", String(200)),
+    Column("allow_ips", Text),  # JSON list of CIDRs the key may be used from; null: anywhere
 )
+
+# The organization: department -> project -> user. Records carry the names, so these rows are the
+# directory (what exists, who belongs where), not foreign keys of the ledger.
+departments = Table(
+    "departments",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+projects = Table(
+    "projects",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("department", String(200)),
+    Column("created_at", BigInteger, nullable=False),
+)
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("department", String(200)),
+    Column("project", String(200)),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# Quotas set at run time (the config file's are not stored). A limit's use is counted per identity
+# (scope, model, metric, period), so setting a new number for the same identity keeps its use.
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("quota_id", String(64), primary_key=True),
+    Column("scope_kind", String(16), nullable=False),  # key | user | project | department | global
+    Column("scope_value", String(200)),
+    Column("model", String(200)),  # null: every model
+    Column("metric", String(16), nullable=False),  # tokens | requests (cost once prices exist)
+    Column("period", String(16), nullable=False),  # minute | day | week | month | total
+    Column("limit_value", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(200)),
+)
+
+# Requests for more quota, and their decisions; an approved one is a grant for one period.
+quota_requests = Table(
+    "quota_requests",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("scope_kind", String(16), nullable=False),
+    Column("scope_value", String(200)),
+    Column("model", String(200)),
+    Column("metric", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("reason", Text),
+    Column("status", String(16), nullable=False),  # pending | approved | denied
+    Column("requested_by", String(200)),
+    Column("requested_at", BigInteger, nullable=False),
+    Column("granted", BigInteger),
+    Column("decided_by", String(200)),
+    Column("decided_at", BigInteger),
+    Column("decision_reason", Text),
+)
+Index("ix_quota_requests_status", quota_requests.c.status)
 
 meta = Table(
     "meta",

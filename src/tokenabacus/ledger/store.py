@@ -1,7 +1,8 @@
 """The ledger's store: one database, and an access object per kind of row.
 
 ``Store(url)`` opens (and migrates) the database once; callers reach rows through their kind:
-``store.usage`` (usage records), ``store.keys`` (API keys), ``store.meta`` (named values). A new
+``store.usage`` (usage records), ``store.keys`` (API keys), ``store.quotas`` (limits and
+approvals), ``store.meta`` (named values). A new
 kind of row (quotas, prices, alerts, audit, org) is a module of its own, added here as one more
 attribute on the same database.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from tokenabacus.governance.keystore import KeyStore
+from tokenabacus.governance.orgstore import OrgStore
+from tokenabacus.governance.quotastore import QuotaStore
 from tokenabacus.ledger.database import Database
 from tokenabacus.ledger.meta import Meta
 from tokenabacus.ledger.usage import UsageRecords
@@ -24,6 +27,8 @@ class Store:
         self.meta = Meta(self.db)
         self.usage = UsageRecords(self.db)
         self.keys = KeyStore(self.db, self.meta)
+        self.quotas = QuotaStore(self.db, self.meta)
+        self.org = OrgStore(self.db, self.meta)
 
     @property
     def url(self) -> str:

@@ -182,3 +182,22 @@ def _total(r: dict, by: Sequence[str], split: bool, offset_ms: int) -> dict:
     # PostgreSQL and MySQL answer a Decimal: one type for every database.
     out["avg_duration_ms"] = float(avg) if avg is not None else None
     return out
+
+
+# The record column each quota scope matches.
+SCOPE_COLUMNS = {"key": t.c.key_id, "user": t.c.user, "project": t.c.project, "department": t.c.department}
+
+
+def used_since(
+    db: Database, scope_kind: str, scope_value: str | None, model: str | None, metric: str, since_ms: int
+) -> int:
+    """What the ledger says a limit's scope used from ``since_ms`` on: total tokens, or the number
+    of admitted requests (refusals use nothing)."""
+    conds = [t.c.timestamp >= since_ms, t.c.status != "rejected"]
+    if scope_kind != "global":
+        conds.append(SCOPE_COLUMNS[scope_kind] == scope_value)
+    if model is not None:
+        conds.append(t.c.model == model)
+    what = func.coalesce(func.sum(t.c.total_tokens), 0) if metric == "tokens" else func.count()
+    with db.connect() as conn:
+        return int(conn.execute(select(what).where(and_(*conds))).scalar_one())

@@ -1,17 +1,21 @@
-"""The /admin API (FastAPI): keys and ledger reads for operators, behind the admin key.
+"""The /admin API (FastAPI): keys, the organization, quotas and ledger reads, by role.
 
-Everything here touches the database, so every call runs in a worker thread; none of it is on
-the /v1 hot path.
+Every request names a key; the middleware resolves it to an Identity (``request.state.identity``)
+and the routes' dependencies apply governance.roles: admin does everything, a viewer reads its
+department or project, a member reads itself. Everything here touches the database, so every call
+runs in a worker thread; none of it is on the /v1 hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import UTC
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import FastAPI, HTTPException, Query, Request
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -19,21 +23,61 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokenabacus.api.errors import APIError, bad_request, internal_error, unauthorized
 from tokenabacus.billing.reports import build_query, check_status, parse_when, run_report
-from tokenabacus.governance.keys import NoOwner, create_key, key_owner
+from tokenabacus.config import check_cidrs
+from tokenabacus.governance.access import check_key_ip
+from tokenabacus.governance.errors import Forbidden
+from tokenabacus.governance.keys import Identity, create_key, key_owner
+from tokenabacus.governance.orgstore import Conflict, NotFound, OrgError
+from tokenabacus.governance.roles import can_see_scope, key_scope, read_filters, require_admin, require_reader
 from tokenabacus.ledger.record import now_ms
+from tokenabacus.ledger.usage import TOKEN_SUMS
+from tokenabacus.server.admin_quotas import quota_routes
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
 
 log = logging.getLogger(__name__)
 _CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed"}
+Name = Annotated[str, Field(max_length=200)]
+
+
+class Scope(BaseModel):
+    kind: Literal["department", "project"]
+    value: str = Field(min_length=1, max_length=200)
 
 
 class KeyCreate(BaseModel):
-    user: str | None = Field(None, max_length=200)
-    project: str | None = Field(None, max_length=200)
-    department: str | None = Field(None, max_length=200)
-    name: str | None = Field(None, max_length=200)
+    user: Name | None = None
+    project: Name | None = None
+    department: Name | None = None
+    name: Name | None = None
+    role: Literal["member", "viewer", "admin"] = "member"
+    scope: Scope | None = None  # a viewer's; else its department or project field is its scope
+    allow_ips: list[str] | None = Field(None, min_length=1, max_length=256)  # CIDRs; absent: anywhere
+
+
+class DepartmentIn(BaseModel):
+    name: str
+
+
+class ProjectIn(BaseModel):
+    name: str
+    department: str
+
+
+class ProjectMove(BaseModel):
+    department: str
+
+
+class UserIn(BaseModel):
+    name: str
+    department: str | None = None
+    project: str | None = None
+
+
+class UserMove(BaseModel):
+    department: str | None = None
+    project: str | None = None
 
 
 def _respond(err: APIError) -> Response:
@@ -41,20 +85,40 @@ def _respond(err: APIError) -> Response:
     return Response(err.body(), err.status, media_type="application/json")
 
 
-class _AdminOnly:
-    """Checks the admin key before routing, so every path under /admin (present, future or
-    unknown) answers 401 without it, and every failure inside answers OpenAI's error JSON."""
+def _bearer(scope) -> str | None:
+    auth = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), "")
+    if auth[:7].lower() != "bearer ":
+        return None
+    return auth[7:].strip() or None
+
+
+class _Authenticated:
+    """Resolves the caller's key before routing, so every path under /admin (present, future or
+    unknown) answers 401 without a valid one, and every failure inside answers OpenAI's error
+    JSON. The Identity goes into the request's state for the routes' role checks."""
 
     def __init__(self, app, gw: Gateway) -> None:
         self.app = app
         self.gw = gw
 
+    async def _identify(self, key: str) -> Identity | None:
+        return await self.gw.keys.identify(key)
+
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        auth = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
-        if not self.gw.keys.is_admin_header(auth):
-            return await _respond(unauthorized("admin key required"))(scope, receive, send)
+        key = _bearer(scope)
+        ident = await self._identify(key) if key else None
+        if ident is None:
+            revoked = key is not None and self.gw.keys.revoked_key_id(key) is not None
+            err = unauthorized("this API key has been revoked" if revoked else "a valid API key is required")
+            return await _respond(err)(scope, receive, send)
+        if ident.allow_ips is not None:
+            try:
+                check_key_ip(ident, self.gw.client_ip(scope, (scope.get("client") or (None,))[0]))
+            except Forbidden as e:
+                return await _respond(_forbidden(e))(scope, receive, send)
+        scope = {**scope, "state": {**(scope.get("state") or {}), "identity": ident}}
         started = False
 
         async def tracked(message) -> None:
@@ -70,9 +134,67 @@ class _AdminOnly:
                 await _respond(internal_error())(scope, receive, send)
 
 
+def _forbidden(e: Forbidden) -> APIError:
+    return APIError(403, e.message, "permission_error", None, e.code)
+
+
+# Dependencies: who the caller is, and the role a group of routes needs -------------------------
+def caller(request: Request) -> Identity:
+    return request.state.identity
+
+
+Caller = Annotated[Identity, Depends(caller)]
+
+
+def _admin(ident: Caller) -> None:
+    require_admin(ident)
+
+
+def _reader(ident: Caller) -> None:
+    require_reader(ident)
+
+
+def _narrow(rows: list[dict], by: tuple[str, ...], only: dict[str, str]) -> list[dict]:
+    """Report rows grouped by ``by`` plus the filter columns, kept where the filters match and
+    summed back to ``by`` (reports have no filters of their own). Records always carry a
+    duration, so weighting the groups' averages by their request counts gives the kept records'
+    average, to within the 0.1 ms each group's average was rounded to."""
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        if any(r.get(k) != v for k, v in only.items()):
+            continue
+        acc = out.setdefault(
+            tuple(r[d] for d in by),
+            {**{d: r[d] for d in by}, "requests": 0, **dict.fromkeys(TOKEN_SUMS, 0), "_ms": 0.0},
+        )
+        acc["requests"] += r["requests"]
+        for k in TOKEN_SUMS:
+            acc[k] += r[k]
+        acc["_ms"] += (r["avg_duration_ms"] or 0.0) * r["requests"]
+    if not out and not by:  # an ungrouped report is one row, even of nothing
+        out[()] = {"requests": 0, **dict.fromkeys(TOKEN_SUMS, 0), "_ms": 0.0}
+    for acc in out.values():
+        ms = acc.pop("_ms")
+        acc["avg_duration_ms"] = round(ms / acc["requests"], 1) if acc["requests"] else None
+    return list(out.values())
+
+
+def _public(row: dict) -> dict:
+    """A key row as shown: never its hash; its allowed addresses as a list."""
+    out = {k: v for k, v in row.items() if k != "key_hash"}
+    out["allow_ips"] = orjson.loads(out["allow_ips"]) if out.get("allow_ips") else None
+    return out
+
+
 def create_admin_app(gw: Gateway) -> FastAPI:
-    app = FastAPI(title="tokenabacus admin", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(_AdminOnly, gw=gw)
+    app = FastAPI(
+        title="tokenabacus admin",
+        summary="Keys, organization, quotas and usage of a tokenabacus gateway; every route needs a key.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",  # behind the middleware like everything else: any valid key reads it
+    )
+    app.add_middleware(_Authenticated, gw=gw)
 
     # Starlette's class, not FastAPI's subclass: unknown routes and wrong methods raise that one.
     @app.exception_handler(StarletteHTTPException)
@@ -93,28 +215,84 @@ def create_admin_app(gw: Gateway) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return _respond(bad_request(f"{where}: {first.get('msg', 'invalid request')}", code="invalid_request"))
 
-    @app.get("/keys")
-    async def list_keys(include_revoked: bool = False) -> list[dict]:
-        rows = await asyncio.to_thread(gw.store.keys.list, include_revoked)
-        return [{k: v for k, v in r.items() if k != "key_hash"} for r in rows]
+    @app.exception_handler(Forbidden)
+    async def forbidden(_: Request, exc: Forbidden) -> Response:
+        return _respond(_forbidden(exc))
 
-    @app.post("/keys", status_code=201)
-    async def new_key(body: KeyCreate) -> dict:
+    @app.exception_handler(OrgError)
+    async def org_error(_: Request, exc: OrgError) -> Response:
+        status, code = (404, "not_found") if isinstance(exc, NotFound) else (400, "invalid_request")
+        if isinstance(exc, Conflict):
+            status, code = 409, "conflict"
+        return _respond(APIError(status, str(exc), code=code))
+
+    app.include_router(_me_routes(gw), tags=["me"])
+    app.include_router(_read_routes(gw), dependencies=[Depends(_reader)])
+    app.include_router(_write_routes(gw), dependencies=[Depends(_admin)])
+    app.include_router(quota_routes(gw), prefix="", tags=["quotas"])  # checks roles itself
+    return app
+
+
+def _me_routes(gw: Gateway) -> APIRouter:
+    """Any valid key: who it is, and its own usage."""
+    r = APIRouter()
+
+    @r.get("/me", summary="The calling key: its identity, role and scope")
+    async def me(ident: Caller) -> dict:
+        return {
+            "key_id": ident.key_id,
+            "name": ident.name,
+            "role": ident.role,
+            "user": ident.user,
+            "project": ident.project,
+            "department": ident.department,
+            "scope": {"kind": ident.scope_kind, "value": ident.scope_value} if ident.scope_kind else None,
+            "allow_ips": [str(n) for n in ident.allow_ips] if ident.allow_ips is not None else None,
+        }
+
+    @r.get("/me/usage", summary="The calling key's own usage records, newest first")
+    async def my_usage(
+        ident: Caller,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+        since: str | None = None,
+        model: str | None = None,
+        status: str | None = None,
+    ) -> list[dict]:
         try:
-            owner = key_owner(gw.settings.keys.defaults, body.user, body.project, body.department)
-        except NoOwner as e:
+            check_status(status)
+            since_ms = parse_when(since, UTC, "since") if since else None
+        except ValueError as e:
             raise HTTPException(400, str(e)) from None
-        key, row = await asyncio.to_thread(create_key, gw.store, owner.user, owner.project, owner.department, body.name)
-        return {"key": key, **{k: v for k, v in row.items() if k != "key_hash"}}
+        return await asyncio.to_thread(
+            gw.store.usage.latest, limit, since_ms, key_id=ident.key_id, model=model, status=status
+        )
 
-    @app.delete("/keys/{key_id}")
-    async def revoke(key_id: str) -> dict:
-        if not await asyncio.to_thread(gw.store.keys.revoke, key_id, now_ms()):
-            raise HTTPException(404, f"no active key with id {key_id!r}")
-        return {"key_id": key_id, "revoked": True}
+    return r
 
-    @app.get("/usage")
+
+def _read_routes(gw: Gateway) -> APIRouter:
+    """Admins and viewers; a viewer's reads are cut to its department or project."""
+    r = APIRouter()
+
+    def dept_of() -> dict[str, str | None]:
+        return {p["name"]: p["department"] for p in gw.store.org.projects()}
+
+    @r.get("/keys", summary="List API keys (never the keys themselves)", tags=["keys"])
+    async def list_keys(ident: Caller, include_revoked: bool = False) -> list[dict]:
+        def run() -> list[dict]:
+            rows = gw.store.keys.list(include_revoked)
+            if not ident.admin:
+                where = dept_of().get
+                rows = [
+                    k for k in rows if can_see_scope(ident, "key", k["key_id"], where, (k["project"], k["department"]))
+                ]
+            return [_public(k) for k in rows]
+
+        return await asyncio.to_thread(run)
+
+    @r.get("/usage", summary="The latest usage records, filtered (a viewer's to its scope)", tags=["usage"])
     async def usage(
+        ident: Caller,
         limit: Annotated[int, Query(ge=1, le=10000)] = 100,
         since: str | None = None,
         project: str | None = None,
@@ -128,29 +306,147 @@ def create_admin_app(gw: Gateway) -> FastAPI:
             since_ms = parse_when(since, UTC, "since") if since else None
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
-        return await asyncio.to_thread(
-            gw.store.usage.latest,
-            limit,
-            since_ms,
-            project=project,
-            user=user,
-            department=department,
-            model=model,
-            status=status,
-        )
+        asked = {"project": project, "user": user, "department": department, "model": model, "status": status}
 
-    @app.get("/report")
+        def run() -> list[dict]:
+            filters = read_filters(ident, asked, gw.store.org.department_of)
+            return gw.store.usage.latest(limit, since_ms, **filters)
+
+        return await asyncio.to_thread(run)
+
+    @r.get(
+        "/report", summary="Tokens, requests and latency grouped by any dimension (a viewer's scoped)", tags=["usage"]
+    )
     async def report(
+        ident: Caller,
         by: str = "project",
         since: str | None = None,
         until: str | None = None,
         tz: str = "UTC",
         status: str | None = None,
+        project: str | None = None,
+        department: str | None = None,
+        user: str | None = None,
+        model: str | None = None,
     ) -> list[dict]:
+        dims = tuple(d.strip() for d in by.split(",") if d.strip())
         try:
-            q = build_query(tuple(d.strip() for d in by.split(",") if d.strip()), since, until, tz, status)
+            q = build_query(dims, since, until, tz, status)
         except ValueError as e:
             raise HTTPException(400, str(e).replace("--", "")) from None
-        return await asyncio.to_thread(run_report, gw.store, q)
+        asked = {"project": project, "department": department, "user": user, "model": model}
 
-    return app
+        def run() -> list[dict]:
+            only = read_filters(ident, asked, gw.store.org.department_of)
+            if not only:
+                return run_report(gw.store, q)
+            # Group by the filter columns too, then narrow back to what was asked.
+            wide = replace(q, by=dims + tuple(k for k in only if k not in dims))
+            return _narrow(run_report(gw.store, wide), dims, only)
+
+        return await asyncio.to_thread(run)
+
+    @r.get("/org/departments", summary="List departments (a viewer sees its own)", tags=["org"])
+    async def list_departments(ident: Caller) -> list[dict]:
+        rows = await asyncio.to_thread(gw.store.org.departments)
+        return [d for d in rows if can_see_scope(ident, "department", d["name"])]
+
+    @r.get("/org/projects", summary="List projects, optionally of one department (a viewer's scoped)", tags=["org"])
+    async def list_projects(ident: Caller, department: str | None = None) -> list[dict]:
+        def run() -> list[dict]:
+            only = read_filters(ident, {"department": department}, gw.store.org.department_of)
+            rows = gw.store.org.projects(only.get("department"))
+            return [p for p in rows if only.get("project", p["name"]) == p["name"]]
+
+        return await asyncio.to_thread(run)
+
+    @r.get(
+        "/org/users", summary="List users, optionally of one department or project (a viewer's scoped)", tags=["org"]
+    )
+    async def list_users(ident: Caller, department: str | None = None, project: str | None = None) -> list[dict]:
+        def run() -> list[dict]:
+            only = read_filters(ident, {"department": department, "project": project}, gw.store.org.department_of)
+            return gw.store.org.users(only.get("department"), only.get("project"))
+
+        return await asyncio.to_thread(run)
+
+    return r
+
+
+def _write_routes(gw: Gateway) -> APIRouter:
+    """Admins only: keys and the organization."""
+    r = APIRouter()
+
+    @r.post(
+        "/keys",
+        status_code=201,
+        summary="Create an API key (shown once) with a role, scope and IP allowlist",
+        tags=["keys"],
+    )
+    async def new_key(body: KeyCreate) -> dict:
+        try:
+            scope = key_scope(
+                body.role,
+                body.project,
+                body.department,
+                body.name,
+                (body.scope.kind, body.scope.value) if body.scope else None,
+            )
+            cidrs = check_cidrs(body.allow_ips) if body.allow_ips is not None else None
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+
+        def run() -> tuple[str, dict]:
+            owner = key_owner(
+                gw.settings.keys.defaults, body.user, body.project, body.department, gw.store.org, body.role
+            )
+            return create_key(gw.store, owner.user, owner.project, owner.department, body.name, body.role, scope, cidrs)
+
+        try:
+            key, row = await asyncio.to_thread(run)
+        except ValueError as e:  # NoOwner
+            raise HTTPException(400, str(e)) from None
+        return {"key": key, **_public(row)}
+
+    @r.delete("/keys/{key_id}", summary="Revoke an API key; gateways refuse it within seconds", tags=["keys"])
+    async def revoke(key_id: str) -> dict:
+        if not await asyncio.to_thread(gw.store.keys.revoke, key_id, now_ms()):
+            raise HTTPException(404, f"no active key with id {key_id!r}")
+        return {"key_id": key_id, "revoked": True}
+
+    @r.post("/org/departments", status_code=201, summary="Add a department", tags=["org"])
+    async def add_department(body: DepartmentIn) -> dict:
+        return await asyncio.to_thread(gw.store.org.add_department, body.name)
+
+    @r.delete("/org/departments/{name:path}", summary="Delete an empty department", tags=["org"])
+    async def delete_department(name: str) -> dict:
+        await asyncio.to_thread(gw.store.org.delete_department, name)
+        return {"name": name, "deleted": True}
+
+    @r.post("/org/projects", status_code=201, summary="Add a project to a department", tags=["org"])
+    async def add_project(body: ProjectIn) -> dict:
+        return await asyncio.to_thread(gw.store.org.add_project, body.name, body.department)
+
+    @r.patch("/org/projects/{name:path}", summary="Move a project (and its users) to another department", tags=["org"])
+    async def move_project(name: str, body: ProjectMove) -> dict:
+        return await asyncio.to_thread(gw.store.org.move_project, name, body.department)
+
+    @r.delete("/org/projects/{name:path}", summary="Delete a project without users", tags=["org"])
+    async def delete_project(name: str) -> dict:
+        await asyncio.to_thread(gw.store.org.delete_project, name)
+        return {"name": name, "deleted": True}
+
+    @r.post("/org/users", status_code=201, summary="Add a user to a department or project", tags=["org"])
+    async def add_user(body: UserIn) -> dict:
+        return await asyncio.to_thread(gw.store.org.add_user, body.name, body.department, body.project)
+
+    @r.patch("/org/users/{name:path}", summary="Move a user to another department or project", tags=["org"])
+    async def move_user(name: str, body: UserMove) -> dict:
+        return await asyncio.to_thread(gw.store.org.move_user, name, body.department, body.project)
+
+    @r.delete("/org/users/{name:path}", summary="Delete a user", tags=["org"])
+    async def delete_user(name: str) -> dict:
+        await asyncio.to_thread(gw.store.org.delete_user, name)
+        return {"name": name, "deleted": True}
+
+    return r

@@ -36,10 +36,14 @@ def auth_and_agent(scope: Scope) -> tuple[str | None, str | None]:
     return auth, agent
 
 
-async def send_json(send: Send, status: int, body: bytes, request_id: str | None = None) -> None:
+async def send_json(
+    send: Send, status: int, body: bytes, request_id: str | None = None, extra: dict[str, str] | None = None
+) -> None:
     headers = list(JSON_HEADERS)
     if request_id:
         headers.append((b"x-request-id", request_id.encode()))
+    if extra:
+        headers.extend((k.encode(), v.encode()) for k, v in extra.items())
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -14,7 +14,9 @@ from tokenabacus.config import EmbeddedModel, Settings, UpstreamModel, effective
 from tokenabacus.engines.base import Engine
 from tokenabacus.engines.embedded import EmbeddedEngine
 from tokenabacus.engines.upstream import UpstreamEngine
+from tokenabacus.governance.access import ClientAddress
 from tokenabacus.governance.keys import KeyCache, ensure_admin_key
+from tokenabacus.governance.runtime import Governance
 from tokenabacus.ledger import lock
 from tokenabacus.ledger.deadletter import FILE_NAME as DEAD_LETTER_FILE
 from tokenabacus.ledger.deadletter import DeadLetters
@@ -49,6 +51,8 @@ class Gateway:
         models = effective_models(settings)
         self.engines: dict[str, Engine] = {m.name: build_engine(m) for m in models}
         self.meters: dict[str, Meter] = {m.name: build_meter(m) for m in models}
+        self.governance = Governance(settings, models)
+        self.addresses = ClientAddress(settings.server.trusted_proxies)
         self._store: Store | None = store
         self._keys: KeyCache | None = None
         self.spool = Spool(settings.spool_path, settings.ledger.flush_interval_ms, settings.ledger.group_commit_ms)
@@ -83,6 +87,7 @@ class Gateway:
         await self.writer.start()
         self._keys = KeyCache(self.store, s.keys.refresh_interval_s)
         await self._keys.start()
+        await self.governance.start(self.store)
         for name, engine in self.engines.items():
             log.info("starting model %s (%s)", name, engine.kind)
             await engine.start()
@@ -98,6 +103,7 @@ class Gateway:
                 log.exception("closing engine failed")
         if self._keys:
             await self._keys.stop()
+        await self.governance.stop()
         if self.writer:
             await self.writer.stop()
         await self.spool.close()
@@ -126,7 +132,16 @@ class Gateway:
         return {"id": name, "object": "model", "created": self.started_at, "owned_by": "tokenabacus"}
 
     def client_ip(self, scope: Scope, peer: str | None) -> str | None:
-        return peer
+        """The address policies judge and the ledger records (see governance.access.ClientAddress)."""
+        if not self.addresses.trusted:
+            return peer
+        fwd = real = None
+        for k, v in scope["headers"]:
+            if k == b"x-forwarded-for":
+                fwd = v.decode("latin-1") if fwd is None else fwd + "," + v.decode("latin-1")
+            elif k == b"x-real-ip":
+                real = v.decode("latin-1")
+        return self.addresses.resolve(peer, fwd, real)
 
     def health(self, detail: bool = False) -> dict:
         last_error = self.writer.last_error if self.writer else None
@@ -136,6 +151,7 @@ class Gateway:
                 "status": "ok",
                 "models": {name: {"ready": e.health()["ready"]} for name, e in self.engines.items()},
                 "ledger": {"ok": last_error is None, "dead_letters": self.dead_letters.count},
+                "quota_counters": {"ok": self.governance.counters.health()["ok"]},
             }
         return {
             "status": "ok",
@@ -147,4 +163,5 @@ class Gateway:
                 "dead_letters": self.dead_letters.count,
                 "dead_letter_file": str(self.dead_letters.path),
             },
+            "governance": self.governance.health(),
         }

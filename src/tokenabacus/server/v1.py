@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from tokenabacus.api.errors import APIError, bad_request, internal_error, model_not_found, unauthorized
+from tokenabacus.api.errors import APIError, bad_request, from_refusal, internal_error, model_not_found, unauthorized
 from tokenabacus.api.validation import validate_chat, validate_completion
 from tokenabacus.engines.base import CHAT, COMPLETIONS, Call, Engine
+from tokenabacus.governance.admission import Ticket
+from tokenabacus.governance.errors import Refused
 from tokenabacus.governance.keys import Identity
 from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED, UsageRecord, clear_usage, start_record
 from tokenabacus.metering.settle import Meter
@@ -39,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ADMIN_IDENTITY = Identity("admin", "admin", None, None, admin=True)
 # What a request may make the ledger store of its own choosing.
 MAX_AGENT, MAX_MODEL = 200, 200
 
@@ -77,7 +78,19 @@ class Exchange:
     engine: Engine
     meter: Meter
     counting: asyncio.Future | None = None
+    ticket: Ticket | None = None  # what admission took (reservations, a scheduler slot)
     settled: bool = False
+
+    async def count_prompt(self) -> int | None:
+        """The prompt count, for admission: started here, reused when settling."""
+        if self.counting is None:
+            self.counting = self.meter.start(self.call)
+        if self.counting is None:
+            return None
+        try:
+            return await asyncio.shield(self.counting)
+        except Exception:
+            return None
 
     async def settle(self) -> None:
         if not self.settled:
@@ -111,24 +124,33 @@ class V1:
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await self._identify(header(scope, b"authorization"))
+            ident = await self._identify(header(scope, b"authorization"))
         except APIError as e:
             return await send_json(send, e.status, e.body())
+        visible = self.gw.governance.admission.visible
         path_model = scope.get("path_params", {}).get("model")
         if path_model is not None:
-            if path_model not in self.gw.engines:
+            if path_model not in self.gw.engines or not visible(ident, path_model):
                 missing = model_not_found(path_model)
                 return await send_json(send, missing.status, missing.body())
             return await send_json(send, 200, orjson.dumps(self.gw.model_object(path_model)))
-        data = [self.gw.model_object(name) for name in self.gw.engines]
+        # Only the models this caller may use.
+        data = [self.gw.model_object(name) for name in self.gw.engines if visible(ident, name)]
         await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))
 
     # Recording ---------------------------------------------------------------------------------
-    def _spool(self, rec: UsageRecord) -> asyncio.Future[None]:
-        """Queue the request's one record. Queued is enough for shutdown (the spool flushes what
-        is pending when it closes); a response waits for the returned future (fsync)."""
+    def _spool(self, rec: UsageRecord, ex: Exchange | None = None) -> Awaitable[Any]:
+        """Queue the request's one record and settle what admission took (the settle seam: one
+        place for every outcome). Queued is enough for shutdown (the spool flushes what is
+        pending when it closes); a response waits for the returned awaitable (fsync, and the
+        shared counters when they need I/O)."""
         rec.finish()
-        return self.gw.spool.append(rec)
+        durable = self.gw.spool.append(rec)
+        if ex is not None and ex.ticket is not None:
+            settling = ex.ticket.settle(rec)
+            if settling is not None:
+                return asyncio.gather(durable, settling)
+        return durable
 
     async def _failed(self, ex: Exchange, e: BaseException, output_sent: bool) -> APIError:
         """Record a failure. A request the engine refused (4xx) is `rejected`; a failure before
@@ -143,7 +165,7 @@ class V1:
         else:
             ex.forget()
             clear_usage(rec)
-        await self._spool(rec)
+        await self._spool(rec, ex)
         return err
 
     # The request -------------------------------------------------------------------------------
@@ -177,12 +199,13 @@ class V1:
                 if rec.key_id is not None:
                     # Nobody we know does not get to hold a connection open for an fsync of its choosing.
                     await queued
-                return await send_json(send, e.status, e.body(), rec.request_id)
+                return await send_json(send, e.status, e.body(), rec.request_id, e.headers)
             except ConnectionResetError:
                 rec.status, rec.error_code = CANCELLED, "client_disconnected"
                 await self._spool(rec)
                 return
-            ex.counting = ex.meter.start(ex.call)  # overlaps the engine's work
+            if ex.counting is None:
+                ex.counting = ex.meter.start(ex.call)  # overlaps the engine's work
             if rec.stream:
                 await self._stream(ex, receive, send)
             else:
@@ -192,7 +215,7 @@ class V1:
                 if ex is not None:
                     ex.settle_now()
                 rec.status, rec.error_code = CANCELLED, "server_shutdown"
-                self._spool(rec)
+                self._spool(rec, ex)
             raise
         except Exception:
             if rec.duration_ms is None:  # a gateway bug: still exactly one record, then a plain 500
@@ -200,16 +223,14 @@ class V1:
                     ex.forget()
                 clear_usage(rec)
                 rec.status, rec.error_code = ERROR, "internal_error"
-                self._spool(rec)
+                self._spool(rec, ex)
             raise
 
     async def _identify(self, auth: str | None, rec: UsageRecord | None = None) -> Identity:
         if not auth or not auth[:7].lower() == "bearer ":
             raise unauthorized("Missing API key. Pass it as 'Authorization: Bearer sk-...'.")
         key = auth[7:].strip()
-        if self.gw.keys.is_admin(key):
-            return ADMIN_IDENTITY
-        ident = await self.gw.keys.resolve(key)
+        ident = await self.gw.keys.identify(key)
         if ident is None:
             if rec is not None:
                 rec.key_id = self.gw.keys.revoked_key_id(key)  # who is still using a revoked key
@@ -217,7 +238,7 @@ class V1:
         return ident
 
     async def _admit(self, ep: Endpoint, auth: str | None, receive: Receive, rec: UsageRecord) -> Exchange:
-        """Identify the caller, read and check the body, resolve the model."""
+        """Identify the caller, read and check the body, resolve the model, and pass admission."""
         ident = await self._identify(auth, rec)
         rec.key_id, rec.user, rec.project, rec.department = ident.key_id, ident.user, ident.project, ident.department
         try:
@@ -243,9 +264,17 @@ class V1:
             raise model_not_found(body["model"])
         rec.engine = engine.kind
         rec.model_version = engine.model_version
-        return Exchange(
+        ex = Exchange(
             ep, rec, Call(endpoint=ep.name, body=body, stream=rec.stream), engine, self.gw.meters[body["model"]]
         )
+        try:
+            ex.ticket = await self.gw.governance.admission.admit(
+                rec.request_id, ident, body["model"], rec.client_ip, ex.call, ex.count_prompt
+            )
+        except Refused as e:
+            ex.forget()
+            raise from_refusal(e, body["model"]) from None
+        return ex
 
     async def _complete(self, ex: Exchange, send: Send) -> None:
         rec = ex.rec
@@ -262,7 +291,7 @@ class V1:
                 msg.setdefault("refusal", None)
                 choice.setdefault("logprobs", None)
         rec.status = OK
-        done = self._spool(rec)
+        done = self._spool(rec, ex)
         out["usage"] = usage_dict(rec)
         body = orjson.dumps(out)
         await done
@@ -308,10 +337,10 @@ class V1:
         await ex.settle()
         if call.cancelled.is_set():
             rec.status, rec.error_code = CANCELLED, "client_disconnected"
-            await self._spool(rec)
+            await self._spool(rec, ex)
             return
         rec.status = OK
-        done = self._spool(rec)
+        done = self._spool(rec, ex)
         tail = b""
         if include_usage:
             base = last or {"id": "chatcmpl-" + rec.request_id[4:], "created": int(time.time())}

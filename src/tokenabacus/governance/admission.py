@@ -1,0 +1,222 @@
+"""The admission seam: every policy that may refuse a request, in one fixed order, and the ticket
+that settles what admission took when the request ends, whatever ended it.
+
+Order: model access → IP policy → rate limits and quota reservation (one atomic step over every
+applicable limit) → fair-scheduling wait. A policy refuses by raising a ``governance.errors``
+exception; the serving layer turns it into OpenAI's error JSON and a ``rejected`` record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from tokenabacus.engines.base import CHAT, Call
+from tokenabacus.governance.access import ModelAccess, check_key_ip
+from tokenabacus.governance.counters import Ask, Commit, Counters, Refusal, now_ms
+from tokenabacus.governance.errors import QuotaExceeded, RateLimited, Refused
+from tokenabacus.governance.keys import Identity
+from tokenabacus.governance.quotas import KEEP_MS, Limit, LimitSet
+from tokenabacus.governance.scheduler import FairScheduler, Slot
+from tokenabacus.ledger.record import REJECTED, UsageRecord
+
+log = logging.getLogger(__name__)
+
+# With no tokenizer to count the prompt, its bound is its UTF-8 size (a byte-level BPE token
+# covers at least one byte) plus room for the chat template's own tokens.
+TEMPLATE_ALLOWANCE = 256
+
+
+@dataclass(slots=True)
+class Held:
+    limit: Limit
+    key: str
+    expire_at_ms: int
+
+
+@dataclass(slots=True)
+class Ticket:
+    """What admission took for one request: reservations and a scheduler slot. ``settle`` runs
+    once, at the request's single exit."""
+
+    request_id: str
+    counters: Counters
+    pending: set[asyncio.Task] = field(default_factory=set)  # settles still running (awaited at stop)
+    held: list[Held] = field(default_factory=list)
+    slot: Slot | None = None
+    settled: bool = False
+
+    def settle(self, rec: UsageRecord) -> Awaitable[None] | None:
+        """Commit the record's real use and release the rest; an awaitable when the counters
+        need I/O (Redis), None when done already."""
+        if self.settled:
+            return None
+        self.settled = True
+        if self.slot is not None:
+            self.slot.release()
+        if not self.held:
+            return None
+        commits = [Commit(h.key, used_by(h.limit, rec), h.expire_at_ms) for h in self.held]
+        return _settle(self.counters, self.request_id, commits, self.pending)
+
+
+def used_by(lim: Limit, rec: UsageRecord) -> int:
+    if lim.metric == "requests":
+        return 0 if rec.status == REJECTED else 1
+    return rec.total_tokens or 0
+
+
+def _settle(
+    counters: Counters, request_id: str, commits: list[Commit], pending: set[asyncio.Task]
+) -> Awaitable[None] | None:
+    # In-process counters settle synchronously (no task per request on the hot path); others
+    # get a task the caller may await, and that a stopping gateway waits for, so a shutdown
+    # does not leave reservations behind in Redis to block others until they lapse.
+    settle_now = getattr(counters, "settle_now", None)
+    if settle_now is not None:
+        settle_now(request_id, commits)
+        return None
+    task = asyncio.ensure_future(counters.settle(request_id, commits))
+    pending.add(task)
+    task.add_done_callback(pending.discard)
+    return task
+
+
+class Admission:
+    def __init__(
+        self,
+        counters: Counters,
+        tz: ZoneInfo,
+        default_max_tokens: int,
+        access: dict[str, ModelAccess],
+        schedulers: dict[str, FairScheduler],
+    ) -> None:
+        self.counters = counters
+        self.tz = tz
+        self.default_max_tokens = default_max_tokens
+        self.access = access
+        self.schedulers = schedulers
+        self.limits = LimitSet([], [], tz)  # replaced by the governance refresher
+        self.pending: set[asyncio.Task] = set()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for settles still talking to the counters (a stopping gateway)."""
+        if self.pending:
+            await asyncio.wait(list(self.pending), timeout=timeout)
+
+    def visible(self, ident: Identity, model: str) -> bool:
+        a = self.access.get(model)
+        return a is None or a.may_use(ident)
+
+    async def admit(
+        self,
+        request_id: str,
+        ident: Identity,
+        model: str,
+        client_ip: str | None,
+        call: Call,
+        count_prompt: Callable[[], Awaitable[int | None]],
+    ) -> Ticket | None:
+        """Run the policies in order; the ticket to settle at the request's exit, or None when
+        admission took nothing (no limit applies and the model has no queue)."""
+        access = self.access.get(model)
+        if access is not None:
+            access.check(ident, client_ip)
+        check_key_ip(ident, client_ip)
+        limits = self.limits.applicable(ident, model) if self.limits else []
+        sched = self.schedulers.get(model)
+        if not limits and sched is None:
+            return None
+        ticket = Ticket(request_id, self.counters, self.pending)
+        if limits:
+            await self._reserve(ticket, limits, call, count_prompt)
+        if sched is not None:
+            try:
+                ticket.slot = await sched.acquire(ident.project or ident.user or ident.key_id)
+            except BaseException:
+                await self._undo(ticket)
+                raise
+        return ticket
+
+    async def _undo(self, ticket: Ticket) -> None:
+        if ticket.held:
+            await self.counters.settle(ticket.request_id, [Commit(h.key, 0, h.expire_at_ms) for h in ticket.held])
+            ticket.held = []
+
+    async def _reserve(
+        self, ticket: Ticket, limits: list[Limit], call: Call, count_prompt: Callable[[], Awaitable[int | None]]
+    ) -> None:
+        now = now_ms()
+        bound: int | None = None
+        asks: list[Ask] = []
+        for lim in limits:
+            if lim.metric == "tokens":
+                if bound is None:
+                    bound = await self._token_bound(call, count_prompt)
+                amount = bound
+            else:
+                amount = 1
+            start, end = self.limits.window(lim, now)
+            asks.append(Ask(lim.counter_key(start), amount, self.limits.effective(lim, now), end + KEEP_MS))
+        refusal = await self.counters.reserve(ticket.request_id, asks)
+        if refusal is not None:
+            raise self._refused(limits[refusal.index], asks[refusal.index], refusal, now)
+        ticket.held = [Held(lim, a.key, a.expire_at_ms) for lim, a in zip(limits, asks, strict=True)]
+
+    async def _token_bound(self, call: Call, count_prompt: Callable[[], Awaitable[int | None]]) -> int:
+        """The most tokens the request can use: its prompt plus what it may generate. A request
+        without max_tokens is held to the configured default, so the bound is a bound."""
+        if call.max_tokens is None:
+            call.body["max_tokens"] = self.default_max_tokens
+        prompt = await count_prompt()
+        if prompt is None:
+            text = call.body.get("messages") if call.endpoint == CHAT else call.body.get("prompt")
+            prompt = len(orjson.dumps(text)) + TEMPLATE_ALLOWANCE
+        n = call.body.get("n") or 1
+        return prompt + n * (call.max_tokens or self.default_max_tokens)
+
+    def _refused(self, lim: Limit, ask: Ask, r: Refusal, now: int) -> Refused:
+        _, end = self.limits.window(lim, now)
+        remaining = max(0, ask.limit - r.used - r.reserved)
+        unit = "tokens" if lim.metric == "tokens" else "requests"
+        per = {"minute": "per minute", "total": "in total"}.get(lim.period, f"per {lim.period}")
+        reset = (
+            "It does not reset."
+            if lim.period == "total"
+            else f"It resets at {datetime.fromtimestamp(end / 1000, self.tz).isoformat(timespec='seconds')}."
+        )
+        msg = (
+            f"{'Rate limit' if lim.is_rate else 'Quota'} exceeded for {lim.scope_label()}: "
+            f"{ask.limit:,} {unit} {per}; {r.used:,} used, {r.reserved:,} reserved by requests in flight, "
+            f"{remaining:,} left, and this request needs up to {ask.amount:,}. {reset}"
+        )
+        if not lim.is_rate and lim.period != "total":
+            msg += " An approved quota request can raise the limit for this period."
+        suffix = "requests" if lim.metric == "requests" else "tokens"
+        headers = {
+            f"x-ratelimit-limit-{suffix}": str(ask.limit),
+            f"x-ratelimit-remaining-{suffix}": str(remaining),
+            f"x-ratelimit-reset-{suffix}": duration(end - now) if lim.period != "total" else "never",
+        }
+        if lim.is_rate:
+            headers["retry-after"] = str(max(1, -(-(end - now) // 1000)))
+            return RateLimited(msg, f"rate_limit_exceeded:{lim.quota_id}", headers)
+        return QuotaExceeded(msg, f"quota_exceeded:{lim.quota_id}", headers)
+
+
+def duration(ms: int) -> str:
+    """OpenAI's reset format: 1d2h3m4s, 6m0s, 1.5s."""
+    s = max(0, ms) / 1000
+    if s < 60:
+        return f"{s:.3g}s"
+    days, rem = divmod(int(s), 86400)
+    h, rem = divmod(rem, 3600)
+    m, sec = divmod(rem, 60)
+    out = (f"{days}d" if days else "") + (f"{h}h" if h or days else "")
+    return out + f"{m}m{sec}s"

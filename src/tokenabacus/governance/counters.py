@@ -1,0 +1,154 @@
+"""Counters for quotas and rate limits: settled use plus open reservations, per counter key.
+
+A counter key names one limit's identity in one period (``quotas.counter_key``), so changing a
+limit's number keeps its use, and a new period starts from zero. Admission reserves an upper bound
+on every applicable counter at once, all or nothing; settle releases the reservation and adds
+what the request really used. Backends: ``MemoryCounters`` (one process, rebuilt from the ledger
+at start) and ``RedisCounters`` (many processes, atomic scripts).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """Reserve ``amount`` on ``key`` if use + reservations + amount stays within ``limit``."""
+
+    key: str
+    amount: int
+    limit: int
+    expire_at_ms: int  # when the counter may be forgotten (the end of its period, plus a margin)
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Release what was reserved on ``key`` for a request and add what it used."""
+
+    key: str
+    used: int
+    expire_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The first ask that did not fit, with the counter's state when it was judged."""
+
+    index: int
+    used: int
+    reserved: int
+
+
+class Counters(Protocol):
+    async def reserve(self, request_id: str, asks: list[Ask]) -> Refusal | None:
+        """All asks or none: None when every ask fit and is now reserved under ``request_id``."""
+        ...
+
+    async def settle(self, request_id: str, commits: list[Commit]) -> None:
+        """Release ``request_id``'s reservation on each key (if still held) and add its use."""
+        ...
+
+    async def seed(self, key: str, used: int, expire_at_ms: int) -> None:
+        """Set a counter's use from the ledger unless the counter already exists."""
+        ...
+
+    async def usage(self, keys: list[str]) -> list[tuple[int, int]]:
+        """(used, reserved) for each key; (0, 0) for an unknown key."""
+        ...
+
+    def health(self) -> dict: ...
+
+    async def close(self) -> None: ...
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class _Counter:
+    used: int
+    expire_at_ms: int
+    reserved: int = 0
+
+
+class MemoryCounters:
+    """Counters in this process. The event loop is single-threaded and nothing here awaits, so a
+    check-then-add over several keys is atomic."""
+
+    def __init__(self, reservation_ttl_s: float = 900.0) -> None:
+        self.ttl_ms = int(reservation_ttl_s * 1000)
+        self._counters: dict[str, _Counter] = {}
+        # request_id -> key -> amount still reserved, and when the reservation lapses
+        self._held: dict[str, tuple[int, dict[str, int]]] = {}
+        self._last_sweep = 0
+
+    def _get(self, key: str, expire_at_ms: int) -> _Counter:
+        c = self._counters.get(key)
+        if c is None:
+            c = self._counters[key] = _Counter(0, expire_at_ms)
+        return c
+
+    def _sweep(self, now: int) -> None:
+        """Drop lapsed reservations (a request that never settled) and expired counters."""
+        if now - self._last_sweep < 1000:
+            return
+        self._last_sweep = now
+        for rid in [r for r, (deadline, _) in self._held.items() if deadline <= now]:
+            self._release(rid)
+        for key in [k for k, c in self._counters.items() if c.expire_at_ms <= now and c.reserved == 0]:
+            del self._counters[key]
+
+    def _release(self, request_id: str) -> dict[str, int]:
+        _, held = self._held.pop(request_id, (0, {}))
+        for key, amount in held.items():
+            c = self._counters.get(key)
+            if c is not None:
+                c.reserved -= amount
+        return held
+
+    async def reserve(self, request_id: str, asks: list[Ask]) -> Refusal | None:
+        now = now_ms()
+        self._sweep(now)
+        for i, a in enumerate(asks):
+            c = self._counters.get(a.key)
+            used, reserved = (c.used, c.reserved) if c else (0, 0)
+            if used + reserved + a.amount > a.limit:
+                return Refusal(i, used, reserved)
+        held: dict[str, int] = {}
+        for a in asks:
+            self._get(a.key, a.expire_at_ms).reserved += a.amount
+            held[a.key] = held.get(a.key, 0) + a.amount
+        if held:
+            self._held[request_id] = (now + self.ttl_ms, held)
+        return None
+
+    async def settle(self, request_id: str, commits: list[Commit]) -> None:
+        self.settle_now(request_id, commits)
+
+    def settle_now(self, request_id: str, commits: list[Commit]) -> None:
+        """The same, synchronously: the serving layer settles without a task per request."""
+        self._release(request_id)
+        for c in commits:
+            if c.used:
+                self._get(c.key, c.expire_at_ms).used += c.used
+
+    async def seed(self, key: str, used: int, expire_at_ms: int) -> None:
+        if key not in self._counters:
+            self._counters[key] = _Counter(used, expire_at_ms)
+
+    async def usage(self, keys: list[str]) -> list[tuple[int, int]]:
+        out = []
+        for k in keys:
+            c = self._counters.get(k)
+            out.append((c.used, c.reserved) if c else (0, 0))
+        return out
+
+    def health(self) -> dict:
+        return {"backend": "memory", "ok": True, "counters": len(self._counters), "reservations": len(self._held)}
+
+    async def close(self) -> None:
+        pass

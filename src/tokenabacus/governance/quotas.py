@@ -1,0 +1,141 @@
+"""Limits (quotas and rate limits) and the grants that raise them: what applies to a request.
+
+A quota and a rate limit are the same thing at different periods: a rate limit is a limit per
+minute. Each has an identity (scope, model filter, metric, period) that names its counter, so
+changing its number keeps its use. The config file declares limits; ``quota set`` stores more at
+run time, and a stored limit with the same identity replaces the declared one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from tokenabacus.config import QuotaDecl
+from tokenabacus.governance.keys import Identity
+from tokenabacus.governance.periods import bounds
+
+RATE_PERIOD = "minute"
+# A counter is kept a day past its period's end: a request still settling after the reset finds it.
+KEEP_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    quota_id: str
+    scope_kind: str  # key | user | project | department | global
+    scope_value: str | None
+    model: str | None  # None: every model
+    metric: str  # tokens | requests
+    period: str  # minute | day | week | month | total
+    limit: int
+    source: str  # config | runtime
+
+    @property
+    def identity(self) -> str:
+        return f"{self.scope_kind}={self.scope_value or '*'}|model={self.model or '*'}|{self.metric}|{self.period}"
+
+    @property
+    def is_rate(self) -> bool:
+        return self.period == RATE_PERIOD
+
+    def scope_label(self) -> str:
+        who = "all callers" if self.scope_kind == "global" else f"{self.scope_kind} '{self.scope_value}'"
+        return who + (f" on model '{self.model}'" if self.model else "")
+
+    def counter_key(self, period_start_ms: int) -> str:
+        return f"q:{self.identity}|{period_start_ms}"
+
+
+def config_limits(decls: Iterable[QuotaDecl]) -> list[Limit]:
+    out = []
+    for d in decls:
+        kind, value = d.scope
+        metric, amount = d.metric
+        ident = f"{kind}={value or '*'}|model={d.model or '*'}|{metric}|{d.period}"
+        qid = "cfg_" + hashlib.sha256(ident.encode()).hexdigest()[:10]
+        out.append(Limit(qid, kind, value, d.model, metric, d.period, amount, "config"))
+    return out
+
+
+def row_limit(r: dict) -> Limit:
+    return Limit(
+        r["quota_id"],
+        r["scope_kind"],
+        r["scope_value"],
+        r["model"],
+        r["metric"],
+        r["period"],
+        int(r["limit_value"]),
+        "runtime",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    scope_kind: str
+    scope_value: str | None
+    model: str | None
+    metric: str
+    amount: int
+    approved_at_ms: int
+
+    def raises(self, lim: Limit, tz: ZoneInfo, now_ms: int) -> bool:
+        """A grant raises a limit of its scope, metric and model for the period it was approved in."""
+        if lim.is_rate or (lim.scope_kind, lim.scope_value, lim.model, lim.metric) != (
+            self.scope_kind,
+            self.scope_value,
+            self.model,
+            self.metric,
+        ):
+            return False
+        start, end = bounds(lim.period, now_ms, tz)
+        return start <= self.approved_at_ms < end
+
+
+class LimitSet:
+    """An immutable snapshot of the limits in force, indexed by scope for the hot path."""
+
+    def __init__(self, limits: list[Limit], grants: list[Grant], tz: ZoneInfo) -> None:
+        by_identity = {lim.identity: lim for lim in limits if lim.source == "config"}
+        by_identity.update({lim.identity: lim for lim in limits if lim.source == "runtime"})
+        self.limits = list(by_identity.values())
+        self.grants = grants
+        self.tz = tz
+        self._by_scope: dict[tuple[str, str | None], list[Limit]] = {}
+        for lim in self.limits:
+            self._by_scope.setdefault((lim.scope_kind, lim.scope_value), []).append(lim)
+
+    def __bool__(self) -> bool:
+        return bool(self.limits)
+
+    def applicable(self, ident: Identity, model: str) -> list[Limit]:
+        if not self._by_scope:
+            return []
+        out: list[Limit] = []
+        for scope in (
+            ("key", ident.key_id),
+            ("user", ident.user),
+            ("project", ident.project),
+            ("department", ident.department),
+            ("global", None),
+        ):
+            if scope[1] is None and scope[0] != "global":
+                continue
+            for lim in self._by_scope.get(scope, ()):
+                if lim.model is None or lim.model == model:
+                    out.append(lim)
+        # Rate limits are judged first: a flood is told to slow down, not that its month is spent.
+        out.sort(key=lambda lim: not lim.is_rate)
+        return out
+
+    def granted(self, lim: Limit, now_ms: int) -> int:
+        return sum(g.amount for g in self.grants if g.raises(lim, self.tz, now_ms))
+
+    def effective(self, lim: Limit, now_ms: int) -> int:
+        return lim.limit + (self.granted(lim, now_ms) if self.grants else 0)
+
+    def window(self, lim: Limit, now_ms: int) -> tuple[int, int]:
+        return bounds(lim.period, now_ms, self.tz)
