@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from tokenabacus.config import QuotaDecl
@@ -32,10 +32,11 @@ class Limit:
     period: str  # minute | day | week | month | total
     limit: int
     source: str  # config | runtime
+    identity: str = field(init=False, compare=False)  # names the counter: scope, model, metric, period
 
-    @property
-    def identity(self) -> str:
-        return f"{self.scope_kind}={self.scope_value or '*'}|model={self.model or '*'}|{self.metric}|{self.period}"
+    def __post_init__(self) -> None:
+        ident = f"{self.scope_kind}={self.scope_value or '*'}|model={self.model or '*'}|{self.metric}|{self.period}"
+        object.__setattr__(self, "identity", ident)
 
     @property
     def is_rate(self) -> bool:
@@ -95,6 +96,10 @@ class Grant:
         return start <= self.approved_at_ms < end
 
 
+# Distinct callers whose applicable limits are remembered per snapshot (the hot path's lookups).
+CACHED_CALLERS = 10_000
+
+
 class LimitSet:
     """An immutable snapshot of the limits in force, indexed by scope for the hot path."""
 
@@ -107,6 +112,8 @@ class LimitSet:
         self._by_scope: dict[tuple[str, str | None], list[Limit]] = {}
         for lim in self.limits:
             self._by_scope.setdefault((lim.scope_kind, lim.scope_value), []).append(lim)
+        self._applicable: dict[tuple, list[Limit]] = {}
+        self._windows: dict[str, tuple[int, int]] = {}  # period -> the current one's bounds
 
     def __bool__(self) -> bool:
         return bool(self.limits)
@@ -114,6 +121,15 @@ class LimitSet:
     def applicable(self, ident: Identity, model: str) -> list[Limit]:
         if not self._by_scope:
             return []
+        who = (ident.key_id, ident.user, ident.project, ident.department, model)
+        found = self._applicable.get(who)
+        if found is None:
+            if len(self._applicable) >= CACHED_CALLERS:
+                self._applicable.clear()
+            found = self._applicable[who] = self._find(ident, model)
+        return found
+
+    def _find(self, ident: Identity, model: str) -> list[Limit]:
         out: list[Limit] = []
         for scope in (
             ("key", ident.key_id),
@@ -138,4 +154,7 @@ class LimitSet:
         return lim.limit + (self.granted(lim, now_ms) if self.grants else 0)
 
     def window(self, lim: Limit, now_ms: int) -> tuple[int, int]:
-        return bounds(lim.period, now_ms, self.tz)
+        w = self._windows.get(lim.period)
+        if w is None or not w[0] <= now_ms < w[1]:
+            w = self._windows[lim.period] = bounds(lim.period, now_ms, self.tz)
+        return w
