@@ -95,6 +95,9 @@ class TokenizerConfig(_Strict):
     # tiktoken: count with OpenAI's per-message rule (3 tokens a message + 3 for the reply).
     openai_chat: bool = True
     add_generation_prompt: bool = True
+    # The engine renders /v1/completions prompts through the chat template as one user message
+    # (ms-swift's `swift deploy` does): count them the way it really sends them.
+    completions_as_chat: bool = False
     # hf: count byte-level BPE files (Qwen, Llama 3) with tiktoken's faster BPE after checking it
     # agrees with tokenizers on the file; false always uses tokenizers.
     fast_bpe: bool = True
@@ -128,6 +131,10 @@ class UpstreamModel(ModelPolicy):
     stream_usage: bool = True
     # Which figures a record bills when both exist.
     bill: Literal["tokenizer", "upstream"] = "tokenizer"
+    # The engine's Prometheus endpoint (vLLM: http://host:8000/metrics): scraped to reconcile its
+    # token counters with the ledger and to show its occupancy (running, waiting, KV cache).
+    metrics_url: str | None = None
+    metrics_interval_s: float = Field(15.0, gt=0)
 
     @field_validator("base_url")
     @classmethod

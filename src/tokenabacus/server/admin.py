@@ -229,6 +229,7 @@ def create_admin_app(gw: Gateway) -> FastAPI:
     app.include_router(_me_routes(gw), tags=["me"])
     app.include_router(_read_routes(gw), dependencies=[Depends(_reader)])
     app.include_router(_write_routes(gw), dependencies=[Depends(_admin)])
+    app.include_router(_ops_routes(gw), dependencies=[Depends(_admin)])
     app.include_router(quota_routes(gw), prefix="", tags=["quotas"])  # checks roles itself
     return app
 
@@ -369,6 +370,21 @@ def _read_routes(gw: Gateway) -> APIRouter:
             return gw.store.org.users(only.get("department"), only.get("project"))
 
         return await asyncio.to_thread(run)
+
+    return r
+
+
+def _ops_routes(gw: Gateway) -> APIRouter:
+    """Admin only: the engines as operators watch them."""
+    r = APIRouter()
+
+    @r.get(
+        "/models/status",
+        summary="Each model's engine, readiness, queue, and reconciliation with the engine's own counters",
+        tags=["models"],
+    )
+    async def models_status() -> dict:
+        return gw.models_status()
 
     return r
 

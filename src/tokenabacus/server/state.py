@@ -24,6 +24,7 @@ from tokenabacus.ledger.sinks import Sink, build_sinks
 from tokenabacus.ledger.spool import Spool
 from tokenabacus.ledger.store import Store
 from tokenabacus.ledger.writer import LedgerWriter, replay_spool
+from tokenabacus.metering.reconcile import EngineWatch
 from tokenabacus.metering.settle import Meter
 from tokenabacus.metering.tokenizers import build_counter
 
@@ -53,6 +54,12 @@ class Gateway:
         self.meters: dict[str, Meter] = {m.name: build_meter(m) for m in models}
         self.governance = Governance(settings, models)
         self.addresses = ClientAddress(settings.server.trusted_proxies)
+        # Engines whose own token counters are reconciled with what we bill (metrics_url).
+        self.watches: dict[str, EngineWatch] = {
+            m.name: EngineWatch(m.name, m.metrics_url, m.metrics_interval_s)
+            for m in models
+            if isinstance(m, UpstreamModel) and m.metrics_url
+        }
         self._store: Store | None = store
         self._keys: KeyCache | None = None
         self.spool = Spool(settings.spool_path, settings.ledger.flush_interval_ms, settings.ledger.group_commit_ms)
@@ -91,11 +98,15 @@ class Gateway:
         for name, engine in self.engines.items():
             log.info("starting model %s (%s)", name, engine.kind)
             await engine.start()
+        for watch in self.watches.values():
+            await watch.start()
 
     async def stop(self) -> None:
         # uvicorn cancels requests still running after its grace period and then stops us at once:
         # give their cleanup a moment to append their records while the spool is still open.
         await self.wait_idle(5.0)
+        for watch in self.watches.values():
+            await watch.stop()
         for engine in self.engines.values():
             try:
                 await engine.close()
@@ -127,6 +138,20 @@ class Gateway:
         deadline = time.monotonic() + timeout
         while self.spool.active > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+
+    def models_status(self) -> dict:
+        """Each model's engine, readiness, queue and (with metrics_url) reconciliation with the
+        engine's own counters: what `tokenabacus models status` shows."""
+        queues = self.governance.admission.schedulers
+        out = {}
+        for name, engine in self.engines.items():
+            entry: dict = {**engine.health(), **self.meters[name].health()}
+            if name in queues:
+                entry["queue"] = queues[name].stats()
+            if name in self.watches:
+                entry["reconcile"] = self.watches[name].status()
+            out[name] = entry
+        return out
 
     def model_object(self, name: str) -> dict:
         return {"id": name, "object": "model", "created": self.started_at, "owned_by": "tokenabacus"}

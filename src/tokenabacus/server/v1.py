@@ -146,6 +146,10 @@ class V1:
         shared counters when they need I/O)."""
         rec.finish()
         durable = self.gw.spool.append(rec)
+        if self.gw.watches and rec.total_tokens is not None:
+            watch = self.gw.watches.get(rec.model or "")
+            if watch is not None:  # what we billed, beside the engine's own counters
+                watch.tally.add(rec.prompt_tokens, rec.completion_tokens)
         if ex is not None and ex.ticket is not None:
             settling = ex.ticket.settle(rec)
             if settling is not None:
