@@ -134,3 +134,90 @@ meta = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# The price book: a model's price from a moment on (money in integer micro-units per 1M tokens).
+# A record stores the version it was charged at; a new version never changes a past cost.
+price_versions = Table(
+    "price_versions",
+    metadata,
+    Column("version_id", String(64), primary_key=True),
+    Column("model", String(200), nullable=False),
+    Column("effective_from", BigInteger, nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("input_per_mtok_micros", BigInteger, nullable=False),
+    Column("cached_per_mtok_micros", BigInteger),  # null: cached input at the input price
+    Column("output_per_mtok_micros", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(200)),
+    Column("note", Text),
+)
+Index("ix_price_versions_model_from", price_versions.c.model, price_versions.c.effective_from)
+
+# Corrections to cost: separate signed entries with who, when and why; records are never rewritten.
+cost_adjustments = Table(
+    "cost_adjustments",
+    metadata,
+    Column("adjustment_id", String(64), primary_key=True),
+    Column("request_id", String(64)),  # the record corrected, if one
+    Column("at", BigInteger, nullable=False),  # the time the adjustment counts in (reports, periods)
+    Column("model", String(200)),
+    Column("department", String(200)),
+    Column("project", String(200)),
+    Column("user", String(200)),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(200)),
+)
+Index("ix_cost_adjustments_at", cost_adjustments.c.at)
+
+# Self-hosted hardware: a monthly cost per GPU pool, apportioned by share of tokens or busy time.
+hardware_costs = Table(
+    "hardware_costs",
+    metadata,
+    Column("cost_id", String(64), primary_key=True),
+    Column("pool", String(200), nullable=False),
+    Column("models", Text, nullable=False),  # JSON list of the models the pool serves
+    Column("monthly_micros", BigInteger, nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("effective_from", BigInteger, nullable=False),
+    Column("basis", String(16), nullable=False),  # tokens | busy_time
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(200)),
+    Column("note", Text),
+)
+
+# Hourly aggregates kept by the writer in the same transaction as the raw rows, so reports over
+# months read these and can never disagree with the records. Missing dimensions are '' (a unique
+# index treats NULLs as distinct).
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column(
+        "id",
+        Integer().with_variant(BigInteger(), "postgresql", "mysql", "mariadb"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("hour", BigInteger, nullable=False),  # UTC ms at the start of the hour
+    # A digest of the dimensions below: one short unique key on every database (MySQL's index
+    # length limit rules out a unique index over the six name columns themselves).
+    Column("dims", String(64), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("department", String(200), nullable=False),
+    Column("project", String(200), nullable=False),
+    Column("user", String(200), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("total_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("cost_micros", BigInteger, nullable=False),
+    Column("priced_requests", BigInteger, nullable=False),  # requests with a known cost
+    Column("duration_ms", BigInteger, nullable=False),  # sum, for averages
+)
+Index("ux_usage_rollups_dims", usage_rollups.c.hour, usage_rollups.c.dims, unique=True)
