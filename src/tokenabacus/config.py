@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -298,6 +299,42 @@ class RedisConfig(_Strict):
     prefix: str = "tokenabacus:"
 
 
+class PriceDecl(_Strict):
+    """A price version in the config file, e.g. ``{model: qwen-7b, input: 0.8, output: 2.4,
+    cached: 0.2, per: 1k, currency: CNY, from: "2026-11-01"}``. Prices are exact decimals (a YAML
+    number is read as it was written); ``from`` without a zone is in governance.timezone, and an
+    entry without ``from`` has always been in force. A version set at run time with the same model
+    and start replaces this one (billing/prices.PriceBook)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: str = Field(min_length=1, max_length=200)
+    input: str | int | float
+    output: str | int | float
+    cached: str | int | float | None = None  # None: cached input tokens at the input price
+    per: str | int  # 1k or 1M tokens
+    currency: str = "CNY"
+    from_: str | datetime | date | None = Field(None, alias="from")
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _exact(self) -> PriceDecl:
+        from tokenabacus.billing.prices import check_currency, parse_time
+
+        self.micros()
+        self.currency = check_currency(self.currency)
+        if self.from_ is not None:
+            parse_time(self.from_, UTC, "from")
+        return self
+
+    def micros(self) -> tuple[int, int | None, int]:
+        """(input, cached, output) in micros per 1M tokens; ValueError names a bad one."""
+        from tokenabacus.billing.prices import parse_price
+
+        cached = None if self.cached is None else parse_price(self.cached, self.per, "cached")
+        return parse_price(self.input, self.per, "input"), cached, parse_price(self.output, self.per, "output")
+
+
 class Settings(_Strict):
     data_dir: str = "./tokenabacus-data"
     server: ServerConfig = ServerConfig()
@@ -307,6 +344,8 @@ class Settings(_Strict):
     governance: GovernanceConfig = GovernanceConfig()
     redis: RedisConfig = RedisConfig()
     models: list[ModelConfig] = Field(default_factory=list)
+    # The price book's config versions (billing/prices.py); more are set at run time.
+    prices: list[PriceDecl] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -315,6 +354,12 @@ class Settings(_Strict):
             if m.name in seen:
                 raise ValueError(f"model name {m.name!r} is declared twice")
             seen.add(m.name)
+        starts: set[tuple[str, str]] = set()
+        for p in self.prices:
+            start = (p.model, str(p.from_))
+            if start in starts:
+                raise ValueError(f"prices: model {p.model!r} has two prices from {p.from_ or 'the start'}")
+            starts.add(start)
         return self
 
     # Derived locations -------------------------------------------------------------------

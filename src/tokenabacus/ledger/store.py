@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from tokenabacus.billing.pricestore import PriceStore
 from tokenabacus.governance.keystore import KeyStore
 from tokenabacus.governance.orgstore import OrgStore
 from tokenabacus.governance.quotastore import QuotaStore
@@ -29,6 +30,7 @@ class Store:
         self.keys = KeyStore(self.db, self.meta)
         self.quotas = QuotaStore(self.db, self.meta)
         self.org = OrgStore(self.db, self.meta)
+        self.prices = PriceStore(self.db, self.meta)  # price versions, cost adjustments, hardware costs
 
     @property
     def url(self) -> str:

@@ -31,6 +31,7 @@ from tokenabacus.governance.orgstore import Conflict, NotFound, OrgError
 from tokenabacus.governance.roles import can_see_scope, key_scope, read_filters, require_admin, require_reader
 from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.usage import TOKEN_SUMS
+from tokenabacus.server.admin_prices import price_routes
 from tokenabacus.server.admin_quotas import quota_routes
 
 if TYPE_CHECKING:
@@ -231,6 +232,9 @@ def create_admin_app(gw: Gateway) -> FastAPI:
     app.include_router(_write_routes(gw), dependencies=[Depends(_admin)])
     app.include_router(_ops_routes(gw), dependencies=[Depends(_admin)])
     app.include_router(quota_routes(gw), prefix="", tags=["quotas"])  # checks roles itself
+    money_reads, money_writes = price_routes(gw)  # prices, cost adjustments, hardware
+    app.include_router(money_reads, dependencies=[Depends(_reader)])
+    app.include_router(money_writes, dependencies=[Depends(_admin)])
     return app
 
 

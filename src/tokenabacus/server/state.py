@@ -7,9 +7,11 @@ import asyncio
 import logging
 import os
 import time
+from zoneinfo import ZoneInfo
 
 from starlette.types import Scope
 
+from tokenabacus.billing.prices import PriceBook, PriceVersion, config_versions
 from tokenabacus.config import EmbeddedModel, Settings, UpstreamModel, effective_models
 from tokenabacus.engines.base import Engine
 from tokenabacus.engines.embedded import EmbeddedEngine
@@ -20,6 +22,7 @@ from tokenabacus.governance.runtime import Governance
 from tokenabacus.ledger import lock
 from tokenabacus.ledger.deadletter import FILE_NAME as DEAD_LETTER_FILE
 from tokenabacus.ledger.deadletter import DeadLetters
+from tokenabacus.ledger.record import UsageRecord
 from tokenabacus.ledger.sinks import Sink, build_sinks
 from tokenabacus.ledger.spool import Spool
 from tokenabacus.ledger.store import Store
@@ -27,9 +30,11 @@ from tokenabacus.ledger.writer import LedgerWriter, replay_spool
 from tokenabacus.metering.reconcile import EngineWatch
 from tokenabacus.metering.settle import Meter
 from tokenabacus.metering.tokenizers import build_counter
+from tokenabacus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 ADMIN_KEY_ENV = "TOKENABACUS_ADMIN_KEY"
+PRICES_REFRESH_S = 1.0  # a price set at run time charges new records within about this long
 
 
 def build_engine(cfg: EmbeddedModel | UpstreamModel) -> Engine:
@@ -67,6 +72,15 @@ class Gateway:
         self.writer: LedgerWriter | None = None
         self.dead_letters = DeadLetters(settings.spool_path / DEAD_LETTER_FILE)
         self.new_admin_key: str | None = None
+        # The price book every record is charged from (enrich): the config's versions merged with
+        # the ledger's, swapped whole when `tokenabacus prices set` bumps the prices generation.
+        self._config_prices: list[PriceVersion] = config_versions(
+            settings.prices, ZoneInfo(settings.governance.timezone)
+        )
+        self.prices = PriceBook(self._config_prices)
+        self._prices_generation = -1
+        self._prices_task: asyncio.Task | None = None
+        self._prices_lock = asyncio.Lock()  # one reload at a time: a slow one never undoes a newer one
 
     async def start(self) -> None:
         s = self.settings
@@ -95,6 +109,8 @@ class Gateway:
         self._keys = KeyCache(self.store, s.keys.refresh_interval_s)
         await self._keys.start()
         await self.governance.start(self.store)
+        await self.refresh_prices(force=True)
+        self._prices_task = asyncio.create_task(self._poll_prices(), name="prices-refresh")
         for name, engine in self.engines.items():
             log.info("starting model %s (%s)", name, engine.kind)
             await engine.start()
@@ -115,6 +131,7 @@ class Gateway:
         if self._keys:
             await self._keys.stop()
         await self.governance.stop()
+        await cancel_and_wait(self._prices_task)
         if self.writer:
             await self.writer.stop()
         await self.spool.close()
@@ -138,6 +155,31 @@ class Gateway:
         deadline = time.monotonic() + timeout
         while self.spool.active > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+
+    # The price book ----------------------------------------------------------------------------
+    def enrich(self, rec: UsageRecord) -> None:
+        """The enrich seam: fields added to a finished record before it is spooled. Pure and in
+        memory (the price book snapshot), so the hot path does no I/O."""
+        self.prices.charge(rec)
+
+    async def refresh_prices(self, force: bool = False) -> None:
+        """Reload the stored price versions when their generation moved (read first: a change
+        landing between the two reads is simply loaded again on the next poll)."""
+        store = self.store
+        async with self._prices_lock:
+            gen = await asyncio.to_thread(store.prices.generation)
+            if force or gen != self._prices_generation:
+                rows = await asyncio.to_thread(store.prices.versions)
+                self.prices = PriceBook(self._config_prices, [PriceVersion.of_row(r) for r in rows])
+                self._prices_generation = gen
+
+    async def _poll_prices(self) -> None:
+        while True:
+            await asyncio.sleep(PRICES_REFRESH_S)
+            try:
+                await self.refresh_prices()
+            except Exception:  # database briefly unavailable: keep charging the prices we have
+                log.warning("price book refresh failed", exc_info=True)
 
     def models_status(self) -> dict:
         """Each model's engine, readiness, queue and (with metrics_url) reconciliation with the

@@ -145,6 +145,7 @@ class V1:
         pending when it closes); a response waits for the returned awaitable (fsync, and the
         shared counters when they need I/O)."""
         rec.finish()
+        self.gw.enrich(rec)  # the enrich seam: price (cost_micros, price_version, currency)
         durable = self.gw.spool.append(rec)
         if self.gw.watches and rec.total_tokens is not None:
             watch = self.gw.watches.get(rec.model or "")
