@@ -212,17 +212,20 @@ def test_sigterm_mid_request_leaves_no_reservation_in_redis(tmp_path, redis_url,
 
 
 def test_reservations_of_a_killed_gateway_lapse(tmp_path, redis_url, rogue_upstream):
-    cfg = slow_config(redis_url, rogue_upstream, 8_000, reservation_ttl_s=3)
-    gw = GatewayProc(tmp_path / "k", cfg).start()
-    key = gw.create_key(user="sig")
-    start_slow_stream(gw, key, 5000)
-    gw.kill()  # SIGKILL: nothing settles the reservation
+    ttl = 6.0
+    cfg = slow_config(redis_url, rogue_upstream, 8_000, reservation_ttl_s=ttl)
+    # Both gateways up first: the check below must happen well inside the reservation's life.
     other = GatewayProc(tmp_path / "k2", cfg).start()
+    gw = GatewayProc(tmp_path / "k", cfg).start()
     try:
         client = other.client(other.create_key(user="sig"))
+        start_slow_stream(gw, gw.create_key(user="sig"), 5000)
+        gw.kill()  # SIGKILL: nothing settles the reservation
+        killed_at = time.monotonic()
         with pytest.raises(openai.RateLimitError):  # the dead process's 5000 still count for now
             client.chat.completions.create(model="slow", messages=SAY, max_tokens=5000, stream=True)
-        time.sleep(3.5)
+        assert time.monotonic() - killed_at < ttl, "the check came too late to mean anything"
+        time.sleep(max(0.0, ttl + 0.5 - (time.monotonic() - killed_at)))
         stream = client.chat.completions.create(model="slow", messages=SAY, max_tokens=3, stream=True)
         assert len([c for c in stream if c.choices and c.choices[0].delta.content]) == 3
     finally:

@@ -16,7 +16,7 @@ from conftest import service_available
 from procs import free_port
 from tokenabacus.governance.counters import Ask, Commit, Refusal, now_ms
 from tokenabacus.governance.errors import CountersUnavailable
-from tokenabacus.governance.redis_counters import RedisCounters
+from tokenabacus.governance.redis_counters import BATCH_CAP, RedisCounters
 
 URL = "redis://127.0.0.1:6379/0"
 EXPIRE = now_ms() + 3_600_000
@@ -278,3 +278,235 @@ def test_open_outage_and_recovery(prefix, caplog):
     with caplog.at_level(logging.INFO, logger="tokenabacus.governance.redis_counters"):
         asyncio.run(main())
     assert any("redis is back" in r.getMessage() for r in caplog.records)
+
+
+def count_script_calls(rc: RedisCounters) -> list[int]:
+    """Count the script calls (EVALSHA) one RedisCounters makes: [calls]."""
+    calls = [0]
+    evalsha = rc._redis.evalsha
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return evalsha(*args, **kwargs)
+
+    rc._redis.evalsha = counting  # type: ignore[method-assign]
+    return calls
+
+
+def test_burst_of_reserves_is_exact_and_batched(prefix):
+    async def main():
+        rc = RedisCounters(URL, prefix=prefix)
+        calls = count_script_calls(rc)
+        try:
+            results = await asyncio.gather(
+                *(rc.reserve(f"r{i}", [ask("k", 10, 370), ask("n", 1, 10**9)]) for i in range(200))
+            )
+            admitted = [i for i, r in enumerate(results) if r is None]
+            assert admitted == list(range(37))  # in arrival order, each all or nothing
+            assert all(r == Refusal(0, 0, 370) for r in results[37:])
+            assert await rc.usage(["k", "n"]) == [(0, 370), (0, 37)]  # the refused held nothing on n
+            reserve_calls = calls[0]
+            assert reserve_calls <= 5, reserve_calls  # 200 reserves, far fewer script calls
+
+            await asyncio.gather(*(rc.settle(f"r{i}", [commit("k", 3), commit("n", 1)]) for i in admitted))
+            assert calls[0] - reserve_calls <= 5
+            # settle returned once its batch was done: its use is visible at once
+            assert await rc.usage(["k", "n"]) == [(37 * 3, 0), (37, 0)]
+            again = await asyncio.gather(*(rc.reserve(f"s{i}", [ask("k", 10, 370)]) for i in range(30)))
+            assert sum(r is None for r in again) == (370 - 111) // 10
+        finally:
+            await rc.close()
+
+    asyncio.run(main())
+
+
+def test_batches_are_capped(prefix):
+    async def main():
+        rc = RedisCounters(URL, prefix=prefix)
+        calls = count_script_calls(rc)
+        try:
+            results = await asyncio.gather(
+                *(rc.reserve(f"r{i}", [ask("k", 1, 1000)]) for i in range(2 * BATCH_CAP + 88))
+            )
+            assert all(r is None for r in results)
+            assert calls[0] == 3  # all queued in one loop turn: two full batches and the rest
+            assert await rc.usage(["k"]) == [(0, 2 * BATCH_CAP + 88)]
+        finally:
+            await rc.close()
+
+    asyncio.run(main())
+
+
+def test_a_lone_request_is_sent_at_once(prefix):
+    async def main():
+        rc = RedisCounters(URL, prefix=prefix)
+        calls = count_script_calls(rc)
+        try:
+            for i in range(5):
+                t0 = time.monotonic()
+                assert await rc.reserve(f"r{i}", [ask("k", 1)]) is None
+                await rc.settle(f"r{i}", [commit("k", 1)])
+                assert time.monotonic() - t0 < 0.5
+            assert calls[0] == 10  # one script call each: nobody waited for company
+            assert await rc.usage(["k"]) == [(5, 0)]
+        finally:
+            await rc.close()
+
+    asyncio.run(main())
+
+
+def test_batched_results_go_to_their_own_callers(prefix):
+    # Each request with the result it would get if sent alone, in this order.
+    requests = [
+        ("r0", [ask("a", 20, 50)], None),
+        ("r1", [ask("a", 20, 50), ask("b", 40, 30)], Refusal(1, 0, 0)),  # b never fits: a is not held
+        ("r2", [ask("b", 30, 30)], None),
+        ("r3", [ask("a", 31, 50)], Refusal(0, 0, 20)),
+        ("r4", [ask("a", 30, 50)], None),  # a is full now
+        ("r5", [ask("b", 1, 30), ask("a", 1, 50)], Refusal(0, 0, 30)),
+        ("r6", [ask("c", 5, 10)], None),
+        ("r7", [ask("a", 0, 50), ask("c", 5, 10), ask("b", 0, 30)], None),  # exactly at each limit
+        ("r8", [ask("c", 1, 10)], Refusal(0, 0, 10)),
+        ("r9", [ask("a", 1, 51), ask("d", 7, 7)], None),  # a larger limit on a has room
+        ('r10 "ü"', [ask('k "ü" \\', 3, 3)], None),  # ids and keys travel as JSON: any text
+        ("r11", [ask('k "ü" \\', 1, 3)], Refusal(0, 0, 3)),
+    ]
+
+    async def main():
+        rc = RedisCounters(URL, prefix=prefix)
+        calls = count_script_calls(rc)
+        try:
+            results = await asyncio.gather(*(rc.reserve(rid, asks) for rid, asks, _ in requests))
+            assert calls[0] == 1
+            assert results == [want for _, _, want in requests]
+            assert await rc.usage(["a", "b", "c", "d", 'k "ü" \\']) == [(0, 51), (0, 30), (0, 10), (0, 7), (0, 3)]
+            # settle each admitted request with its own use; the refused ones held nothing
+            admitted = [(rid, asks) for rid, asks, want in requests if want is None]
+            await asyncio.gather(
+                *(rc.settle(rid, [commit(a.key, a.amount // 2) for a in asks]) for rid, asks in admitted)
+            )
+            assert await rc.usage(["a", "b", "c", "d", 'k "ü" \\']) == [(25, 0), (15, 0), (4, 0), (3, 0), (1, 0)]
+        finally:
+            await rc.close()
+
+    asyncio.run(main())
+
+
+def delay_answers(rc: RedisCounters, seconds: float, on_answer=None) -> None:
+    """Script calls run in Redis at once; their answers reach the caller ``seconds`` later."""
+    evalsha = rc._redis.evalsha
+
+    async def slow(*args, **kwargs):
+        result = await evalsha(*args, **kwargs)
+        await asyncio.sleep(seconds)
+        if on_answer is not None:
+            on_answer()
+        return result
+
+    rc._redis.evalsha = slow  # type: ignore[method-assign]
+
+
+def test_reserve_cancelled_in_flight_is_released(prefix):
+    async def main():
+        rc, direct = RedisCounters(URL, prefix=prefix), RedisCounters(URL, prefix=prefix)
+        delay_answers(rc, 0.2)
+        try:
+            tasks = [asyncio.create_task(rc.reserve(f"r{i}", [ask("k", 10), ask("m", 1)])) for i in range(5)]
+            await asyncio.sleep(0.1)  # the batch ran in Redis; its answer is on the way
+            assert await direct.usage(["k", "m"]) == [(0, 50), (0, 5)]
+            for t in tasks[:3]:
+                t.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            assert [type(r).__name__ for r in results] == ["CancelledError"] * 3 + ["NoneType"] * 2
+            await asyncio.sleep(0.5)  # the release goes out once the answer came
+            assert await direct.usage(["k", "m"]) == [(0, 20), (0, 2)]
+            await asyncio.gather(*(rc.settle(f"r{i}", [commit("k", 4)]) for i in (3, 4)))
+            assert await direct.usage(["k", "m"]) == [(8, 0), (0, 0)]
+        finally:
+            await rc.close()
+            await direct.close()
+
+    asyncio.run(main())
+    assert_no_request_keys(prefix)
+
+
+def test_reserve_cancelled_before_it_is_sent_is_not_sent(prefix):
+    async def main():
+        rc = RedisCounters(URL, prefix=prefix)
+        calls = count_script_calls(rc)
+        delay_answers(rc, 0.2)
+        try:
+            first = asyncio.create_task(rc.reserve("first", [ask("k", 10)]))
+            await asyncio.sleep(0.05)  # first's batch is in flight: the next ones queue behind it
+            queued = [asyncio.create_task(rc.reserve(f"q{i}", [ask("k", 10)])) for i in range(3)]
+            await asyncio.sleep(0)
+            for t in queued:
+                t.cancel()
+            assert await first is None
+            await asyncio.gather(*queued, return_exceptions=True)
+            await rc.settle("first", [commit("k", 1)])
+            assert await rc.usage(["k"]) == [(1, 0)]
+            assert calls[0] == 3  # first's reserve, its settle, usage: the cancelled ones were dropped
+        finally:
+            await rc.close()
+
+    asyncio.run(main())
+    assert_no_request_keys(prefix)
+
+
+def test_reserve_cancelled_as_its_answer_arrives_is_released(prefix):
+    """The answer (reserved) is in, but the caller is cancelled before it resumes to see it."""
+
+    async def main():
+        rc = RedisCounters(URL, prefix=prefix)
+        task: asyncio.Task | None = None
+
+        def cancel_soon() -> None:  # runs before the caller's wakeup: it sees the cancel, not the answer
+            assert task is not None
+            asyncio.get_running_loop().call_soon(task.cancel)
+
+        delay_answers(rc, 0, cancel_soon)
+        try:
+            task = asyncio.create_task(rc.reserve("r", [ask("k", 10), ask("m", 10)]))
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.2)
+            assert await rc.usage(["k", "m"]) == [(0, 0), (0, 0)]
+        finally:
+            await rc.close()
+
+    asyncio.run(main())
+    assert_no_request_keys(prefix)
+
+
+def assert_no_request_keys(prefix: str) -> None:
+    r = redis.Redis.from_url(URL)
+    try:
+        assert list(r.scan_iter(match=f"{prefix}q:*")) == []
+    finally:
+        r.close()
+
+
+def test_a_failed_batch_fails_every_request_in_it(prefix):
+    async def main():
+        closed = RedisCounters(f"redis://127.0.0.1:{free_port()}/0", prefix=prefix, on_error="closed")
+        opened = RedisCounters(f"redis://127.0.0.1:{free_port()}/0", prefix=prefix, on_error="open")
+        try:
+            t0 = time.monotonic()
+            results = await asyncio.gather(
+                *(closed.reserve(f"r{i}", [ask("k", 1)]) for i in range(50)), return_exceptions=True
+            )
+            assert all(isinstance(r, CountersUnavailable) for r in results)
+            assert time.monotonic() - t0 < 2.0
+            await asyncio.gather(*(closed.settle(f"r{i}", [commit("k", 1)]) for i in range(50)))  # never raises
+
+            # open: the whole batch counts locally, and the limit still holds exactly
+            results = await asyncio.gather(*(opened.reserve(f"r{i}", [ask("k", 10, 70)]) for i in range(50)))
+            assert sum(r is None for r in results) == 7
+            await asyncio.gather(*(opened.settle(f"r{i}", [commit("k", 2)]) for i in range(7)))
+            assert await opened.usage(["k"]) == [(14, 0)]
+        finally:
+            await closed.close()
+            await opened.close()
+
+    asyncio.run(main())
