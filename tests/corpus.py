@@ -47,3 +47,13 @@ CORPUS: dict[str, list[dict]] = {
         {"role": "user", "content": (_LONG_ZH + _LONG_EN) * 12 + "\n" + _CODE * 3},
     ],
 }
+
+# Prompts for /v1/completions (a plain string each; ms-swift wraps it in the chat template as one user message).
+COMPLETION_PROMPTS: dict[str, str] = {
+    "english": "The three primary colors are",
+    "chinese": "母亲节快到了，请为花店写一句促销口号：",
+    "emoji": "Weather today: ☀️🌧️❄️ — tomorrow: 🌈🤔 and the family 👨‍👩‍👧‍👦 goes",
+    "code": "# Python\n" + _CODE + "\ndef fib_memo(n: int) -> int:\n",
+    "whitespace": "  leading spaces\n\n\ttabs\r\nCRLF  trailing   \u3000全角空格 \u200b",
+    "long_mixed": (_LONG_ZH + _LONG_EN) * 8 + "\n" + _CODE,
+}

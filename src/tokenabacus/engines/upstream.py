@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncGenerator
 from urllib.parse import urlsplit
 
@@ -21,7 +22,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 from tokenabacus.api.errors import APIError, upstream_error, upstream_timeout
 from tokenabacus.config import UpstreamModel
 from tokenabacus.engines.base import CHAT, Call, Engine
-from tokenabacus.metering.stream import MalformedUpstream, StreamAccountant, message_text, parse_json, sse_events
+from tokenabacus.metering.stream import (
+    MalformedUpstream,
+    StreamAccountant,
+    drop_null_fields,
+    message_text,
+    parse_json,
+    sse_events,
+)
 from tokenabacus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -128,8 +136,21 @@ class UpstreamEngine(Engine):
                 raw = b""
             finally:
                 resp.release()
-            raise _map_upstream_status(resp.status, raw)
+            raise self._refusal(resp.status, raw)
         return resp
+
+    def _refusal(self, status: int, raw: bytes) -> APIError:
+        err = _map_upstream_status(status, raw, self.upstream_model, self.cfg.name)
+        if err.code == "upstream_model_not_found":  # the operator's to fix: say so in the log, with the details
+            log.error(
+                "upstream %s at %s does not serve upstream_model %r; check the model entry (HTTP %d: %s)",
+                self.cfg.name,
+                self.cfg.base_url,
+                self.upstream_model,
+                status,
+                raw[:300].decode("utf-8", "replace"),
+            )
+        return err
 
     async def complete(self, call: Call) -> dict:
         resp = await self._post(call)
@@ -156,6 +177,9 @@ class UpstreamEngine(Engine):
             ) from None
         if isinstance(body.get("model"), str):
             obs.model_version = body["model"]
+        for choice in body["choices"]:
+            if isinstance(choice, dict):
+                drop_null_fields(choice)
         first = body["choices"][0] if body["choices"] and isinstance(body["choices"][0], dict) else {}
         if isinstance(first.get("finish_reason"), str):
             obs.finish_reason = first["finish_reason"]
@@ -163,6 +187,7 @@ class UpstreamEngine(Engine):
 
     async def stream(self, call: Call) -> AsyncGenerator[dict, None]:
         acct = StreamAccountant(call.observed)
+        chunk_object = "chat.completion.chunk" if call.endpoint == CHAT else "text_completion"
         completed = False
         resp: aiohttp.ClientResponse | None = None
         try:
@@ -175,6 +200,8 @@ class UpstreamEngine(Engine):
                     continue
                 out = acct.feed(chunk)
                 if out is not None:
+                    if "choices" in out:  # ms-swift names completions chunks "text_completion.chunk"
+                        out["object"] = chunk_object
                     yield out
                 if acct.error is not None:
                     raise upstream_error(str(acct.error.get("message") or "upstream error"), "upstream_stream_error")
@@ -193,13 +220,32 @@ class UpstreamEngine(Engine):
                 resp.release() if completed else resp.close()
 
 
-def _map_upstream_status(status: int, raw: bytes) -> APIError:
+# ms-swift's refusal of a model it does not serve (SwiftDeploy._check_model), answered with HTTP 400:
+# "`no-such-model` is not in the model_list: `['smollm2-135m-instruct']`."
+_SWIFT_UNKNOWN_MODEL = re.compile(r"`(?P<model>[^`]*)` is not in the model_list: `")
+
+
+def _map_upstream_status(status: int, raw: bytes, upstream_model: str, name: str) -> APIError:
+    """OpenAI's error JSON for an upstream's error answer, in any of the shapes engines use: OpenAI's
+    ``{"error": {...}}`` (vLLM, SGLang), ms-swift's ``{"message": ..., "object": "error"}``,
+    FastAPI's ``{"detail": ...}``, or plain text."""
     body = parse_json(raw) or {}
     err: dict = body["error"] if isinstance(body.get("error"), dict) else {}
     message = err.get("message") or body.get("detail") or body.get("message") or raw[:300].decode("utf-8", "replace")
     if not isinstance(message, str):
         message = orjson.dumps(message).decode()
-    if status in (400, 404, 413, 422):
+    swift = _SWIFT_UNKNOWN_MODEL.match(message)
+    if status == 404 or (status == 400 and swift is not None and swift["model"] == upstream_model):
+        # The upstream does not serve the model the gateway asks it for (vLLM, SGLang and OpenAI answer
+        # 404, as for a wrong base_url path; ms-swift 400 with the message above): a misconfiguration
+        # of the gateway, not the client's fault. Internal names stay out of the client's message.
+        return upstream_error(
+            f"The model server behind '{name}' does not serve the model the gateway is configured to ask for "
+            f"(HTTP {status}). This is a gateway configuration error: the operator should check "
+            f"`upstream_model` (and `base_url`) of the model entry '{name}'.",
+            "upstream_model_not_found",
+        )
+    if status in (400, 413, 422):
         # The client's request was refused by the engine (context length, bad parameter): theirs to fix.
         return APIError(
             400,

@@ -15,7 +15,15 @@ from typing import Any
 import orjson
 
 from tokenabacus.engines.base import CHAT, Call
-from tokenabacus.ledger.record import SOURCE_ENGINE, SOURCE_ESTIMATED, SOURCE_TOKENIZER, SOURCE_UPSTREAM, UsageRecord
+from tokenabacus.ledger.record import (
+    ERROR,
+    SOURCE_ENGINE,
+    SOURCE_ESTIMATED,
+    SOURCE_TOKENIZER,
+    SOURCE_UPSTREAM,
+    UsageRecord,
+    clear_usage,
+)
 from tokenabacus.metering.figures import upstream_figures
 from tokenabacus.metering.tokenizers import Counter, has_uncountable_parts
 
@@ -62,12 +70,17 @@ class Meter:
 
     # Counting ----------------------------------------------------------------------------------
     def _count_prompt_sync(self, call: Call) -> int:
+        """The ids the engine receives as the prompt: a chat as its template renders it; a
+        completions prompt as it is, or, for an engine that wraps it in its chat template as one
+        user message (``completions_as_chat``: ms-swift's `swift deploy`), as that chat."""
         assert self.counter is not None
         if call.endpoint == CHAT:
             kwargs = call.body.get("chat_template_kwargs")
             return self.counter.count_chat(
                 call.body["messages"], call.body.get("tools"), kwargs if isinstance(kwargs, dict) else None
             )
+        if self.counter.completions_as_chat:
+            return self.counter.count_chat([{"role": "user", "content": call.body["prompt"]}])
         return self.counter.count_text(call.body["prompt"])
 
     @staticmethod
@@ -112,7 +125,9 @@ class Meter:
         self._apply(rec, call, prompt, completion)
 
     def _apply(self, rec: UsageRecord, call: Call, prompt: int | None, completion: int | None) -> None:
-        """Decide the record's figures: the engine's ids, ours, the upstream's, or an estimate."""
+        """Decide the record's figures: the engine's ids, ours, the upstream's, or an estimate. A
+        request that failed (the serving layer sets ``rec.status`` to error before settling it) bills
+        what was generated, or nothing when nothing was."""
         obs = call.observed
         if obs.model_version:
             rec.model_version = obs.model_version[:MAX_VERSION]
@@ -133,6 +148,11 @@ class Meter:
                 orjson.dumps(obs.upstream_usage, default=str).decode()[:300],
             )
         rec.upstream_prompt_tokens, rec.upstream_completion_tokens, rec.cached_tokens = up_p, up_c, cached
+        if rec.status == ERROR and not obs.text and not up_c:
+            # The upstream failed after the response had started (an empty first chunk went out) but
+            # before any text: as for a failure before any output, nothing is billed.
+            clear_usage(rec)
+            return
         if prompt is not None and call.endpoint == CHAT and has_uncountable_parts(call.body["messages"]):
             # Our count covers the text only; the upstream's covers the image tokens too.
             log.warning(

@@ -66,6 +66,7 @@ class StreamAccountant:
                 continue
             if isinstance(ch.get("finish_reason"), str):
                 obs.finish_reason = ch["finish_reason"]
+            drop_null_fields(ch)
             delta = ch.get("delta")
             if isinstance(delta, dict):
                 obs.text_parts.extend(_delta_texts(delta))
@@ -90,6 +91,21 @@ def _delta_texts(delta: dict) -> list[str]:
                 if isinstance(fn.get(key), str):
                     out.append(fn[key])
     return out
+
+
+# Message fields OpenAI's schema types as an array or object, never null, which engines send as null:
+# ms-swift `tool_calls` (every message and delta), vLLM `annotations` and `function_call`.
+_NEVER_NULL = ("tool_calls", "function_call", "annotations")
+
+
+def drop_null_fields(choice: dict) -> None:
+    """Remove those fields from a choice's message or delta when they are null."""
+    for key in ("delta", "message"):
+        m = choice.get(key)
+        if isinstance(m, dict):
+            for name in _NEVER_NULL:
+                if name in m and m[name] is None:
+                    del m[name]
 
 
 def message_text(body: dict) -> str:

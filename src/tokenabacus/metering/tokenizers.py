@@ -33,6 +33,9 @@ class TokenizerError(Exception):
 
 class Counter(Protocol):
     engine: str  # the library that does the counting, shown by /health
+    # The engine renders a /v1/completions prompt as one user message through its chat template
+    # (ms-swift's `swift deploy`): the prompt is counted as that chat, not as plain text.
+    completions_as_chat: bool
 
     def count_chat(
         self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None
@@ -120,6 +123,7 @@ class HFCounter:
             k: _token_text(v) for k, v in conf.items() if k.endswith("_token") and _token_text(v) is not None
         }
         self.add_generation_prompt = cfg.add_generation_prompt
+        self.completions_as_chat = cfg.completions_as_chat
 
     def render(self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None) -> str:
         kwargs = dict(self.special)
@@ -203,6 +207,7 @@ class GGUFCounter:
         if not Path(cfg.path).is_file():
             raise TokenizerError(f"GGUF file not found: {cfg.path}")
         self.llm = Llama(model_path=cfg.path, vocab_only=True, verbose=False)
+        self.completions_as_chat = cfg.completions_as_chat
         self._lock = threading.Lock()  # one llama context is not safe across threads
 
     def count_chat(self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None) -> int:
@@ -254,6 +259,7 @@ class TiktokenCounter:
     def __init__(self, cfg: TokenizerConfig) -> None:
         self.enc = load_tiktoken_file(cfg.path)
         self.openai_chat = cfg.openai_chat
+        self.completions_as_chat = cfg.completions_as_chat
 
     def _n(self, text: str) -> int:
         return len(self.enc.encode(text, disallowed_special=()))
