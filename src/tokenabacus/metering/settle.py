@@ -71,8 +71,9 @@ class Meter:
     # Counting ----------------------------------------------------------------------------------
     def _count_prompt_sync(self, call: Call) -> int:
         """The ids the engine receives as the prompt: a chat as its template renders it; a
-        completions prompt as it is, or, for an engine that wraps it in its chat template as one
-        user message (``completions_as_chat``: ms-swift's `swift deploy`), as that chat."""
+        completions prompt as it is plus the special ids its tokenizer adds (a BOS), or, for an
+        engine that wraps it in its chat template as one user message (``completions_as_chat``:
+        ms-swift's `swift deploy`), as that chat."""
         assert self.counter is not None
         if call.endpoint == CHAT:
             kwargs = call.body.get("chat_template_kwargs")
@@ -81,7 +82,7 @@ class Meter:
             )
         if self.counter.completions_as_chat:
             return self.counter.count_chat([{"role": "user", "content": call.body["prompt"]}])
-        return self.counter.count_text(call.body["prompt"])
+        return self.counter.count_text(call.body["prompt"]) + self.counter.prompt_specials
 
     @staticmethod
     def _prompt_chars(call: Call) -> int:

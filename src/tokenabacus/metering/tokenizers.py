@@ -36,6 +36,9 @@ class Counter(Protocol):
     # The engine renders a /v1/completions prompt as one user message through its chat template
     # (ms-swift's `swift deploy`): the prompt is counted as that chat, not as plain text.
     completions_as_chat: bool
+    # Special ids the tokenizer adds around a plain prompt (a BOS for Llama-style vocabularies):
+    # engines tokenize /v1/completions prompts with them, our count_text (used for replies) not.
+    prompt_specials: int
 
     def count_chat(
         self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None
@@ -95,6 +98,7 @@ class HFCounter:
             raise TokenizerError(f"tokenizer file not found: {tok_file}")
         raw = tok_file.read_text(encoding="utf-8")
         self.tokenizer = Tokenizer.from_str(raw)
+        self.prompt_specials = len(self.tokenizer.encode("", add_special_tokens=True).ids)
         self.engine = "tokenizers"
         self._n = self._n_tokenizers
         if cfg.fast_bpe:
@@ -208,6 +212,8 @@ class GGUFCounter:
             raise TokenizerError(f"GGUF file not found: {cfg.path}")
         self.llm = Llama(model_path=cfg.path, vocab_only=True, verbose=False)
         self.completions_as_chat = cfg.completions_as_chat
+        # llama.cpp's server tokenizes a completions prompt with the vocabulary's own BOS rule.
+        self.prompt_specials = len(self.llm.tokenize(b"", add_bos=True, special=False))
         self._lock = threading.Lock()  # one llama context is not safe across threads
 
     def count_chat(self, messages: list[dict], tools: list | None = None, template_kwargs: dict | None = None) -> int:
@@ -260,6 +266,7 @@ class TiktokenCounter:
         self.enc = load_tiktoken_file(cfg.path)
         self.openai_chat = cfg.openai_chat
         self.completions_as_chat = cfg.completions_as_chat
+        self.prompt_specials = 0  # OpenAI's encodings add nothing to a prompt
 
     def _n(self, text: str) -> int:
         return len(self.enc.encode(text, disallowed_special=()))
