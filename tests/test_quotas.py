@@ -310,3 +310,43 @@ def test_ledger_sum_matches_counter_after_mixed_outcomes(gw_factory):
         total = c.execute(select(func.coalesce(func.sum(t.c.total_tokens), 0))).scalar_one()
     store.close()
     assert status[0]["used"] == total == tokens_used(rows)
+
+
+def test_cost_quota_in_money_never_overshoots(gw_factory):
+    """A department's budget in CNY: requests are charged at the price book and admission reserves
+    the most a request can cost, so the ledger's cost never passes the budget."""
+    budget = "1"  # ¥1 at ¥0.8/¥2.4 per 1k tokens: about 20 short requests
+    gw = gw_factory(
+        {
+            "prices": [{"model": EMBEDDED, "input": "0.8", "output": "2.4", "per": "1k", "currency": "CNY"}],
+            "governance": {
+                "quotas": [{"department": "marketing", "cost": budget, "currency": "CNY", "period": "month"}]
+            },
+        }
+    )
+    client = gw.client(gw.create_key(user="mkt", project="campaign-2024", department="marketing"))
+    refused, attempts = None, 0
+    while refused is None and attempts < 40:
+        attempts += 1
+        try:
+            ask(client, max_tokens=8)
+        except openai.RateLimitError as e:
+            refused = e
+    assert refused is not None, "the budget never refused"
+    settled(gw, attempts)
+    err = refused.response.json()["error"]
+    assert err["type"] == "insufficient_quota" and "¥1.000000" in err["message"]
+    assert refused.response.headers["x-ratelimit-limit-cost"] == "1000000"
+    rows = [r for r in ledger(gw) if r["status"] == "ok"]
+    assert rows and all(r["currency"] == "CNY" and r["cost_micros"] > 0 for r in rows)
+    spent = sum(r["cost_micros"] for r in rows)
+    assert spent <= 1_000_000
+    status = json.loads(gw.cli("quota", "status", "--department", "marketing", "--format", "json").stdout)
+    assert status[0]["metric"] == "cost:CNY" and status[0]["used"] == spent and status[0]["limit"] == 1_000_000
+    table = gw.cli("quota", "status", "--department", "marketing").stdout
+    assert "¥1.000000" in table
+    # The CLI takes money for limits, exactly.
+    out = gw.cli("quota", "set", "--project", "p", "--cost", "5000", "--currency", "CNY", "--period", "month")
+    assert "¥5000.000000" in out.stdout
+    bad = gw.cli("quota", "set", "--project", "p", "--cost", "0.0000001", "--period", "month", check=False)
+    assert bad.returncode == 2 and "finer than one micro-unit" in bad.stderr

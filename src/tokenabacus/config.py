@@ -184,7 +184,7 @@ class KeysConfig(_Strict):
 
 
 SCOPES = ("key", "user", "project", "department", "global")
-METRICS = ("tokens", "requests")  # cost joins once prices exist
+METRICS = ("tokens", "requests", "cost")  # cost: "cost:CNY" in storage, money in micro-units
 PERIODS = ("minute", "day", "week", "month", "total")
 
 
@@ -201,6 +201,8 @@ class QuotaDecl(_Strict):
     model: str | None = None
     tokens: int | None = Field(None, ge=0)
     requests: int | None = Field(None, ge=0)
+    cost: str | int | float | None = None  # money, e.g. 5000 (in ``currency``)
+    currency: str = "CNY"
     period: Literal["minute", "day", "week", "month", "total"]
 
     @model_validator(mode="after")
@@ -208,8 +210,13 @@ class QuotaDecl(_Strict):
         scopes = [s for s in ("key", "user", "project", "department") if getattr(self, s)]
         if len(scopes) + int(self.global_) != 1:
             raise ValueError("name exactly one scope: key, user, project, department or global: true")
-        if (self.tokens is None) == (self.requests is None):
-            raise ValueError("give exactly one of tokens or requests")
+        if sum(x is not None for x in (self.tokens, self.requests, self.cost)) != 1:
+            raise ValueError("give exactly one of tokens, requests or cost")
+        if self.cost is not None:
+            from tokenabacus.billing.prices import check_currency, parse_amount
+
+            parse_amount(self.cost, "cost")
+            self.currency = check_currency(self.currency)
         return self
 
     @property
@@ -221,7 +228,14 @@ class QuotaDecl(_Strict):
 
     @property
     def metric(self) -> tuple[str, int]:
-        return ("tokens", self.tokens) if self.tokens is not None else ("requests", self.requests or 0)
+        """(metric, limit): tokens, requests, or ``cost:CUR`` with the limit in micro-units."""
+        if self.tokens is not None:
+            return "tokens", self.tokens
+        if self.cost is not None:
+            from tokenabacus.billing.prices import parse_amount
+
+            return f"cost:{self.currency}", parse_amount(self.cost, "cost")
+        return "requests", self.requests or 0
 
 
 class RateLimitDecl(_Strict):

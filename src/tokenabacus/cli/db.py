@@ -1,6 +1,8 @@
-"""`tokenabacus db replay|upgrade`: ledger maintenance."""
+"""`tokenabacus db replay|upgrade|rollup`: ledger maintenance."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
@@ -12,6 +14,7 @@ def register(app: typer.Typer) -> None:
     db = typer.Typer(help="Ledger database maintenance.", no_args_is_help=True)
     db.command("replay")(replay)
     db.command("upgrade")(upgrade)
+    db.command("rollup")(rollup)
     app.add_typer(db, name="db")
 
 
@@ -50,4 +53,45 @@ def upgrade(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     typer.echo(
         f"ledger {safe_url(s.ledger_url)}: schema revision {rev}"
         + (" (newest)" if rev == newest else f" (newest is {newest})")
+    )
+
+
+def rollup(
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Recompute every hourly rollup from the raw records.")
+    ] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Show whether the hourly rollups reports read hold every record; --rebuild recomputes them
+    from the raw records in one transaction. Writers wait while it runs (their records stay in
+    their spools), so it is safe with gateways running; a ledger written before rollups existed
+    needs it once."""
+    from tokenabacus.ledger import rollups
+
+    store = open_store(config, data_dir, create=False)
+    try:
+        if rebuild:
+            try:
+                records, rows = rollups.rebuild(store.db)
+            except Exception as e:  # rolled back: the rollups are as they were
+                text = str(getattr(e, "orig", None) or e).strip().splitlines()
+                fail(f"rebuild stopped, nothing changed: {type(e).__name__}: {text[0] if text else ''}")
+            typer.echo(f"rebuilt the hourly rollups: {records} records in {rows} rows")
+            return
+        st = rollups.status(store.db)
+    finally:
+        store.close()
+    rows, counted, records = st["rollup_rows"], st["records_counted"], st["records"]
+    if st["complete"] and counted == records:
+        typer.echo(f"hourly rollups: all {records} records in {rows} rows")
+        return
+    why = (
+        "the ledger has records from before rollups existed; reports read raw records until then"
+        if not st["complete"]
+        else "they disagree with the records (written by an older gateway?)"
+    )
+    typer.echo(
+        f"hourly rollups: {counted} of the ledger's {records} records in {rows} rows; {why}: "
+        "run `tokenabacus db rollup --rebuild`"
     )

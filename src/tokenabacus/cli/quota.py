@@ -51,6 +51,8 @@ GlobalOpt = Annotated[bool, typer.Option("--global", help="Everyone together.")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Only this model's requests count.")]
 TokensOpt = Annotated[int | None, typer.Option("--tokens", help="Total tokens (prompt + completion).")]
 RequestsOpt = Annotated[int | None, typer.Option("--requests", help="Requests admitted.")]
+CostOpt = Annotated[str | None, typer.Option("--cost", help="Money charged at the price book (e.g. 5000).")]
+CurrencyOpt = Annotated[str, typer.Option("--currency", help="The currency of --cost.")]
 FmtOpt = Annotated[Fmt, typer.Option("--format", help="table, json or csv.")]
 
 
@@ -86,6 +88,8 @@ def set_(
     model: ModelOpt = None,
     tokens: TokensOpt = None,
     requests: RequestsOpt = None,
+    cost: CostOpt = None,
+    currency: CurrencyOpt = "CNY",
     period: Annotated[str, typer.Option(help=PERIODS_HELP)] = "day",
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -93,20 +97,19 @@ def set_(
     """Set a limit (or change the number of an existing one with the same scope, model, metric
     and period: its use so far is kept)."""
     from tokenabacus.config import PERIODS
-    from tokenabacus.governance.quotaview import check_metric, scope_of
+    from tokenabacus.governance.quotaview import check_metric, scope_of, show_amount
 
     try:
         kind, value = scope_of(key, user, project, department, global_)
-        metric, amount = check_metric(tokens, requests)
+        metric, amount = check_metric(tokens, requests, cost, currency)
     except ValueError as e:
         fail(str(e))
     if period not in PERIODS:
         fail(f"--period must be one of {', '.join(PERIODS)}")
     row = open_store(config, data_dir).quotas.set(kind, value, model, metric, period, amount, _who())
-    typer.echo(
-        f"{row['quota_id']}: {kind}{'=' + value if value else ''}"
-        f"{' model=' + model if model else ''} {amount} {metric} per {period}"
-    )
+    what = show_amount(metric, amount) if metric.startswith("cost:") else f"{amount} {metric}"
+    scope = f"{kind}{'=' + value if value else ''}{' model=' + model if model else ''}"
+    typer.echo(f"{row['quota_id']}: {scope} {what} per {period}")
 
 
 def list_(fmt: FmtOpt = Fmt.table, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
@@ -151,7 +154,13 @@ def status(
     usage = quotaview.ledger_usage(store)
     if s.redis.url:
         usage = quotaview.shared_usage(s, lims, usage)
-    emit(quotaview.status(lims, usage, scope=scope), STATUS_COLS, fmt, title="Quota status")
+    rows = quotaview.status(lims, usage, scope=scope)
+    if fmt == Fmt.table:  # money as money; JSON and CSV keep the integer micro-units
+        for r in rows:
+            if r["metric"].startswith("cost:"):
+                for c in ("limit", "granted", "used", "reserved", "remaining"):
+                    r[c] = quotaview.show_amount(r["metric"], r[c])
+    emit(rows, STATUS_COLS, fmt, title="Quota status")
 
 
 def request(
@@ -162,6 +171,8 @@ def request(
     model: ModelOpt = None,
     tokens: TokensOpt = None,
     requests: RequestsOpt = None,
+    cost: CostOpt = None,
+    currency: CurrencyOpt = "CNY",
     reason: Annotated[str, typer.Option(help="Why the extra quota is needed.")] = "",
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -171,7 +182,7 @@ def request(
 
     try:
         kind, value = scope_of(key, user, project, department)
-        metric, amount = check_metric(tokens, requests)
+        metric, amount = check_metric(tokens, requests, cost, currency)
     except ValueError as e:
         fail(str(e))
     if amount <= 0:
@@ -179,7 +190,11 @@ def request(
     if not reason.strip():
         fail("--reason is required: say why the extra quota is needed")
     row = open_store(config, data_dir).quotas.request(kind, value, model, metric, amount, reason.strip(), _who())
-    typer.echo(f"{row['request_id']}: asked for {amount} more {metric} for {kind} {value} (pending)")
+    from tokenabacus.governance.quotaview import show_amount
+
+    typer.echo(
+        f"{row['request_id']}: asked for {show_amount(metric, amount)} more {metric} for {kind} {value} (pending)"
+    )
 
 
 def requests_(
@@ -200,6 +215,7 @@ def approve(
     request_id: str,
     tokens: Annotated[int | None, typer.Option("--tokens", help="Grant less than was asked.")] = None,
     requests: Annotated[int | None, typer.Option("--requests", help="Grant fewer requests than asked.")] = None,
+    cost: Annotated[str | None, typer.Option("--cost", help="Grant less money than asked.")] = None,
     reason: Annotated[str | None, typer.Option(help="A note kept with the decision.")] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -210,6 +226,13 @@ def approve(
     if pending is None or pending["status"] != "pending":
         fail(f"no pending quota request with id {request_id!r} (see `tokenabacus quota requests`)")
     granted = tokens if tokens is not None else requests
+    if cost is not None:
+        from tokenabacus.billing.prices import parse_amount
+
+        try:
+            granted = parse_amount(cost, "--cost")
+        except ValueError as e:
+            fail(str(e))
     if granted is not None and not 0 < granted <= pending["amount"]:
         fail(f"the amount granted must be between 1 and the {pending['amount']} asked for")
     row = store.quotas.decide(request_id, True, _who(), reason, granted)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from tokenabacus.billing.prices import PriceVersion, format_money
 from tokenabacus.engines.base import CHAT, Call
 from tokenabacus.governance.access import ModelAccess, check_key_ip
 from tokenabacus.governance.counters import Ask, Commit, Counters, Refusal, now_ms
@@ -69,7 +70,10 @@ class Ticket:
 def used_by(lim: Limit, rec: UsageRecord) -> int:
     if lim.metric == "requests":
         return 0 if rec.status == REJECTED else 1
-    return rec.total_tokens or 0
+    if lim.metric == "tokens":
+        return rec.total_tokens or 0
+    # cost:CUR: what the record was charged in that currency (the enrich step ran before settle).
+    return rec.cost_micros or 0 if rec.currency == lim.metric[5:] else 0
 
 
 def _settle(
@@ -96,7 +100,9 @@ class Admission:
         default_max_tokens: int,
         access: dict[str, ModelAccess],
         schedulers: dict[str, FairScheduler],
+        price_at: Callable[[str, int], PriceVersion | None] = lambda _m, _t: None,
     ) -> None:
+        self.price_at = price_at  # the price book in force (cost limits reserve money)
         self.counters = counters
         self.tz = tz
         self.default_max_tokens = default_max_tokens
@@ -153,15 +159,15 @@ class Admission:
         self, ticket: Ticket, limits: list[Limit], call: Call, count_prompt: Callable[[], Awaitable[int | None]]
     ) -> None:
         now = now_ms()
-        bound: int | None = None
+        bound: tuple[int, int] | None = None
         asks: list[Ask] = []
         for lim in limits:
-            if lim.metric == "tokens":
+            if lim.metric == "requests":
+                amount = 1
+            else:
                 if bound is None:
                     bound = await self._token_bound(call, count_prompt)
-                amount = bound
-            else:
-                amount = 1
+                amount = sum(bound) if lim.metric == "tokens" else self._cost_bound(lim, call, bound, now)
             start, end = self.limits.window(lim, now)
             asks.append(Ask(lim.counter_key(start), amount, self.limits.effective(lim, now), end + KEEP_MS))
         refusal = await self.counters.reserve(ticket.request_id, asks)
@@ -169,8 +175,19 @@ class Admission:
             raise self._refused(limits[refusal.index], asks[refusal.index], refusal, now)
         ticket.held = [Held(lim, a.key, a.expire_at_ms) for lim, a in zip(limits, asks, strict=True)]
 
-    async def _token_bound(self, call: Call, count_prompt: Callable[[], Awaitable[int | None]]) -> int:
-        """The most tokens the request can use: its prompt plus what it may generate. A request
+    def _cost_bound(self, lim: Limit, call: Call, bound: tuple[int, int], now: int) -> int:
+        """The most the request can cost in the limit's currency: every prompt token at the dearer
+        of the input and cached prices, every possible completion token at the output price. A
+        model with no price in that currency costs nothing here, as its records carry no cost."""
+        pv = self.price_at(call.body["model"], now)
+        if pv is None or pv.currency != lim.metric[5:]:
+            return 0
+        prompt, completion = bound
+        per_prompt = max(pv.input, pv.cached or 0)
+        return -(-(prompt * per_prompt + completion * pv.output) // 1_000_000)  # rounded up
+
+    async def _token_bound(self, call: Call, count_prompt: Callable[[], Awaitable[int | None]]) -> tuple[int, int]:
+        """The most tokens the request can use: (its prompt, what it may generate). A request
         without max_tokens is held to the configured default, so the bound is a bound."""
         if call.max_tokens is None:
             call.body["max_tokens"] = self.default_max_tokens
@@ -179,12 +196,16 @@ class Admission:
             text = call.body.get("messages") if call.endpoint == CHAT else call.body.get("prompt")
             prompt = len(orjson.dumps(text)) + TEMPLATE_ALLOWANCE
         n = call.body.get("n") or 1
-        return prompt + n * (call.max_tokens or self.default_max_tokens)
+        return prompt, n * (call.max_tokens or self.default_max_tokens)
 
     def _refused(self, lim: Limit, ask: Ask, r: Refusal, now: int) -> Refused:
         _, end = self.limits.window(lim, now)
         remaining = max(0, ask.limit - r.used - r.reserved)
         unit = "tokens" if lim.metric == "tokens" else "requests"
+        show: Callable[[int], str] = "{:,}".format
+        if lim.metric.startswith("cost:"):
+            unit = ""
+            show = lambda micros: format_money(micros, lim.metric[5:]) or ""  # noqa: E731
         per = {"minute": "per minute", "total": "in total"}.get(lim.period, f"per {lim.period}")
         reset = (
             "It does not reset."
@@ -193,12 +214,12 @@ class Admission:
         )
         msg = (
             f"{'Rate limit' if lim.is_rate else 'Quota'} exceeded for {lim.scope_label()}: "
-            f"{ask.limit:,} {unit} {per}; {r.used:,} used, {r.reserved:,} reserved by requests in flight, "
-            f"{remaining:,} left, and this request needs up to {ask.amount:,}. {reset}"
+            f"{show(ask.limit)}{' ' + unit if unit else ''} {per}; {show(r.used)} used, {show(r.reserved)} reserved "
+            f"by requests in flight, {show(remaining)} left, and this request needs up to {show(ask.amount)}. {reset}"
         )
         if not lim.is_rate and lim.period != "total":
             msg += " An approved quota request can raise the limit for this period."
-        suffix = "requests" if lim.metric == "requests" else "tokens"
+        suffix = {"requests": "requests", "tokens": "tokens"}.get(lim.metric, "cost")
         headers = {
             f"x-ratelimit-limit-{suffix}": str(ask.limit),
             f"x-ratelimit-remaining-{suffix}": str(remaining),

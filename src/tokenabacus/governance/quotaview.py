@@ -34,9 +34,16 @@ def scope_of(
     return given[0] if given else ("global", None)
 
 
-def check_metric(tokens: int | None, requests: int | None) -> tuple[str, int]:
-    if (tokens is None) == (requests is None):
-        raise ValueError("give exactly one of --tokens or --requests")
+def check_metric(
+    tokens: int | None, requests: int | None, cost: str | None = None, currency: str = "CNY"
+) -> tuple[str, int]:
+    """(metric, amount): tokens, requests, or ``cost:CUR`` with the amount in micro-units."""
+    if sum(x is not None for x in (tokens, requests, cost)) != 1:
+        raise ValueError("give exactly one of --tokens, --requests or --cost")
+    if cost is not None:
+        from tokenabacus.billing.prices import check_currency, parse_amount
+
+        return f"cost:{check_currency(currency)}", parse_amount(cost, "--cost")
     amount = tokens if tokens is not None else requests
     assert amount is not None
     if amount < 0:
@@ -44,6 +51,15 @@ def check_metric(tokens: int | None, requests: int | None) -> tuple[str, int]:
     if amount > 10**15:
         raise ValueError("a limit above 10^15 is not a limit")
     return ("tokens" if tokens is not None else "requests"), amount
+
+
+def show_amount(metric: str, amount: int) -> str:
+    """A limit's figure as people read it: a count, or money for a cost limit."""
+    if metric.startswith("cost:"):
+        from tokenabacus.billing.prices import format_money
+
+        return format_money(amount, metric[5:]) or ""
+    return f"{amount:,}"
 
 
 def grants_of(rows: list[dict]) -> list[Grant]:

@@ -219,5 +219,13 @@ usage_rollups = Table(
     Column("cost_micros", BigInteger, nullable=False),
     Column("priced_requests", BigInteger, nullable=False),  # requests with a known cost
     Column("duration_ms", BigInteger, nullable=False),  # sum, for averages
+    # Latency histogram for p95, fixed log buckets in 1-2-5 steps: lat_le_N counts the records that
+    # took at most N ms (and more than the bound before); lat_over those longer than the last bound.
+    *(
+        Column(f"lat_le_{b}", BigInteger, nullable=False)
+        for b in (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000)
+    ),
+    Column("lat_over", BigInteger, nullable=False),
+    Column("duration_max_ms", BigInteger, nullable=False),  # the longest (0 if none), caps p95
 )
 Index("ux_usage_rollups_dims", usage_rollups.c.hour, usage_rollups.c.dims, unique=True)

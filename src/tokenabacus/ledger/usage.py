@@ -1,39 +1,60 @@
-"""Usage records in the ledger database: batched idempotent inserts, the latest records, and the
-grouped totals reports are made of.
+"""Usage records in the ledger database: batched idempotent inserts that keep the hourly rollups
+(ledger/rollups.py) in the same transaction, the latest records, and what a quota scope used.
 
 All methods are synchronous; the gateway calls them from worker threads only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections.abc import Iterable
+from functools import cache
+from operator import itemgetter
+from typing import Any
 
-from sqlalchemy import String, and_, func, literal, select
+from sqlalchemy import Connection, String, and_, exc, func, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from tokenabacus.ledger import rollups
 from tokenabacus.ledger.database import Database
 from tokenabacus.ledger.record import FIELDS
 from tokenabacus.ledger.schema import usage_records as t
-
-# Time buckets a report can group by, and their size.
-TIME_BUCKETS = {"day": 86_400_000, "hour": 3_600_000}
-TOKEN_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens")
-_LOW32 = 0xFFFFFFFF
 
 _LENGTHS: dict[str, int] = {c.name: c.type.length for c in t.columns if isinstance(c.type, String) and c.type.length}
 
 # (position in FIELDS, column length) of the length-limited columns.
 _LIMITS = [(i, _LENGTHS[f]) for i, f in enumerate(FIELDS) if f in _LENGTHS]
 
-_SQLITE_INSERT = (
-    "INSERT OR IGNORE INTO usage_records ("
-    + ", ".join(f'"{f}"' for f in FIELDS)
-    + ") VALUES ("
-    + ", ".join("?" for _ in FIELDS)
-    + ")"
+_REQUEST_ID = FIELDS.index("request_id")
+# A row's values as the rollups read them (rollups.INPUT).
+_ROLLUP_INPUT = itemgetter(*(FIELDS.index(c) for c in rollups.INPUT))
+_COLUMNS = ", ".join(f'"{f}"' for f in FIELDS)
+_ONE_ROW = "(" + ", ".join("?" for _ in FIELDS) + ")"
+_PG_INSERT = (
+    f"INSERT INTO usage_records ({_COLUMNS}) VALUES ({', '.join('%s' for _ in FIELDS)}) "
+    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
 )
+
+
+@cache
+def _sqlite_insert(n: int) -> str:
+    """One INSERT of ``n`` rows that answers the request_ids it really inserted (RETURNING, SQLite
+    3.35+): a replayed duplicate is ignored by the insert, and so by the rollups."""
+    return f"INSERT OR IGNORE INTO usage_records ({_COLUMNS}) VALUES {', '.join([_ONE_ROW] * n)} RETURNING request_id"
+
+
+def _first_of(rows: list[list], inserted: set[str]) -> list[list]:
+    """The rows the database took: one per inserted request_id, the first in the batch, as the
+    insert kept it."""
+    out = []
+    for row in rows:
+        rid = row[_REQUEST_ID]
+        if rid in inserted:
+            inserted.discard(rid)
+            out.append(row)
+    return out
 
 
 def _row(record: dict) -> list:
@@ -51,43 +72,58 @@ def _row(record: dict) -> list:
     return row
 
 
-def _bucket(name: str, offset_ms: int):
-    size = TIME_BUCKETS[name]
-    shifted = t.c.timestamp + literal(offset_ms)
-    return (shifted - shifted % size).label(name)
-
-
-def _sums(split: bool) -> list:
-    """Token sums that cannot overflow. SQLite's sum() fails on a 64-bit overflow, which a
-    ledger holding absurd figures (written before the writer checked them) reaches with two
-    records; so there (``split``) each value is summed as a high and a low 32-bit half, put back
-    together exactly in Python. PostgreSQL and MySQL sum integers into wider types already."""
-    if not split:
-        return [func.coalesce(func.sum(t.c[k]), 0).label(k) for k in TOKEN_SUMS]
-    out = []
-    for k in TOKEN_SUMS:
-        out.append(func.coalesce(func.sum(t.c[k].op(">>")(32)), 0).label(f"{k}_hi"))
-        out.append(func.coalesce(func.sum(t.c[k].op("&")(_LOW32)), 0).label(f"{k}_lo"))
-    return out
-
-
 class UsageRecords:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._rollups_checked = False
 
     # Writes ------------------------------------------------------------------------------------
     def insert(self, records: Iterable[dict]) -> int:
-        """Insert records, ignoring request_ids already present (replays are harmless).
-        Strings are clipped to their column so one odd value cannot wedge the writer on a
-        database that enforces lengths (PostgreSQL, MySQL)."""
-        if self.db.dialect == "sqlite":
-            return self._insert_sqlite(records)
-        rows = [dict(zip(FIELDS, _row(r), strict=True)) for r in records]
+        """Insert records, ignoring request_ids already present (replays are harmless), and add
+        the ones inserted to the hourly rollups in the same transaction; returns how many were
+        inserted. Strings are clipped to their column so one odd value cannot wedge the writer
+        on a database that enforces lengths (PostgreSQL, MySQL)."""
+        if not self._rollups_checked:
+            rollups.mark_if_new(self.db)
+            self._rollups_checked = True
+        rows = [_row(r) for r in records]
         if not rows:
             return 0
+        if self.db.dialect == "sqlite":
+            return self._insert_sqlite(rows)
         with self.db.begin() as conn:
-            res = conn.execute(self._insert_ignore(), rows)
-            return res.rowcount if res.rowcount is not None and res.rowcount >= 0 else len(rows)
+            fresh = _first_of(rows, self._inserted(conn, rows))
+            rollups.add_records(conn, map(_ROLLUP_INPUT, fresh))
+            return len(fresh)
+
+    def _inserted(self, conn: Connection, rows: list[list]) -> set[str]:
+        """Insert, ignoring known request_ids; the request_ids this insert added."""
+        if conn.dialect.driver == "psycopg":
+            # psycopg's pipelined executemany answers RETURNING per row: ~10x SQLAlchemy's
+            # multi-row VALUES, which PostgreSQL must parse and plan anew for every batch.
+            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            dbapi = conn.dialect.loaded_dbapi
+            got: set[str] = set()
+            try:
+                cur.executemany(_PG_INSERT, rows, returning=True)
+                while True:
+                    got.update(rid for (rid,) in cur.fetchall())
+                    if not cur.nextset():
+                        return got
+            except dbapi.Error as e:  # as SQLAlchemy would raise it: the writer tells data from outages
+                raise exc.DBAPIError.instance(_PG_INSERT, None, e, dbapi.Error) from e
+        params = [dict(zip(FIELDS, r, strict=True)) for r in rows]
+        if conn.dialect.insert_executemany_returning:  # MariaDB 10.5+
+            return {rid for (rid,) in conn.execute(self._insert_ignore().returning(t.c.request_id), params)}
+        # MySQL has no RETURNING: lock the ids first (InnoDB's gap locks also hold back another
+        # writer inserting one of the absent ones), so what was absent is what this insert adds.
+        ids = list({r[_REQUEST_ID] for r in rows})
+        present: set[str] = set()
+        for i in range(0, len(ids), 1000):
+            q = select(t.c.request_id).where(t.c.request_id.in_(ids[i : i + 1000])).with_for_update()
+            present.update(rid for (rid,) in conn.execute(q))
+        conn.execute(self._insert_ignore(), params)
+        return set(ids) - present
 
     def _insert_ignore(self):
         name = self.db.dialect
@@ -99,18 +135,24 @@ class UsageRecords:
             return mysql_insert(t).prefix_with("IGNORE")
         raise ValueError(f"unsupported database: {name}")
 
-    def _insert_sqlite(self, records: Iterable[dict]) -> int:
-        # The writer's hottest loop: plain DB-API executemany skips SQLAlchemy's per-row
-        # parameter processing, which cost more than SQLite itself.
-        rows = [_row(r) for r in records]
-        if not rows:
-            return 0
+    def _insert_sqlite(self, rows: list[list]) -> int:
+        # The writer's hottest loop: plain DB-API calls skip SQLAlchemy's per-row parameter
+        # processing, which cost more than SQLite itself.
         with self.db.begin() as conn:
             driver = conn.connection.driver_connection
             assert driver is not None
+            per = max(1, min(500, driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(FIELDS)))
             cur = driver.cursor()
-            cur.executemany(_SQLITE_INSERT, rows)
-            return cur.rowcount if cur.rowcount >= 0 else len(rows)
+            inserted: set[str] = set()
+            for i in range(0, len(rows), per):
+                part = rows[i : i + per]
+                cur.execute(_sqlite_insert(len(part)), [v for row in part for v in row])
+                inserted.update(rid for (rid,) in cur.fetchall())
+            fresh = _first_of(rows, inserted)
+            acc = rollups.Accumulator()
+            acc.add(map(_ROLLUP_INPUT, fresh))
+            rollups.upsert_sqlite(cur, acc.rows())
+            return len(fresh)
 
     # Reads -------------------------------------------------------------------------------------
     def count(self) -> int:
@@ -134,55 +176,6 @@ class UsageRecords:
         with self.db.connect() as conn:
             return {r[0] for r in conn.execute(select(t.c.request_id))}
 
-    def totals(
-        self,
-        by: Sequence[str],
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        status: str | None = None,
-        utc_offset_ms: int = 0,
-    ) -> list[dict]:
-        """Requests, token sums and average duration per group, ordered by the groups.
-
-        ``by`` names columns or time buckets (TIME_BUCKETS), cut at ``utc_offset_ms`` from UTC; a
-        bucket's value is its start in UTC epoch ms. Token sums are exact ints of any size;
-        ``avg_duration_ms`` is a float, or None when no record has a duration."""
-        for d in by:
-            if d not in TIME_BUCKETS and d not in t.c:
-                raise ValueError(f"usage records have no column {d!r}")
-        split = self.db.dialect == "sqlite"
-        cols = [_bucket(d, utc_offset_ms) if d in TIME_BUCKETS else t.c[d].label(d) for d in by]
-        aggs = [func.count().label("requests"), *_sums(split), func.avg(t.c.duration_ms).label("avg_duration_ms")]
-        conds = []
-        if since_ms is not None:
-            conds.append(t.c.timestamp >= since_ms)
-        if until_ms is not None:
-            conds.append(t.c.timestamp < until_ms)
-        if status:
-            conds.append(t.c.status == status)
-        stmt = select(*cols, *aggs)
-        if conds:
-            stmt = stmt.where(and_(*conds))
-        if cols:
-            stmt = stmt.group_by(*cols).order_by(*cols)
-        with self.db.connect() as conn:
-            raw = [dict(r._mapping) for r in conn.execute(stmt)]
-        return [_total(r, by, split, utc_offset_ms) for r in raw]
-
-
-def _total(r: dict, by: Sequence[str], split: bool, offset_ms: int) -> dict:
-    out: dict = {}
-    for d in by:
-        v = r[d]
-        out[d] = int(v) - offset_ms if d in TIME_BUCKETS and v is not None else v
-    out["requests"] = int(r["requests"])
-    for k in TOKEN_SUMS:
-        out[k] = (int(r[f"{k}_hi"]) << 32) + int(r[f"{k}_lo"]) if split else int(r[k])
-    avg = r["avg_duration_ms"]
-    # PostgreSQL and MySQL answer a Decimal: one type for every database.
-    out["avg_duration_ms"] = float(avg) if avg is not None else None
-    return out
-
 
 # The record column each quota scope matches.
 SCOPE_COLUMNS = {"key": t.c.key_id, "user": t.c.user, "project": t.c.project, "department": t.c.department}
@@ -191,13 +184,20 @@ SCOPE_COLUMNS = {"key": t.c.key_id, "user": t.c.user, "project": t.c.project, "d
 def used_since(
     db: Database, scope_kind: str, scope_value: str | None, model: str | None, metric: str, since_ms: int
 ) -> int:
-    """What the ledger says a limit's scope used from ``since_ms`` on: total tokens, or the number
-    of admitted requests (refusals use nothing)."""
+    """What the ledger says a limit's scope used from ``since_ms`` on: total tokens, the number of
+    admitted requests (refusals use nothing), or for ``cost:CUR`` the micro-units charged in CUR."""
     conds = [t.c.timestamp >= since_ms, t.c.status != "rejected"]
     if scope_kind != "global":
         conds.append(SCOPE_COLUMNS[scope_kind] == scope_value)
     if model is not None:
         conds.append(t.c.model == model)
-    what = func.coalesce(func.sum(t.c.total_tokens), 0) if metric == "tokens" else func.count()
+    what: Any
+    if metric.startswith("cost:"):
+        conds.append(t.c.currency == metric[5:])
+        what = func.coalesce(func.sum(t.c.cost_micros), 0)
+    elif metric == "tokens":
+        what = func.coalesce(func.sum(t.c.total_tokens), 0)
+    else:
+        what = func.count()
     with db.connect() as conn:
         return int(conn.execute(select(what).where(and_(*conds))).scalar_one())

@@ -1,5 +1,7 @@
 """The background writer: moves closed spool segments into the database (and the sinks) in
-batches. Inserts are idempotent on request_id, so replaying a segment after a crash is safe.
+batches. Inserts are idempotent on request_id, so replaying a segment after a crash is safe, and
+each batch adds the records it really inserted to the hourly rollups in the same transaction
+(UsageRecords.insert), so a replay is not counted twice there either.
 
 A record the database can never take (bad JSON, a value outside its column, a row the database
 refuses as data) goes to the dead-letter file and the rest of its segment moves on. A database

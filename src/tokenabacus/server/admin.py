@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 from datetime import UTC
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -30,7 +29,7 @@ from tokenabacus.governance.keys import Identity, create_key, key_owner
 from tokenabacus.governance.orgstore import Conflict, NotFound, OrgError
 from tokenabacus.governance.roles import can_see_scope, key_scope, read_filters, require_admin, require_reader
 from tokenabacus.ledger.record import now_ms
-from tokenabacus.ledger.usage import TOKEN_SUMS
+from tokenabacus.server.admin_plan import plan_routes
 from tokenabacus.server.admin_prices import price_routes
 from tokenabacus.server.admin_quotas import quota_routes
 
@@ -155,31 +154,6 @@ def _reader(ident: Caller) -> None:
     require_reader(ident)
 
 
-def _narrow(rows: list[dict], by: tuple[str, ...], only: dict[str, str]) -> list[dict]:
-    """Report rows grouped by ``by`` plus the filter columns, kept where the filters match and
-    summed back to ``by`` (reports have no filters of their own). Records always carry a
-    duration, so weighting the groups' averages by their request counts gives the kept records'
-    average, to within the 0.1 ms each group's average was rounded to."""
-    out: dict[tuple, dict] = {}
-    for r in rows:
-        if any(r.get(k) != v for k, v in only.items()):
-            continue
-        acc = out.setdefault(
-            tuple(r[d] for d in by),
-            {**{d: r[d] for d in by}, "requests": 0, **dict.fromkeys(TOKEN_SUMS, 0), "_ms": 0.0},
-        )
-        acc["requests"] += r["requests"]
-        for k in TOKEN_SUMS:
-            acc[k] += r[k]
-        acc["_ms"] += (r["avg_duration_ms"] or 0.0) * r["requests"]
-    if not out and not by:  # an ungrouped report is one row, even of nothing
-        out[()] = {"requests": 0, **dict.fromkeys(TOKEN_SUMS, 0), "_ms": 0.0}
-    for acc in out.values():
-        ms = acc.pop("_ms")
-        acc["avg_duration_ms"] = round(ms / acc["requests"], 1) if acc["requests"] else None
-    return list(out.values())
-
-
 def _public(row: dict) -> dict:
     """A key row as shown: never its hash; its allowed addresses as a list."""
     out = {k: v for k, v in row.items() if k != "key_hash"}
@@ -235,6 +209,7 @@ def create_admin_app(gw: Gateway) -> FastAPI:
     money_reads, money_writes = price_routes(gw)  # prices, cost adjustments, hardware
     app.include_router(money_reads, dependencies=[Depends(_reader)])
     app.include_router(money_writes, dependencies=[Depends(_admin)])
+    app.include_router(plan_routes(gw), dependencies=[Depends(_reader)])  # forecast, estimate, reconcile
     return app
 
 
@@ -320,7 +295,9 @@ def _read_routes(gw: Gateway) -> APIRouter:
         return await asyncio.to_thread(run)
 
     @r.get(
-        "/report", summary="Tokens, requests and latency grouped by any dimension (a viewer's scoped)", tags=["usage"]
+        "/report",
+        summary="Requests, tokens, cost and latency grouped by any dimension and time bucket (a viewer's scoped)",
+        tags=["usage"],
     )
     async def report(
         ident: Caller,
@@ -333,21 +310,32 @@ def _read_routes(gw: Gateway) -> APIRouter:
         department: str | None = None,
         user: str | None = None,
         model: str | None = None,
+        key_id: str | None = None,
+        currency: str | None = None,
+        sort: str | None = None,
+        totals: bool = False,
     ) -> list[dict]:
+        """One row per group (`by`: department, project, user, key_id, model, status, currency, day,
+        week, month, hour of day; days cut in `tz`). `totals=true` adds sub-totals by the first
+        dimension and a grand total, each row marked in `row` (group, subtotal, total)."""
         dims = tuple(d.strip() for d in by.split(",") if d.strip())
-        try:
-            q = build_query(dims, since, until, tz, status)
+        asked = {
+            "project": project,
+            "department": department,
+            "user": user,
+            "model": model,
+            "key_id": key_id,
+            "currency": currency,
+        }
+        try:  # arguments are checked before the caller's scope is looked up
+            build_query(dims, since, until, tz, status, sort=sort)
         except ValueError as e:
             raise HTTPException(400, str(e).replace("--", "")) from None
-        asked = {"project": project, "department": department, "user": user, "model": model}
 
         def run() -> list[dict]:
-            only = read_filters(ident, asked, gw.store.org.department_of)
-            if not only:
-                return run_report(gw.store, q)
-            # Group by the filter columns too, then narrow back to what was asked.
-            wide = replace(q, by=dims + tuple(k for k in only if k not in dims))
-            return _narrow(run_report(gw.store, wide), dims, only)
+            only = read_filters(ident, asked, gw.store.org.department_of)  # a viewer's scope, as filters
+            q = build_query(dims, since, until, tz, status, {k: (v,) for k, v in only.items()}, sort)
+            return run_report(gw.store, q).flat(totals)
 
         return await asyncio.to_thread(run)
 

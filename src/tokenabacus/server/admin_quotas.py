@@ -32,15 +32,21 @@ class LimitBody(BaseModel):
     model: str | None = Field(None, max_length=200)
     tokens: int | None = Field(None, ge=0, le=10**15)
     requests: int | None = Field(None, ge=0, le=10**15)
+    cost: str | int | float | None = None  # money in ``currency`` (a decimal string keeps it exact)
+    currency: str = "CNY"
     period: Literal["minute", "day", "week", "month", "total"] = "day"
 
     @model_validator(mode="after")
     def _check(self) -> LimitBody:
         if (self.scope == "global") == bool(self.name):
             raise ValueError("name the scope's key id, user, project or department (none for global)")
-        if (self.tokens is None) == (self.requests is None):
-            raise ValueError("give exactly one of tokens or requests")
+        self.metric_amount()
         return self
+
+    def metric_amount(self) -> tuple[str, int]:
+        tokens, requests = self.tokens, self.requests
+        cost = None if self.cost is None else str(self.cost)
+        return quotaview.check_metric(tokens, requests, cost, self.currency)
 
 
 class AskBody(BaseModel):
@@ -49,19 +55,33 @@ class AskBody(BaseModel):
     model: str | None = Field(None, max_length=200)
     tokens: int | None = Field(None, gt=0, le=10**15)
     requests: int | None = Field(None, gt=0, le=10**15)
+    cost: str | int | float | None = None
+    currency: str = "CNY"
     reason: str = Field(..., min_length=1, max_length=2000)
 
     @model_validator(mode="after")
     def _check(self) -> AskBody:
-        if (self.tokens is None) == (self.requests is None):
-            raise ValueError("give exactly one of tokens or requests")
+        if self.metric_amount()[1] <= 0:
+            raise ValueError("ask for a positive amount")
         return self
+
+    def metric_amount(self) -> tuple[str, int]:
+        cost = None if self.cost is None else str(self.cost)
+        return quotaview.check_metric(self.tokens, self.requests, cost, self.currency)
 
 
 class Decision(BaseModel):
     tokens: int | None = Field(None, gt=0)
     requests: int | None = Field(None, gt=0)
+    cost: str | int | float | None = None  # money granted, in the request's currency
     reason: str | None = Field(None, max_length=2000)
+
+    def amount(self) -> int | None:
+        if self.cost is not None:
+            from tokenabacus.billing.prices import parse_amount
+
+            return parse_amount(str(self.cost), "cost")
+        return self.tokens if self.tokens is not None else self.requests
 
 
 def _who(ident: Identity) -> str:
@@ -114,9 +134,7 @@ def quota_routes(gw: Gateway) -> APIRouter:
     )
     async def set_limit(request: Request, body: LimitBody) -> dict:
         ident: Identity = request.state.identity
-        metric = "tokens" if body.tokens is not None else "requests"
-        amount = body.tokens if body.tokens is not None else body.requests
-        assert amount is not None
+        metric, amount = body.metric_amount()
         row = await asyncio.to_thread(
             gw.store.quotas.set, body.scope, body.name, body.model, metric, body.period, amount, _who(ident)
         )
@@ -146,9 +164,7 @@ def quota_routes(gw: Gateway) -> APIRouter:
         ident: Identity = request.state.identity
         if not (await visibility(ident))(body.scope, body.name):
             raise HTTPException(403, f"you may not ask for quota for {body.scope} {body.name!r}")
-        metric = "tokens" if body.tokens is not None else "requests"
-        amount = body.tokens if body.tokens is not None else body.requests
-        assert amount is not None
+        metric, amount = body.metric_amount()
         return await asyncio.to_thread(
             gw.store.quotas.request, body.scope, body.name, body.model, metric, amount, body.reason, _who(ident)
         )
@@ -164,7 +180,10 @@ def quota_routes(gw: Gateway) -> APIRouter:
         pending = await asyncio.to_thread(gw.store.quotas.get_request, request_id)
         if pending is None or pending["status"] != "pending":
             raise HTTPException(404, f"no pending quota request with id {request_id!r}")
-        granted = body.tokens if body.tokens is not None else body.requests
+        try:
+            granted = body.amount()
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
         if approve and granted is not None and granted > pending["amount"]:
             raise HTTPException(400, f"cannot grant more than the {pending['amount']} asked for")
         if not approve and not (body.reason or "").strip():

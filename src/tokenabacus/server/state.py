@@ -78,6 +78,8 @@ class Gateway:
             settings.prices, ZoneInfo(settings.governance.timezone)
         )
         self.prices = PriceBook(self._config_prices)
+        # Cost limits reserve money at the price in force (the book is swapped whole on change).
+        self.governance.admission.price_at = lambda model, at: self.prices.at(model, at)
         self._prices_generation = -1
         self._prices_task: asyncio.Task | None = None
         self._prices_lock = asyncio.Lock()  # one reload at a time: a slow one never undoes a newer one

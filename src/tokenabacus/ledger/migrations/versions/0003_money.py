@@ -82,6 +82,12 @@ def upgrade() -> None:
         sa.Column("cost_micros", sa.BigInteger, nullable=False),
         sa.Column("priced_requests", sa.BigInteger, nullable=False),
         sa.Column("duration_ms", sa.BigInteger, nullable=False),
+        *(
+            sa.Column(f"lat_le_{b}", sa.BigInteger, nullable=False)
+            for b in (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000)
+        ),
+        sa.Column("lat_over", sa.BigInteger, nullable=False),
+        sa.Column("duration_max_ms", sa.BigInteger, nullable=False),
     )
     op.create_index(
         "ux_usage_rollups_dims",

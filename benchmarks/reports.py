@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Reports at scale: 10 million realistic records ingested through the real writer, then the
+reports finance and operators run, timed.
+
+Records: 90 days (2026-09-02 to 2026-11-30, Asia/Shanghai), ~12 departments, ~80 projects, ~2,000
+users (1-2 keys each) and 8 models, all Zipf-skewed (a few heavy users and models carry most of the
+traffic; each user mostly sticks to one model); business-hour peaks and quiet weekends; ~4% errors,
+cancellations and refusals; lognormal token counts and latencies per model; one model unpriced.
+They are generated in time order, as gateways write them, into spool segments (JSONL files, as
+the spool writes them), and each segment goes through ``ledger.writer.drain_segments``, the
+function the background writer runs: parse, check, insert + hourly rollups, unlink. Only that
+call is timed for ingest (generating and writing the segment is not).
+
+Then, best of three runs each (Asia/Shanghai):
+
+  monthly chargeback   by department, October 2026, with the grand total
+  weekly ranking       by department, the week of Monday 2026-11-16, largest cost first
+  daily peaks          by day and hour of day, November 2026
+  ...and for scale: the chargeback in Asia/Kathmandu (+05:45, days cut inside UTC hours), and
+  the chargeback read from raw records only (what reports did before rollups).
+
+Targets (issue 8): ingest >= 20,000 records/s on SQLite; each report < 1 s.
+
+    python benchmarks/reports.py                          # 10M records, SQLite
+    python benchmarks/reports.py --db postgresql          # the local PostgreSQL (database tokenabacus_bench)
+    python benchmarks/reports.py --records 20000          # CI smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import orjson
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from tokenabacus.billing import reports
+from tokenabacus.billing.reports import ReportQuery, build_query, run_report
+from tokenabacus.ledger import rollups
+from tokenabacus.ledger.deadletter import DeadLetters
+from tokenabacus.ledger.record import FIELDS
+from tokenabacus.ledger.schema import metadata, usage_rollups
+from tokenabacus.ledger.store import Store
+from tokenabacus.ledger.writer import drain_segments
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/tokenabacus_bench"
+ZONE = ZoneInfo("Asia/Shanghai")
+FIRST_DAY = datetime(2026, 9, 2)
+DAYS = 90
+INGEST_TARGET = 20_000  # records/s
+REPORT_TARGET_S = 1.0
+
+# Requests by local hour of day (business hours, a lunch dip, evening tail) and by weekday.
+HOURLY = np.array([2, 1, 1, 1, 1, 2, 4, 9, 16, 22, 24, 20, 12, 18, 23, 24, 21, 16, 10, 8, 7, 6, 4, 3], float)
+WEEKDAY = np.array([1.0, 1.05, 1.05, 1.0, 0.9, 0.35, 0.3])
+MODELS = [  # name, prompt median, completion median, latency median ms, CNY micros per 1M in/out (None: unpriced)
+    ("qwen2.5-7b-instruct", 700, 260, 1400, (500_000, 1_000_000)),
+    ("qwen2.5-72b-instruct", 900, 320, 4200, (4_000_000, 12_000_000)),
+    ("deepseek-v3", 1100, 420, 3600, (2_000_000, 8_000_000)),
+    ("glm-4-9b", 500, 200, 1100, (600_000, 600_000)),
+    ("qwen2.5-coder-32b", 1600, 380, 3000, (2_000_000, 6_000_000)),
+    ("llama-3.1-8b", 450, 180, 900, (300_000, 600_000)),
+    ("bge-m3-rerank", 300, 1, 120, (100_000, 0)),
+    ("internal-finetune-v2", 800, 300, 2000, None),
+]
+STATUSES = np.array(["ok", "error", "cancelled", "rejected"])
+STATUS_P = [0.96, 0.018, 0.014, 0.008]
+
+
+def zipf(n: int, s: float, rng: np.random.Generator) -> np.ndarray:
+    """Zipf-like weights over n items, in a random order."""
+    w = 1.0 / np.arange(1, n + 1) ** s
+    return rng.permutation(w / w.sum())
+
+
+class Population:
+    """The organization and who uses what: departments, projects, users, keys and models."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.departments = [f"dept-{name}" for name in DEPARTMENT_NAMES]
+        dept_w = zipf(len(self.departments), 0.9, rng)
+        self.projects = [f"proj-{i:02d}" for i in range(80)]
+        self.project_dept = rng.choice(len(self.departments), size=80, p=dept_w)
+        proj_w = zipf(80, 1.0, rng)
+        self.users = [f"user{i:04d}" for i in range(2000)]
+        self.user_project = rng.choice(80, size=2000, p=proj_w)
+        self.user_w = zipf(2000, 1.1, rng)
+        model_w = zipf(len(MODELS), 1.2, rng)
+        self.model_w = model_w
+        self.user_model = rng.choice(len(MODELS), size=2000, p=model_w)
+        self.user_keys = np.where(rng.random(2000) < 0.1, 2, 1)
+
+
+DEPARTMENT_NAMES = "marketing sales rnd support finance legal hr ops data it design exec".split()
+
+
+def day_counts(total: int, rng: np.random.Generator) -> np.ndarray:
+    weights = np.array([WEEKDAY[(FIRST_DAY + timedelta(days=d)).weekday()] for d in range(DAYS)])
+    weights *= rng.uniform(0.9, 1.1, DAYS)
+    counts = np.floor(weights / weights.sum() * total).astype(int)
+    counts[: total - counts.sum()] += 1
+    return counts
+
+
+def records(total: int, seed: int = 2026) -> Iterator[list[dict]]:
+    """The records of each day in time order (a day at a time keeps memory flat)."""
+    rng = np.random.default_rng(seed)
+    pop = Population(rng)
+    prefix = "req_" + os.urandom(10).hex()
+    seq = 0
+    hour_p = HOURLY / HOURLY.sum()
+    for day, n in enumerate(day_counts(total, rng)):
+        if not n:
+            continue
+        start = int((FIRST_DAY + timedelta(days=day)).replace(tzinfo=ZONE).timestamp() * 1000)
+        ts = np.sort(start + rng.choice(24, n, p=hour_p) * 3_600_000 + rng.integers(0, 3_600_000, n))
+        users = rng.choice(2000, n, p=pop.user_w)
+        own = rng.random(n) < 0.85
+        models = np.where(own, pop.user_model[users], rng.choice(len(MODELS), n, p=pop.model_w))
+        status = rng.choice(4, n, p=STATUS_P)
+        key_no = rng.integers(0, 2, n) % pop.user_keys[users]
+        prompt_f = rng.lognormal(0, 0.8, n)
+        comp_f = rng.lognormal(0, 0.9, n)
+        lat_f = rng.lognormal(0, 0.6, n)
+        cached = np.where(rng.random(n) < 0.3, rng.integers(0, 512, n), 0)
+        out = []
+        for i in range(n):
+            u = int(users[i])
+            name, p_med, c_med, l_med, price = MODELS[models[i]]
+            st = STATUSES[status[i]]
+            project = int(pop.user_project[u])
+            rec = dict.fromkeys(FIELDS)
+            seq += 1
+            rec.update(
+                request_id=f"{prefix}{seq:012x}",
+                timestamp=int(ts[i]),
+                model=name,
+                model_version="sha256:" + name[:8],
+                engine="upstream",
+                endpoint="/v1/chat/completions",
+                stream=bool(i % 3),
+                status=str(st),
+                key_id=f"key_{u:04d}{int(key_no[i])}",
+                user=pop.users[u],
+                project=pop.projects[project],
+                department=pop.departments[int(pop.project_dept[project])],
+                client_ip=f"10.20.{u // 250}.{u % 250}",
+                user_agent="OpenAI/Python 1.52.0",
+            )
+            if st == "rejected":
+                rec.update(duration_ms=int(2 + lat_f[i] * 3), error_code="quota_exceeded")
+            else:
+                prompt = int(p_med * prompt_f[i]) + 1
+                completion = int(c_med * comp_f[i]) if st == "ok" else int(c_med * comp_f[i] * 0.3)
+                duration = int(l_med * lat_f[i] * (0.6 + completion / max(c_med, 1) * 0.4))
+                rec.update(
+                    duration_ms=duration if st != "error" else int(duration * 0.2),
+                    ttft_ms=int(duration * 0.1),
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    total_tokens=prompt + completion,
+                    cached_tokens=int(min(cached[i], prompt)),
+                    usage_source="tokenizer",
+                    error_code=None if st == "ok" else "upstream_error",
+                )
+                if price is not None:
+                    rec.update(
+                        cost_micros=(prompt * price[0] + completion * price[1]) // 1_000_000,
+                        currency="CNY",
+                        price_version=f"pv_{name[:6]}",
+                    )
+            out.append(rec)
+        yield out
+
+
+def ingest(store: Store, total: int, segment: int, spool: Path) -> tuple[float, int]:
+    """Spool segments through the writer's drain; (seconds spent draining, records moved)."""
+    spool.mkdir(parents=True, exist_ok=True)
+    dead = DeadLetters(spool / "dead-letter.jsonl")
+    spent, moved, seq, pending = 0.0, 0, 0, []
+
+    def flush(batch: list[dict]) -> None:
+        nonlocal spent, moved, seq
+        seq += 1
+        path = spool / f"seg-{seq:012d}.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in batch))
+        t0 = time.perf_counter()
+        done = drain_segments([path], store.usage, [], dead)
+        spent += time.perf_counter() - t0
+        moved += done.moved
+        assert not done.set_aside, "a generated record was set aside"
+
+    shown = time.monotonic()
+    for day in records(total):
+        pending.extend(day)
+        while len(pending) >= segment:
+            flush(pending[:segment])
+            del pending[:segment]
+        if time.monotonic() - shown > 30:
+            shown = time.monotonic()
+            print(f"  ... {moved:,} records in, {moved / spent:,.0f}/s", file=sys.stderr, flush=True)
+    if pending:
+        flush(pending)
+    return spent, moved
+
+
+def timed(fn: Callable[[], object], runs: int = 3) -> tuple[float, float, object]:
+    times, out = [], None
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times), out
+
+
+def the_reports() -> list[tuple[str, ReportQuery, bool]]:
+    """(name, query, read raw records only)."""
+    tz = "Asia/Shanghai"
+    october = ("2026-10-01", "2026-11-01")
+    return [
+        ("monthly chargeback (department, Oct, totals)", build_query(("department",), *october, tz), False),
+        (
+            "weekly ranking (department, week of 11-16, by cost)",
+            build_query(("department",), "2026-11-16", "2026-11-23", tz, sort="cost_micros"),
+            False,
+        ),
+        ("daily peaks (day x hour of day, Nov)", build_query(("day", "hour"), "2026-11-01", "2026-12-01", tz), False),
+        ("monthly chargeback in Asia/Kathmandu", build_query(("department",), *october, "Asia/Kathmandu"), False),
+        ("monthly chargeback from raw records only", build_query(("department",), *october, tz), True),
+    ]
+
+
+def fresh_database(kind: str, url: str | None, data: Path) -> str:
+    if kind == "sqlite":
+        return url or f"sqlite:///{data / 'ledger.db'}"
+    url = url or PG_URL
+    u = make_url(url)
+    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": u.database}).first():
+            conn.execute(text(f'CREATE DATABASE "{u.database}"'))
+    admin.dispose()
+    engine = create_engine(url)
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()
+    return url
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--records", type=int, default=10_000_000)
+    ap.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--url", help=f"ledger URL (default: a temporary SQLite file, or {PG_URL})")
+    ap.add_argument("--segment", type=int, default=5_000, help="records per spool segment (default 5,000)")
+    ap.add_argument("--data-dir", type=Path, help="where the spool (and SQLite ledger) go; default a temp dir")
+    ap.add_argument("--keep", action="store_true", help="keep the data dir (and database) afterwards")
+    ap.add_argument("--check", action="store_true", help="exit 3 when a target is missed")
+    args = ap.parse_args()
+
+    data = args.data_dir or Path(tempfile.mkdtemp(prefix="tokenabacus-reports-"))
+    data.mkdir(parents=True, exist_ok=True)
+    url = fresh_database(args.db, args.url, data)
+    store = Store(url)
+    print(f"{args.records:,} records into {args.db} (segments of {args.segment:,})", file=sys.stderr)
+    try:
+        spent, moved = ingest(store, args.records, args.segment, data / "spool")
+        if args.db == "postgresql":
+            with store.engine.begin() as conn:  # what autovacuum would have done after the load
+                conn.execute(text("ANALYZE usage_records"))
+                conn.execute(text("ANALYZE usage_rollups"))
+        with store.engine.connect() as conn:
+            rollup_rows = conn.execute(select(func.count()).select_from(usage_rollups)).scalar_one()
+        st = rollups.status(store.db)
+        assert st["records_counted"] == st["records"] == moved, st
+        rate = moved / spent if spent else 0.0
+        lines = [
+            "| db | records | what | result | target |",
+            "|---|---:|---|---:|---|",
+            f"| {args.db} | {moved:,} | ingest through the writer ({rollup_rows:,} rollup rows) "
+            f"| {rate:,.0f} records/s ({spent:,.1f} s) | "
+            + (
+                f">= {INGEST_TARGET:,}/s {'MET' if rate >= INGEST_TARGET else 'MISSED'} |"
+                if args.db == "sqlite"
+                else "(the target is SQLite's) |"
+            ),
+        ]
+        ok = rate >= INGEST_TARGET or args.db != "sqlite"  # the ingest target is SQLite's
+        complete = rollups.complete
+        for name, q, raw_only in the_reports():
+            if raw_only:
+                rollups.complete = lambda db: False  # type: ignore[assignment]
+            try:
+                best, median, rep = timed(lambda q=q: run_report(store, q))
+            finally:
+                rollups.complete = complete
+            assert isinstance(rep, reports.Report)
+            met = best < REPORT_TARGET_S
+            ok = ok and (met or raw_only)
+            verdict = "(for comparison)" if raw_only else f"< {REPORT_TARGET_S:g} s {'MET' if met else 'MISSED'}"
+            lines.append(
+                f"| {args.db} | {moved:,} | {name}: {len(rep.rows)} rows, total {rep.total['requests']:,} requests "
+                f"| {best:.3f} s (median {median:.3f}) | {verdict} |"
+            )
+        print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs\n")
+        print("\n".join(lines))
+        return 0 if ok or not args.check else 3
+    finally:
+        store.close()
+        if not args.keep:
+            if args.db == "postgresql":
+                fresh_database(args.db, args.url, data)  # drops the tables again
+            if args.data_dir is None:
+                shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
