@@ -45,3 +45,16 @@ def test_admission_benchmark_smoke():
     for target in ("no limits", "memory", "redis"):
         assert f"| {target} | c32 |" in r.stdout
     assert "INVALID" not in r.stdout and "not valid" not in r.stdout
+
+
+def test_reports_benchmark_smoke(tmp_path):
+    """20,000 records through the real writer and the three timed reports (SQLite)."""
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "reports.py"), "--records", "20000", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    for what in ("ingest through the writer", "monthly chargeback", "weekly ranking", "daily peaks"):
+        assert what in r.stdout
