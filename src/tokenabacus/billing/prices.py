@@ -275,6 +275,10 @@ class PriceBook:
         """Every version of ``model`` that charges (oldest first); replaced ones are in ``replaced``."""
         return list(self._versions.get(model, ()))
 
+    def all_versions(self) -> list[PriceVersion]:
+        """Every version the book knows, replaced ones included: what a record's price_version names."""
+        return [v for vs in self._versions.values() for v in vs] + self.replaced
+
     def history_rows(self, model: str, now: int) -> list[dict]:
         """Every version of ``model`` as rows with a ``state``: charging (in force now), past,
         future, or replaced (a stored version with the same start took its place)."""

@@ -22,7 +22,7 @@ from tokenabacus.ledger import rollups
 from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED
 from tokenabacus.ledger.store import Store
 
-DIMENSIONS = ("department", "project", "user", "key_id", "model", "status", "currency")
+DIMENSIONS = ("department", "project", "user", "key_id", "model", "status", "currency", "price_version")
 TIME_DIMENSIONS = ("day", "week", "month", "hour")  # week starts on Monday; hour is the hour of day, 0-23
 GROUPS = DIMENSIONS + TIME_DIMENSIONS
 STATUSES = (OK, ERROR, CANCELLED, REJECTED)
@@ -53,6 +53,7 @@ MAX_CUT_HOURS = 1000
 _EPOCH = datetime(1970, 1, 1)
 _SUMS = len(rollups.SUMS)
 _PRICED = rollups.FIGURES.index("priced_requests")
+_DRIFT = tuple((c, rollups.FIGURES.index(c)) for c in rollups.DRIFT)
 _BUCKETS = slice(rollups.FIGURES.index(rollups.LATENCY_COLUMNS[0]), _SUMS)
 
 
@@ -64,6 +65,7 @@ class ReportQuery:
     tz: str = "UTC"  # days, weeks, months and hours of day are cut in this zone
     filters: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (dimension, values it may have)
     sort: str | None = None  # a figure: groups in descending order of it
+    drift: bool = False  # rows also carry our count against the upstream's (rollups.DRIFT)
 
 
 @dataclass
@@ -211,7 +213,7 @@ class _Acc:
         self.cancelled += other.cancelled
         self.currencies |= other.currencies
 
-    def out(self) -> dict[str, Any]:
+    def out(self, drift: bool = False) -> dict[str, Any]:
         requests, prompt, completion, total, cached, cost, priced, duration = self.figures[:8]
         buckets = self.figures[_BUCKETS]
         timed = sum(buckets)
@@ -234,6 +236,7 @@ class _Acc:
             "p95_duration_ms": rollups.p95(buckets, self.figures[-1]),
             "errors": self.errors,
             "cancelled": self.cancelled,
+            **({c: self.figures[i] for c, i in _DRIFT} if drift else {}),
         }
 
 
@@ -287,7 +290,7 @@ def _shape(q: ReportQuery, groups: dict[tuple, _Acc], complete: bool) -> Report:
     none = dict.fromkeys(q.by)
     columns = [*q.by, *(c for c in COLUMNS if c not in q.by)]
     if not q.by:
-        return Report(q, [total.out()], [], total.out(), complete, columns)
+        return Report(q, [total.out(q.drift)], [], total.out(q.drift), complete, columns)
     items = sorted(groups.items(), key=lambda kv: _order(kv[0], kv[1], q.sort))
     subtotals: list[dict] = []
     if len(q.by) >= 2:
@@ -301,12 +304,12 @@ def _shape(q: ReportQuery, groups: dict[tuple, _Acc], complete: bool) -> Report:
                 sub.merge(acc)
         order = sorted(blocks, key=lambda k: _order((k,), subs[k], q.sort))
         items = [kv for first in order for kv in blocks[first]]
-        subtotals = [{**none, q.by[0]: _label(q.by[0], first), **subs[first].out()} for first in order]
+        subtotals = [{**none, q.by[0]: _label(q.by[0], first), **subs[first].out(q.drift)} for first in order]
     rows = []
     for key, acc in items:
         labels = {d: _label(d, v) for d, v in zip(q.by, key, strict=True)}
-        rows.append({**labels, **acc.out(), **labels})  # a currency group keeps its own name
-    return Report(q, rows, subtotals, {**none, **total.out()}, complete, columns)
+        rows.append({**labels, **acc.out(q.drift), **labels})  # a currency group keeps its own name
+    return Report(q, rows, subtotals, {**none, **total.out(q.drift)}, complete, columns)
 
 
 def _order(key: tuple, acc: _Acc, sort: str | None) -> tuple:

@@ -35,12 +35,24 @@ from tokenabacus.ledger.schema import usage_records as raw
 from tokenabacus.ledger.schema import usage_rollups as ru
 
 HOUR_MS = 3_600_000
-DIMENSIONS = ("model", "department", "project", "user", "key_id", "status", "currency")
+DIMENSIONS = ("model", "department", "project", "user", "key_id", "status", "currency", "price_version")
 # Upper bounds (ms) of the latency buckets, as the schema names its columns (lat_le_N).
 LATENCY_BOUNDS: tuple[int, ...] = tuple(
     int(c.name.removeprefix("lat_le_")) for c in ru.columns if c.name.startswith("lat_le_")
 )
 LATENCY_COLUMNS = (*(f"lat_le_{b}" for b in LATENCY_BOUNDS), "lat_over")
+# Our count against the upstream's, over the records that kept both (usage_source "tokenizer" with
+# upstream figures): the records compared, each side's prompt and completion sums, and how many
+# records disagreed. A record billed from the upstream's figures kept no count of ours to compare.
+DRIFT = (
+    "compared_requests",
+    "compared_prompt_tokens",
+    "compared_completion_tokens",
+    "upstream_prompt_tokens",
+    "upstream_completion_tokens",
+    "mismatched_requests",
+)
+COMPARED_SOURCE = "tokenizer"
 # The additive figures of a rollup row; FIGURES adds the longest duration (merged by max).
 SUMS = (
     "requests",
@@ -51,6 +63,7 @@ SUMS = (
     "cost_micros",
     "priced_requests",
     "duration_ms",
+    *DRIFT,
     *LATENCY_COLUMNS,
 )
 FIGURES = (*SUMS, "duration_max_ms")
@@ -64,10 +77,14 @@ INPUT = (
     "cached_tokens",
     "cost_micros",
     "duration_ms",
+    "usage_source",
+    "upstream_prompt_tokens",
+    "upstream_completion_tokens",
 )
 COMPLETE_KEY = "usage_rollups"  # meta: the rollups hold every record (a new ledger, or rebuilt)
 _ROW_COLUMNS = ("hour", "dims", *DIMENSIONS, *FIGURES)
 _FIRST_BUCKET = SUMS.index(LATENCY_COLUMNS[0])
+_FIRST_DRIFT = SUMS.index(DRIFT[0])
 
 Source = Literal["rollups", "raw"]
 # A group key computed from the source's time column (UTC ms: the hour, or the record's timestamp).
@@ -106,8 +123,12 @@ class Accumulator:
     def add(self, rows: Iterable[Sequence[Any]]) -> None:
         # The writer's hot loop: locals, no function calls per figure.
         groups, bounds, width, first = self.groups, LATENCY_BOUNDS, len(FIGURES), _FIRST_BUCKET
+        d0 = _FIRST_DRIFT
         n = 0
-        for ts, model, dept, project, user, key_id, status, currency, pt, ct, tt, cached, cost, dur in rows:
+        for (
+            ts, model, dept, project, user, key_id, status, currency, version,
+            pt, ct, tt, cached, cost, dur, source, up_p, up_c,
+        ) in rows:  # fmt: skip
             n += 1
             key = (
                 ts - ts % HOUR_MS,
@@ -118,6 +139,7 @@ class Accumulator:
                 key_id or "",
                 status or "",
                 currency or "",
+                version or "",
             )
             acc = groups.get(key)
             if acc is None:
@@ -139,6 +161,14 @@ class Accumulator:
                 acc[first + bisect_left(bounds, dur)] += 1
                 if dur > acc[-1]:
                     acc[-1] = dur
+            if up_p is not None and up_c is not None and source == COMPARED_SOURCE:
+                acc[d0] += 1
+                acc[d0 + 1] += pt or 0
+                acc[d0 + 2] += ct or 0
+                acc[d0 + 3] += up_p
+                acc[d0 + 4] += up_c
+                if pt != up_p or ct != up_c:
+                    acc[d0 + 5] += 1
         self.records += n
 
     def rows(self) -> list[tuple]:
@@ -306,8 +336,55 @@ def sql_int(v: int) -> ColumnElement[Any]:
     return literal_column(str(int(v)))
 
 
-_RAW_SUMMED = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cost_micros")
 _LOW32 = 0xFFFFFFFF
+
+
+def _raw_figure_specs() -> list[tuple[ColumnElement[Any], bool]]:
+    """FIGURES as expressions over raw records, each marked when it sums token or money figures
+    (large enough to overflow SQLite's sum(); counts cannot)."""
+    r = raw.c
+    d = r.duration_ms
+    zero = sql_int(0)
+    compared = and_(
+        r.usage_source == COMPARED_SOURCE,
+        r.upstream_prompt_tokens.is_not(None),
+        r.upstream_completion_tokens.is_not(None),
+    )
+    mismatched = and_(
+        compared,
+        or_(
+            func.coalesce(r.prompt_tokens, -1) != r.upstream_prompt_tokens,
+            func.coalesce(r.completion_tokens, -1) != r.upstream_completion_tokens,
+        ),
+    )
+
+    def when(cond: ColumnElement[bool], v: ColumnElement[Any]) -> ColumnElement[Any]:
+        return case((cond, v), else_=zero)
+
+    buckets: list[tuple[ColumnElement[Any], bool]] = []
+    low = None
+    for b in LATENCY_BOUNDS:
+        cond = d <= sql_int(b) if low is None else and_(d > sql_int(low), d <= sql_int(b))
+        buckets.append((func.sum(when(cond, sql_int(1))), False))
+        low = b
+    buckets.append((func.sum(when(d > sql_int(LATENCY_BOUNDS[-1]), sql_int(1))), False))
+    return [
+        (func.count(), False),
+        *((r[c], True) for c in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cost_micros")),
+        (func.count(r.cost_micros), False),
+        (d, True),
+        (func.sum(when(compared, sql_int(1))), False),
+        (when(compared, func.coalesce(r.prompt_tokens, 0)), True),
+        (when(compared, func.coalesce(r.completion_tokens, 0)), True),
+        (when(compared, r.upstream_prompt_tokens), True),
+        (when(compared, r.upstream_completion_tokens), True),
+        (func.sum(when(mismatched, sql_int(1))), False),
+        *buckets,
+        (func.max(when(d > 0, d)), False),
+    ]
+
+
+_RAW_SPLIT = tuple(summed for _, summed in _raw_figure_specs())
 
 
 def _raw_figures(split: bool) -> list[ColumnElement[Any]]:
@@ -315,37 +392,29 @@ def _raw_figures(split: bool) -> list[ColumnElement[Any]]:
     32-bit half, joined exactly in Python (``_joined``), because SQLite's sum() fails on a 64-bit
     overflow, which a ledger holding absurd figures (written before the writer checked them)
     reaches with two records; PostgreSQL and MySQL sum into wider types already."""
-    d = raw.c.duration_ms
-
-    def total(c: ColumnElement[Any]) -> list[ColumnElement[Any]]:
-        if not split:
-            return [func.coalesce(func.sum(c), 0)]
-        return [func.coalesce(func.sum(c.op(">>")(32)), 0), func.coalesce(func.sum(c.op("&")(_LOW32)), 0)]
-
-    buckets = []
-    low = None
-    for b in LATENCY_BOUNDS:
-        cond = d <= sql_int(b) if low is None else and_(d > sql_int(low), d <= sql_int(b))
-        buckets.append(func.sum(case((cond, 1), else_=0)))
-        low = b
-    buckets.append(func.sum(case((d > sql_int(LATENCY_BOUNDS[-1]), 1), else_=0)))
-    return [
-        func.count(),
-        *(e for c in _RAW_SUMMED for e in total(raw.c[c])),
-        func.count(raw.c.cost_micros),
-        *total(d),
-        *buckets,
-        func.coalesce(func.max(case((d > 0, d), else_=0)), 0),
-    ]
+    out: list[ColumnElement[Any]] = []
+    for e, summed in _raw_figure_specs():
+        if not summed:
+            out.append(func.coalesce(e, 0))
+        elif split:
+            out += [func.coalesce(func.sum(e.op(">>")(32)), 0), func.coalesce(func.sum(e.op("&")(_LOW32)), 0)]
+        else:
+            out.append(func.coalesce(func.sum(e), 0))
+    return out
 
 
 def _joined(values: Sequence[Any]) -> list[int]:
     """The figures of a split row (``_raw_figures(split=True)``), halves put back together."""
     v = [int(x) for x in values]
-    halves = 2 * len(_RAW_SUMMED)
-    sums = [(v[i] << 32) + v[i + 1] for i in range(1, 1 + halves, 2)]
-    at = 1 + halves
-    return [v[0], *sums, v[at], (v[at + 1] << 32) + v[at + 2], *v[at + 3 :]]
+    out, at = [], 0
+    for summed in _RAW_SPLIT:
+        if summed:
+            out.append((v[at] << 32) + v[at + 1])
+            at += 2
+        else:
+            out.append(v[at])
+            at += 1
+    return out
 
 
 def aggregate(

@@ -211,6 +211,7 @@ usage_rollups = Table(
     Column("key_id", String(64), nullable=False),
     Column("status", String(16), nullable=False),
     Column("currency", String(8), nullable=False),
+    Column("price_version", String(64), nullable=False, server_default=""),
     Column("requests", BigInteger, nullable=False),
     Column("prompt_tokens", BigInteger, nullable=False),
     Column("completion_tokens", BigInteger, nullable=False),
@@ -219,6 +220,18 @@ usage_rollups = Table(
     Column("cost_micros", BigInteger, nullable=False),
     Column("priced_requests", BigInteger, nullable=False),  # requests with a known cost
     Column("duration_ms", BigInteger, nullable=False),  # sum, for averages
+    # Our count against the upstream's (rollups.DRIFT): for `report drift`.
+    *(
+        Column(c, BigInteger, nullable=False, server_default="0")
+        for c in (
+            "compared_requests",
+            "compared_prompt_tokens",
+            "compared_completion_tokens",
+            "upstream_prompt_tokens",
+            "upstream_completion_tokens",
+            "mismatched_requests",
+        )
+    ),
     # Latency histogram for p95, fixed log buckets in 1-2-5 steps: lat_le_N counts the records that
     # took at most N ms (and more than the bound before); lat_over those longer than the last bound.
     *(

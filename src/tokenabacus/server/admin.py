@@ -32,6 +32,7 @@ from tokenabacus.ledger.record import now_ms
 from tokenabacus.server.admin_plan import plan_routes
 from tokenabacus.server.admin_prices import price_routes
 from tokenabacus.server.admin_quotas import quota_routes
+from tokenabacus.server.admin_reports import report_routes
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
@@ -210,6 +211,7 @@ def create_admin_app(gw: Gateway) -> FastAPI:
     app.include_router(money_reads, dependencies=[Depends(_reader)])
     app.include_router(money_writes, dependencies=[Depends(_admin)])
     app.include_router(plan_routes(gw), dependencies=[Depends(_reader)])  # forecast, estimate, reconcile
+    app.include_router(report_routes(gw), dependencies=[Depends(_reader)])  # top, peaks, ..., chargeback
     return app
 
 

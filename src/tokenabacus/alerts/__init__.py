@@ -1,0 +1,1 @@
+"""Alerting: detectors that decide when usage is abnormal, and notifiers that deliver the alert."""

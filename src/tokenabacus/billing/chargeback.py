@@ -1,0 +1,309 @@
+"""A month's chargeback per department, ready for finance: each department's cost by project,
+user and model with sub-totals, the cost adjustments booked in the month, the price versions
+that charged it, and the hardware pools' cost apportioned beside it.
+
+Figures come from ``run_report`` (rollups, equal to the raw records), so the records' grand total
+per currency is the ledger's sum of ``cost_micros`` for the month to the micro-unit; the amount
+due adds the month's adjustments, listed one by one. Costs in different currencies are never
+added together: every total is per currency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tokenabacus.billing.exports import Sheet, xlsx_bytes
+from tokenabacus.billing.named import Window, window
+from tokenabacus.billing.prices import PriceVersion, format_money, format_rate
+from tokenabacus.billing.reports import ReportQuery, run_report, zone_named
+from tokenabacus.ledger.store import Store
+
+DETAIL = ("project", "user", "model")
+FIGURES = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
+NONE = "(none)"  # how a missing department, project or user is shown
+# The flat table's columns (CSV and the terminal): money as amounts and as exact micros.
+COLUMNS = ["row", "department", *DETAIL, *FIGURES, "cost", "adjustments", "amount_due", "currency"]
+COLUMNS += ["unpriced_requests", "cost_micros", "adjustments_micros", "amount_due_micros"]
+
+
+@dataclass
+class Chargeback:
+    month: str
+    tz: str
+    window: Window
+    summary: list[dict]  # per (department, currency), then a total row per currency
+    departments: dict[str, list[dict]]  # department: its rows, project sub-totals, its totals
+    versions: list[dict]  # the price versions that charged the month's records
+    adjustments: list[dict]
+    hardware: list[dict]
+    totals: list[dict]  # per currency: records' cost, adjustments, amount due
+    unpriced_requests: int
+    notes: list[str] = field(default_factory=list)
+
+    def flat(self) -> list[dict]:
+        """Every department's rows, then the summary's totals: one table for CSV and JSON."""
+        rows = [r for rows in self.departments.values() for r in rows]
+        return rows + [{"row": "grand total", **t} for t in self.totals]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "month": self.month,
+            "tz": self.tz,
+            "since_ms": self.window.since_ms,
+            "until_ms": self.window.until_ms,
+            "summary": self.summary,
+            "departments": self.departments,
+            "price_versions": self.versions,
+            "adjustments": self.adjustments,
+            "hardware": self.hardware,
+            "totals": self.totals,
+            "unpriced_requests": self.unpriced_requests,
+            "notes": self.notes,
+        }
+
+
+def _figures(rows: Iterable[dict]) -> dict[str, Any]:
+    """Sums of a set of report rows in one currency (cost None when none of them was priced)."""
+    rows = list(rows)
+    costs = [r["cost_micros"] for r in rows if r["cost_micros"] is not None]
+    out: dict[str, Any] = {f: sum(r[f] for r in rows) for f in FIGURES}
+    out["cost_micros"] = sum(costs) if costs else None
+    out["unpriced_requests"] = sum(r["unpriced_requests"] for r in rows)
+    return out
+
+
+def _currencies(rows: Iterable[dict]) -> list[str | None]:
+    """The currencies of these rows, priced ones by name, then None (unpriced) if any."""
+    found = {r["currency"] for r in rows}
+    return [*sorted(c for c in found if c), *([None] if None in found else [])]
+
+
+def _money(row: dict) -> dict:
+    cur = row.get("currency")
+    for k in ("cost", "adjustments", "amount_due"):
+        if f"{k}_micros" in row:
+            row[k] = format_money(row[f"{k}_micros"], cur)
+    return row
+
+
+def chargeback(
+    store: Store,
+    month: str,
+    tz: str,
+    versions: Iterable[PriceVersion] = (),
+    filters: Mapping[str, Sequence[str]] | None = None,
+) -> Chargeback:
+    """The chargeback of ``month`` (YYYY-MM, cut at midnight in ``tz``). ``versions``: the price
+    book's versions, to show what each version id charged; ``filters`` scope it (a viewer's)."""
+    from tokenabacus.billing.hardware import apportion
+
+    win = window(tz, month=month)
+    flt = tuple(sorted((k, tuple(v)) for k, v in (filters or {}).items()))
+    q = ReportQuery(
+        by=("department", "currency", *DETAIL), since_ms=win.since_ms, until_ms=win.until_ms, tz=tz, filters=flt
+    )
+    rep = run_report(store, q)
+    for r in rep.rows:
+        r["department"] = r["department"] or NONE
+    adjustments = _adjustments(store, win, filters)
+    # Departments ranked by their cost (the largest currency sum first), then name.
+    by_dept: dict[str, list[dict]] = {}
+    for r in rep.rows:
+        by_dept.setdefault(r["department"], []).append(r)
+    for a in adjustments:
+        by_dept.setdefault(a["department"] or NONE, [])
+
+    def weight(d: str) -> tuple:
+        return (-max((r["cost_micros"] or 0 for r in by_dept[d]), default=0), d)
+
+    departments: dict[str, list[dict]] = {}
+    summary: list[dict] = []
+    for dept in sorted(by_dept, key=weight):
+        rows = by_dept[dept]
+        adj = [a for a in adjustments if (a["department"] or NONE) == dept]
+        out: list[dict] = []
+        for project in sorted({r["project"] or NONE for r in rows}):
+            members = sorted(
+                (r for r in rows if (r["project"] or NONE) == project),
+                key=lambda r: (r["user"] or "", r["model"] or "", r["currency"] or ""),
+            )
+            for r in members:
+                out.append(
+                    _money(
+                        {
+                            "row": "group",
+                            "department": dept,
+                            "project": project,
+                            "user": r["user"] or NONE,
+                            "model": r["model"],
+                            **{f: r[f] for f in FIGURES},
+                            "cost_micros": r["cost_micros"],
+                            "currency": r["currency"],
+                            "unpriced_requests": r["unpriced_requests"],
+                        }
+                    )
+                )
+            for cur in _currencies(members):
+                sub = _figures(r for r in members if r["currency"] == cur)
+                out.append(_money({"row": "subtotal", "department": dept, "project": project, **sub, "currency": cur}))
+        adj_currencies = {a["currency"] for a in adj}
+        for cur in _currencies([*rows, *({"currency": c} for c in adj_currencies)]):
+            figs = _figures(r for r in rows if r["currency"] == cur)
+            adj_sum = sum(a["amount_micros"] for a in adj if a["currency"] == cur)
+            line = {
+                "department": dept,
+                **figs,
+                "currency": cur,
+                "adjustments_micros": adj_sum if cur else None,
+                # Unpriced records (no currency) owe nothing known: no amount, not zero.
+                "amount_due_micros": (figs["cost_micros"] or 0) + adj_sum if cur else None,
+            }
+            out.append(_money({"row": "total", "project": None, "user": None, "model": None, **line}))
+            summary.append(_money({"row": "group", **line}))
+        departments[dept] = out
+    totals = _totals(summary)
+    return Chargeback(
+        month=month,
+        tz=tz,
+        window=win,
+        summary=summary + [{"row": "total", "department": None, **t} for t in totals],
+        departments=departments,
+        versions=_versions(store, q, versions, tz),
+        adjustments=adjustments,
+        hardware=[] if filters else apportion(store, month, tz),
+        totals=totals,
+        unpriced_requests=rep.total["unpriced_requests"],
+        notes=_notes(rep.total["unpriced_requests"], totals, filters),
+    )
+
+
+def _totals(summary: list[dict]) -> list[dict]:
+    """The grand total per currency; unpriced records' tokens in a row of their own."""
+    out = []
+    for cur in _currencies(summary):
+        mine = [s for s in summary if s["currency"] == cur]
+        figs = {f: sum(s[f] for s in mine) for f in FIGURES}
+        cost = sum(s["cost_micros"] or 0 for s in mine) if cur else None
+        adj = sum(s["adjustments_micros"] or 0 for s in mine) if cur else None
+        due = cost + adj if cost is not None and adj is not None else None
+        out.append(
+            _money(
+                {
+                    **figs,
+                    "cost_micros": cost,
+                    "currency": cur,
+                    "adjustments_micros": adj,
+                    "amount_due_micros": due,
+                    "unpriced_requests": sum(s["unpriced_requests"] for s in mine),
+                }
+            )
+        )
+    return out
+
+
+def _adjustments(store: Store, win: Window, filters: Mapping[str, Sequence[str]] | None) -> list[dict]:
+    zone = zone_named(win.tz)
+    out = []
+    for a in store.prices.adjustments(win.since_ms, win.until_ms):
+        if any(a.get(d) not in values for d, values in (filters or {}).items() if d in a):
+            continue
+        out.append(
+            {
+                **a,
+                "at_local": datetime.fromtimestamp(a["at"] / 1000, zone).isoformat(timespec="seconds"),
+                "amount": format_money(a["amount_micros"], a["currency"]),
+            }
+        )
+    return out
+
+
+def _versions(store: Store, q: ReportQuery, versions: Iterable[PriceVersion], tz: str) -> list[dict]:
+    """What each price version charged in the month, with its prices per 1M tokens."""
+    known = {v.version_id: v for v in versions}
+    zone = zone_named(tz)
+    rep = run_report(store, ReportQuery(("model", "price_version"), q.since_ms, q.until_ms, tz, q.filters))
+    out = []
+    for r in rep.rows:
+        vid = r["price_version"]
+        if vid is None:
+            continue
+        v = known.get(vid)
+        out.append(
+            _money(
+                {
+                    "model": r["model"],
+                    "price_version": vid,
+                    "effective_from": None
+                    if v is None
+                    else datetime.fromtimestamp(v.effective_from / 1000, zone).isoformat(timespec="seconds"),
+                    "input_per_1m": None if v is None else format_rate(v.input, "1m", v.currency),
+                    "cached_per_1m": None if v is None or v.cached is None else format_rate(v.cached, "1m", v.currency),
+                    "output_per_1m": None if v is None else format_rate(v.output, "1m", v.currency),
+                    "requests": r["requests"],
+                    "total_tokens": r["total_tokens"],
+                    "cost_micros": r["cost_micros"],
+                    "currency": r["currency"],
+                }
+            )
+        )
+    return out
+
+
+def _notes(unpriced: int, totals: list[dict], filters: Mapping[str, Sequence[str]] | None) -> list[str]:
+    notes = []
+    if unpriced:
+        notes.append(f"{unpriced:,} requests had no price in force (no cost, not zero): see unpriced_requests")
+    if len(totals) > 1:
+        notes.append("costs are in several currencies: every total is per currency")
+    if filters:
+        notes.append("scoped to " + ", ".join(f"{k}={'|'.join(v)}" for k, v in sorted(filters.items())))
+    return notes
+
+
+# The workbook ----------------------------------------------------------------------------------
+_DETAIL_COLS = ["row", "project", "user", "model", *FIGURES, "cost", "currency", "unpriced_requests"]
+
+
+def sheets(cb: Chargeback) -> list[Sheet]:
+    """Summary first, a sheet per department, then price versions, adjustments and hardware."""
+    head = [
+        f"Chargeback {cb.month} ({cb.tz})",
+        f"Records from {_iso(cb.window.since_ms, cb.tz)} to {_iso(cb.window.until_ms, cb.tz)} (exclusive)",
+        *cb.notes,
+    ]
+    summary_cols = ["row", "department", *FIGURES, "cost", "adjustments", "amount_due", "currency", "unpriced_requests"]
+    out = [Sheet("Summary", summary_cols, [_as_money(r) for r in cb.summary], head, _MONEY)]
+    for dept, rows in cb.departments.items():
+        out.append(Sheet(dept, _DETAIL_COLS, [_as_money(r) for r in rows], [f"{dept}: {cb.month} ({cb.tz})"], _MONEY))
+    vcols = ["model", "price_version", "effective_from", "input_per_1m", "cached_per_1m", "output_per_1m"]
+    vcols += ["requests", "total_tokens", "cost", "currency"]
+    out.append(Sheet("Price versions", vcols, [_as_money(r) for r in cb.versions], money=_MONEY))
+    if cb.adjustments:
+        acols = ["adjustment_id", "at_local", "department", "project", "user", "model", "request_id"]
+        acols += ["amount", "currency", "reason", "created_by"]
+        rows = [{**a, "amount": a["amount_micros"]} for a in cb.adjustments]
+        out.append(Sheet("Adjustments", acols, rows, money=frozenset({"amount"})))
+    if cb.hardware:
+        hcols = ["pool", "basis", "department", "project", "usage", "share", "cost", "currency"]
+        rows = [{**h, "cost": h["cost_micros"]} for h in cb.hardware]
+        out.append(Sheet("Hardware", hcols, rows, ["Self-hosted hardware apportioned by use"], _MONEY))
+    return out
+
+
+_MONEY = frozenset({"cost", "adjustments", "amount_due"})
+
+
+def _as_money(r: dict) -> dict:
+    """A row for the workbook: money columns hold micros (written as exact amounts)."""
+    return {**r, **{k: r.get(f"{k}_micros") for k in _MONEY}}
+
+
+def _iso(ms: int, tz: str) -> str:
+    return datetime.fromtimestamp(ms / 1000, zone_named(tz)).isoformat(timespec="minutes")
+
+
+def workbook(cb: Chargeback) -> bytes:
+    return xlsx_bytes(sheets(cb), f"Chargeback {cb.month}")

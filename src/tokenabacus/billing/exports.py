@@ -1,0 +1,97 @@
+"""Report files: CSV and Excel workbooks from rows, the same bytes for the CLI and /admin.
+
+Money goes into a workbook as exact decimals (openpyxl writes a Decimal's digits as they are), so
+a sheet's sums equal the ledger's to the micro-unit; CSV and JSON keep the integer micros.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+MICROS = 1_000_000
+# Cells of rows marked so in their "row" column are bold (sub-totals and totals).
+BOLD_ROWS = frozenset({"subtotal", "total"})
+_SHEET_BAD = re.compile(r"[\[\]:*?/\\]")
+
+
+@dataclass
+class Sheet:
+    """One worksheet: heading lines above a table of ``columns``; ``money`` columns hold micros
+    and are written as amounts in currency units with ``money_format``."""
+
+    title: str
+    columns: list[str]
+    rows: list[dict]
+    heading: list[str] = field(default_factory=list)
+    money: frozenset[str] = frozenset()
+    money_format: str = "#,##0.00####"
+
+
+def csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def sheet_title(name: str, taken: set[str]) -> str:
+    """A valid, unique worksheet name: Excel allows 31 characters and none of []:*?/\\."""
+    base = _SHEET_BAD.sub("_", name or "(none)").strip("'") or "(none)"
+    title, n = base[:31], 2
+    while title.lower() in taken:
+        suffix = f" ({n})"
+        title, n = base[: 31 - len(suffix)] + suffix, n + 1
+    taken.add(title.lower())
+    return title
+
+
+def _amount(micros: Any) -> Any:
+    return Decimal(int(micros)).scaleb(-6) if isinstance(micros, int) and not isinstance(micros, bool) else micros
+
+
+def xlsx_bytes(sheets: Sequence[Sheet], title: str | None = None) -> bytes:
+    """A workbook with one sheet per ``Sheet``: a bold header row, frozen below it, numbers as
+    numbers, sub-total and total rows in bold."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
+    wb = Workbook()
+    bold = Font(bold=True)
+    taken: set[str] = set()
+    for i, sh in enumerate(sheets):
+        ws = wb.active if i == 0 else wb.create_sheet()
+        assert ws is not None
+        ws.title = sheet_title(sh.title, taken)
+        for line in sh.heading:
+            ws.append([line])
+        if sh.heading:
+            ws.cell(row=1, column=1).font = bold
+            ws.append([])
+        ws.append(sh.columns)
+        header = ws.max_row
+        for cell in ws[header]:
+            cell.font = bold
+        money_cols = [j for j, c in enumerate(sh.columns, start=1) if c in sh.money]
+        for r in sh.rows:
+            ws.append([_amount(r.get(c)) if c in sh.money else r.get(c) for c in sh.columns])
+            if r.get("row") in BOLD_ROWS:
+                for cell in ws[ws.max_row]:
+                    cell.font = bold
+            for j in money_cols:
+                ws.cell(row=ws.max_row, column=j).number_format = sh.money_format
+        ws.freeze_panes = ws.cell(row=header + 1, column=1)
+        for j, c in enumerate(sh.columns, start=1):
+            ws.column_dimensions[get_column_letter(j)].width = max(10, min(40, len(c) + 2))
+    if title:
+        wb.properties.title = title
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
