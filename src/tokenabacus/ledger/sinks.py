@@ -68,11 +68,24 @@ class JsonlSink:
         self._fh.close()
 
 
+OBSERVERS_DIR = "observers"
+
+
+def backlog_path(settings: Settings, name: str) -> Path:
+    """Where records wait for the observer ``name`` (observe/backlog.py)."""
+    return settings.spool_path / OBSERVERS_DIR / name
+
+
 def build_sinks(settings: Settings) -> list[Sink]:
     """The sinks the settings ask for; `serve` and `db replay` both use this, so every record
-    reaches every sink whichever of them moves it."""
+    reaches every sink whichever of them moves it. A durable observer (Kafka) is a backlog here:
+    its records wait on disk until the gateway's runner delivers them."""
+    from tokenabacus.observe.backlog import Backlog
+
     sinks: list[Sink] = []
     j = settings.sinks.jsonl
     if j.enabled:
         sinks.append(JsonlSink(settings.jsonl_path, j.rotate_bytes, j.rotate_daily, j.keep))
+    if settings.sinks.kafka.enabled:
+        sinks.append(Backlog(backlog_path(settings, "kafka")))
     return sinks

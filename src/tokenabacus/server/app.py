@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import hmac
 import logging
+import os
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -23,6 +28,7 @@ from tokenabacus.server.state import Gateway
 from tokenabacus.server.v1 import V1
 
 log = logging.getLogger(__name__)
+METRICS_TOKEN_ENV = "TOKENABACUS_METRICS_TOKEN"
 
 
 class _Endpoint:
@@ -69,6 +75,24 @@ def create_app(settings: Settings, store: Store | None = None) -> GatewayApp:
         detail = gw.keys.is_admin_header(request.headers.get("authorization"))
         return Response(orjson.dumps(gw.health(detail)), media_type="application/json")
 
+    metrics_token = settings.metrics.bearer_token or os.environ.get(METRICS_TOKEN_ENV)
+
+    async def metrics(request: Request) -> Response:
+        if not settings.metrics.enabled:
+            return await not_found(request, HTTPException(404))
+        if metrics_token and not hmac.compare_digest(
+            request.headers.get("authorization", "").encode(), f"Bearer {metrics_token}".encode()
+        ):
+            return Response(
+                "metrics need `Authorization: Bearer <metrics token>`\n",
+                status_code=401,
+                media_type="text/plain",
+                headers={"www-authenticate": "Bearer"},
+            )
+        # Reading live state touches the spool directory: off the event loop.
+        body = await asyncio.to_thread(generate_latest, gw.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
         msg = "Unknown route." if status == 404 else "Method not allowed."
@@ -106,6 +130,7 @@ def create_app(settings: Settings, store: Store | None = None) -> GatewayApp:
         Route("/v1/models", _Endpoint(v1.models), methods=["GET"]),
         Route("/v1/models/{model:path}", _Endpoint(v1.models), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Mount("/admin", app=create_admin_app(gw)),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})

@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 
 from starlette.types import Scope
 
+from tokenabacus.alerts.engine import AlertEngine
+from tokenabacus.alerts.schedules import ReportScheduler
 from tokenabacus.billing.prices import PriceBook, PriceVersion, config_versions
 from tokenabacus.config import EmbeddedModel, Settings, UpstreamModel, effective_models
 from tokenabacus.engines.base import Engine
@@ -30,6 +32,8 @@ from tokenabacus.ledger.writer import LedgerWriter, replay_spool
 from tokenabacus.metering.reconcile import EngineWatch
 from tokenabacus.metering.settle import Meter
 from tokenabacus.metering.tokenizers import build_counter
+from tokenabacus.observe.backlog import Backlog, Runner
+from tokenabacus.observe.metrics import LiveState, Metrics, segment_age_s
 from tokenabacus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,12 @@ class Gateway:
         self._keys: KeyCache | None = None
         self.spool = Spool(settings.spool_path, settings.ledger.flush_interval_ms, settings.ledger.group_commit_ms)
         self.sinks: list[Sink] = []
+        self.observers: list[Runner] = []  # durable consumers of the records (observe/backlog.py)
+        self.alerts: AlertEngine | None = None
+        self.reports: ReportScheduler | None = None
+        # /metrics: counted from the records this process writes (a ledger sink), plus live state.
+        self.metrics = Metrics(self.engines, settings.metrics.user_label)
+        self.metrics.registry.register(LiveState(self.live_state))
         self.writer: LedgerWriter | None = None
         self.dead_letters = DeadLetters(settings.spool_path / DEAD_LETTER_FILE)
         self.new_admin_key: str | None = None
@@ -93,6 +103,8 @@ class Gateway:
             self._store = await asyncio.to_thread(Store, s.ledger_url)
         self.new_admin_key = await asyncio.to_thread(ensure_admin_key, self.store, os.environ.get(ADMIN_KEY_ENV))
         self.sinks = build_sinks(s)
+        if s.metrics.enabled:
+            self.sinks.append(self.metrics)
         # Records spooled by an earlier run that did not reach the database (crash, kill -9).
         done = await asyncio.to_thread(replay_spool, s.spool_path, self.store.usage, self.sinks, self.dead_letters)
         if done.moved or done.set_aside:
@@ -108,9 +120,23 @@ class Gateway:
             self.spool, self.store.usage, self.sinks, self.dead_letters, s.ledger.writer_interval_ms / 1000
         )
         await self.writer.start()
+        self.observers = build_observers(s, self.sinks)
+        for runner in self.observers:
+            await runner.start()
         self._keys = KeyCache(self.store, s.keys.refresh_interval_s)
         await self._keys.start()
         await self.governance.start(self.store)
+        self.alerts = AlertEngine(
+            s,
+            self.store,
+            ready=lambda: {name: e.health()["ready"] for name, e in self.engines.items()},
+            on_fire=lambda f, severity: self.metrics.alert_fired(
+                f.kind, f.rule, severity, f.scope, f.figure, f.threshold
+            ),
+        )
+        await self.alerts.start()
+        self.reports = ReportScheduler(s, self.store)
+        await self.reports.start()
         await self.refresh_prices(force=True)
         self._prices_task = asyncio.create_task(self._poll_prices(), name="prices-refresh")
         for name, engine in self.engines.items():
@@ -132,10 +158,16 @@ class Gateway:
                 log.exception("closing engine failed")
         if self._keys:
             await self._keys.stop()
+        if self.alerts:
+            await self.alerts.stop()
+        if self.reports:
+            await self.reports.stop()
         await self.governance.stop()
         await cancel_and_wait(self._prices_task)
         if self.writer:
             await self.writer.stop()
+        for runner in self.observers:
+            await runner.stop()
         await self.spool.close()
         if self._store:
             self._store.close()
@@ -197,6 +229,36 @@ class Gateway:
             out[name] = entry
         return out
 
+    def live_state(self) -> dict:
+        """What /metrics reads at scrape time (observe/metrics.LiveState)."""
+        segments = self.spool.closed_segments() if self.spool.dir.is_dir() else []
+        queues = {}
+        for name, q in self.governance.admission.schedulers.items():
+            st = q.stats()
+            queues[name] = {
+                "waiting": st["waiting"],
+                "running": st["running"],
+                "granted": q.granted,
+                "waited_s": q.waited_s,
+                "wait_buckets": q.wait_buckets(),
+            }
+        drift = {}
+        for name, watch in self.watches.items():
+            last = watch.status().get("since_start") or {}
+            drift[name] = {"prompt": last.get("prompt_drift"), "completion": last.get("generation_drift")}
+        return {
+            "spool_segments": len(segments),
+            "writer_lag_s": segment_age_s(segments),
+            "writer_error": self.writer.last_error if self.writer else None,
+            "observers": {
+                r.consumer.name: {"lag_s": r.backlog.oldest_age_s(), "files": len(r.backlog.files())}
+                for r in self.observers
+            },
+            "queues": queues,
+            "ready": {name: e.health()["ready"] for name, e in self.engines.items()},
+            "engine_drift": drift,
+        }
+
     def model_object(self, name: str) -> dict:
         return {"id": name, "object": "model", "created": self.started_at, "owned_by": "tokenabacus"}
 
@@ -234,3 +296,15 @@ class Gateway:
             },
             "governance": self.governance.health(),
         }
+
+
+def build_observers(settings: Settings, sinks: list[Sink]) -> list[Runner]:
+    """A runner per durable observer the settings enable, over the backlog its sink fills."""
+    out: list[Runner] = []
+    k = settings.sinks.kafka
+    if k.enabled:
+        from tokenabacus.observe.kafka import KafkaConsumer
+
+        backlog = next(s for s in sinks if isinstance(s, Backlog) and s.root.name == "kafka")
+        out.append(Runner(KafkaConsumer(k), backlog, retry_max_s=k.retry_max_s))
+    return out
