@@ -176,7 +176,7 @@ class KafkaSinkConfig(_Strict):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     username: str | None = None
     password: str | None = Field(None, repr=False)
-    compression: Literal["gzip", "lz4", "zstd", "snappy"] | None = None
+    compression: Literal["gzip"] | None = None  # lz4, zstd, snappy need aiokafka extras not installed
     request_timeout_s: float = Field(30.0, gt=0)
     # A broker that is down is retried with backoff up to this long between attempts.
     retry_max_s: float = Field(30.0, gt=0)

@@ -50,6 +50,9 @@ def serve(
     hold_spool(settings)
     store = open_store(config, data_dir, settings)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiokafka logs every failed connection as an ERROR while a broker is down; the observer's
+    # own warning (with its retry delay) says the same once per attempt.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         app_ = create_app(settings, store=store)
     except Exception as e:  # e.g. a tokenizer file that does not exist
