@@ -11,6 +11,7 @@ admission queues, engine drift) is read at scrape time by a collector.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -29,6 +30,8 @@ TOKEN_TYPES = ("prompt", "completion", "cached")
 SEEN = 200_000  # request_ids remembered for dedupe: a replayed segment is not counted twice
 MAX_LABEL = 100  # longer department/project names are cut (they are admin-made, so rarely)
 MAX_FLAGGED = 20
+MAX_CODES = 50
+_CODE = re.compile(r"[a-z0-9_.-]{1,40}")
 
 
 class Metrics:
@@ -41,11 +44,14 @@ class Metrics:
         r = self.registry
         who = ["model", "department", "project", *(["user"] if user_label else [])]
         self.tokens = Counter(
-            "tokenabacus_tokens", "Tokens billed, by type (prompt, completion, cached).", [*who, "type"], registry=r
+            "tokenabacus_tokens",
+            "Tokens billed, by type: prompt, completion, and cached (a part of prompt: do not add it again).",
+            [*who, "type"],
+            registry=r,
         )
         self.requests = Counter(
             "tokenabacus_requests", "Requests recorded, by outcome (ok, error, cancelled, rejected).",
-            ["model", "status"], registry=r,
+            [*who, "status"], registry=r,
         )  # fmt: skip
         self.cost = Counter(
             "tokenabacus_cost_micros", "Cost charged, in micro-units of the currency.", [*who, "currency"], registry=r
@@ -86,6 +92,7 @@ class Metrics:
         )  # fmt: skip
         self._flagged: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._codes: set[str] = set()
 
     # The ledger sink ----------------------------------------------------------------------------
     def write(self, lines: list[bytes]) -> None:
@@ -108,10 +115,10 @@ class Metrics:
         model = self._model(r.get("model"))
         status = r.get("status") or OTHER
         self.records.inc()
-        self.requests.labels(model, status).inc()
         who = [model, _cut(r.get("department")), _cut(r.get("project"))]
         if self.user_label:
             who.append(_cut(r.get("user")))
+        self.requests.labels(*who, status).inc()
         for kind, field in (
             ("prompt", "prompt_tokens"),
             ("completion", "completion_tokens"),
@@ -126,7 +133,7 @@ class Metrics:
             self.duration.labels(model).observe(r["duration_ms"] / 1000)
         if r.get("ttft_ms") is not None:
             self.ttft.labels(model).observe(r["ttft_ms"] / 1000)
-        code = _cut(r.get("error_code")) or OTHER
+        code = self._code(r.get("error_code"))
         if status == "rejected":
             self.rejections.labels(model, code).inc()
         elif status == "error":
@@ -155,6 +162,17 @@ class Metrics:
         while len(self._flagged) > MAX_FLAGGED:
             old, _ = self._flagged.popitem(last=False)
             self.suspicious.remove(*old)
+
+    def _code(self, code: Any) -> str:
+        """An error code as a label: ours are a fixed set, but an upstream's own codes pass
+        through, so odd ones and any past the first ``MAX_CODES`` become "other"."""
+        if not isinstance(code, str) or not _CODE.fullmatch(code):
+            return OTHER
+        if code not in self._codes:
+            if len(self._codes) >= MAX_CODES:
+                return OTHER
+            self._codes.add(code)
+        return code
 
     def _model(self, name: Any) -> str:
         return name if isinstance(name, str) and name in self.models else OTHER
