@@ -56,5 +56,5 @@ def test_reports_benchmark_smoke(tmp_path):
         timeout=300,
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    for what in ("ingest through the writer", "monthly chargeback", "weekly ranking", "daily peaks"):
+    for what in ("ingest through the writer", "report chargeback", "report top", "report peaks", "report drift"):
         assert what in r.stdout
