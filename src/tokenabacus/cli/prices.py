@@ -59,12 +59,9 @@ def zone_of(s: Settings, tz: str | None) -> tzinfo:
 
 def book_of(store: Store, s: Settings) -> PriceBook:
     """The book a gateway with these settings charges from: config versions merged with the ledger's."""
-    from zoneinfo import ZoneInfo
+    from tokenabacus.billing.estimate import price_book
 
-    from tokenabacus.billing.prices import PriceBook, PriceVersion, config_versions
-
-    config = config_versions(s.prices, ZoneInfo(s.governance.timezone))
-    return PriceBook(config, [PriceVersion.of_row(r) for r in store.prices.versions()])
+    return price_book(s, store)
 
 
 def shown(row: dict, per: str, zone: tzinfo) -> dict:

@@ -146,16 +146,13 @@ def _run(
     make: Callable[[Store, Window, dict[str, tuple[str, ...]]], Table],
 ) -> None:
     """What every named report does: check the arguments, read the ledger once, print or export."""
-    from tokenabacus.billing.reports import DIMENSIONS, parse_filters, zone_named
+    from tokenabacus.billing.reports import zone_named
 
     s = settings_for(config, data_dir)
     zone = tz or s.governance.timezone
     try:
         zone_named(zone)
-        wanted = parse_filters(filters or [])
-        for dim in wanted:
-            if dim not in DIMENSIONS:
-                raise ValueError(f"cannot filter by {dim!r}; choose from {', '.join(DIMENSIONS)}")
+        wanted = _filters(filters)
         win = pick(zone)
     except ValueError as e:
         fail(str(e))
@@ -172,6 +169,17 @@ def _run(
     _write(
         table.rows, (["row"] if any("row" in r for r in table.rows) else []) + table.columns, fmt, table.title, output
     )
+
+
+def _filters(items: list[str] | None) -> dict[str, tuple[str, ...]]:
+    """``--filter DIM=VALUE`` options as filters; ValueError names a bad dimension."""
+    from tokenabacus.billing.reports import DIMENSIONS, parse_filters
+
+    wanted = parse_filters(items or [])
+    for dim in wanted:
+        if dim not in DIMENSIONS:
+            raise ValueError(f"cannot filter by {dim!r}; choose from {', '.join(DIMENSIONS)}")
+    return wanted
 
 
 def _period(
@@ -354,15 +362,11 @@ def chargeback(
     from tokenabacus.billing import chargeback as cb
     from tokenabacus.billing.estimate import price_book
     from tokenabacus.billing.named import window
-    from tokenabacus.billing.reports import DIMENSIONS, parse_filters
 
     s = settings_for(config, data_dir)
     zone = tz or s.governance.timezone
     try:
-        wanted = parse_filters(filters or [])
-        for dim in wanted:
-            if dim not in DIMENSIONS:
-                raise ValueError(f"cannot filter by {dim!r}; choose from {', '.join(DIMENSIONS)}")
+        wanted = _filters(filters)
         the_month = month or window(zone, "month", previous=True).label
         window(zone, month=the_month)
     except ValueError as e:
