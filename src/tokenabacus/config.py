@@ -381,6 +381,13 @@ class PriceDecl(_Strict):
         return parse_price(self.input, self.per, "input"), cached, parse_price(self.output, self.per, "output")
 
 
+class ConsoleConfig(_Strict):
+    enabled: bool = True  # the web console at /console
+    session_hours: float = Field(8.0, gt=0, le=24 * 30)  # a sign-in lasts this long, then sign in again
+    # Secure cookies (HTTPS only): on behind a TLS-terminating proxy; off for plain-HTTP local use.
+    secure_cookies: bool = False
+
+
 class Settings(_Strict):
     data_dir: str = "./tokenabacus-data"
     server: ServerConfig = ServerConfig()
@@ -388,6 +395,7 @@ class Settings(_Strict):
     sinks: SinksConfig = SinksConfig()
     metrics: MetricsConfig = MetricsConfig()
     alerts: AlertsConfig = AlertsConfig()
+    console: ConsoleConfig = ConsoleConfig()
     keys: KeysConfig = KeysConfig()
     governance: GovernanceConfig = GovernanceConfig()
     redis: RedisConfig = RedisConfig()

@@ -13,20 +13,6 @@ from tokenabacus.cli.output import Fmt, emit, fail, iso
 
 PERIODS_HELP = "minute (a rate limit), day, week, month or total; days cut at governance.timezone's midnight."
 LIMIT_COLS = ["quota_id", "scope", "name", "model", "metric", "period", "limit", "source"]
-STATUS_COLS = [
-    "quota_id",
-    "scope",
-    "name",
-    "model",
-    "metric",
-    "period",
-    "limit",
-    "granted",
-    "used",
-    "reserved",
-    "remaining",
-    "resets_at",
-]
 REQUEST_COLS = [
     "request_id",
     "status",
@@ -160,7 +146,7 @@ def status(
             if r["metric"].startswith("cost:"):
                 for c in ("limit", "granted", "used", "reserved", "remaining"):
                     r[c] = quotaview.show_amount(r["metric"], r[c])
-    emit(rows, STATUS_COLS, fmt, title="Quota status")
+    emit(rows, quotaview.STATUS_COLUMNS, fmt, title="Quota status")
 
 
 def request(

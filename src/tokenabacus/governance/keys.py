@@ -262,6 +262,16 @@ class KeyCache:
         self._last_check = time.monotonic()
         await self._refresh_if_changed()
 
+    def holder(self, key_hash: str) -> Identity | None:
+        """Who the key with this hash is while it is live (a console session acts as it): None
+        once it is revoked, or for the bootstrap key once it has been replaced."""
+        ident = self._by_hash.get(key_hash)
+        if ident is not None:
+            return ident
+        if self._admin_hash is not None and hmac.compare_digest(key_hash, self._admin_hash):
+            return BOOTSTRAP_ADMIN
+        return None
+
     def revoked_key_id(self, key: str) -> str | None:
         return self._revoked.get(hash_key(key))
 

@@ -113,6 +113,11 @@ def shared_usage(settings: Settings, lims: LimitSet, fallback: UsageFn) -> Usage
     return use
 
 
+# Status as printed and exported (CLI and /admin/quotas/status alike).
+STATUS_COLUMNS = ["quota_id", "scope", "name", "model", "metric", "period", "limit", "granted", "used"]
+STATUS_COLUMNS += ["reserved", "remaining", "resets_at"]
+
+
 def status(
     lims: LimitSet,
     usage: UsageFn,

@@ -283,3 +283,18 @@ report_runs = Table(
     Column("deliveries", Text, nullable=False),
 )
 Index("ux_report_runs_once", report_runs.c.schedule, report_runs.c.period, unique=True)
+
+# Web console sessions: only a hash of the cookie's token is stored, so a copy of the database
+# signs no one in; the key a session acts as is re-checked on every request (revoking it ends
+# the session).
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("key_hash", String(128), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+Index("ix_console_sessions_expires", console_sessions.c.expires_at)

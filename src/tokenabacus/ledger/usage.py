@@ -159,18 +159,35 @@ class UsageRecords:
         with self.db.connect() as conn:
             return conn.execute(select(func.count()).select_from(t)).scalar_one()
 
-    def latest(self, limit: int = 20, since_ms: int | None = None, **filters: str | None) -> list[dict]:
-        """The newest records first, every contract field; ``filters`` are column == value
-        (None: no filter)."""
+    def latest(
+        self,
+        limit: int = 20,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        offset: int = 0,
+        **filters: str | None,
+    ) -> list[dict]:
+        """The newest records first, every contract field, from ``since_ms`` (inclusive) to
+        ``until_ms`` (exclusive), skipping ``offset``; ``filters`` are column == value (None: no
+        filter)."""
         q = select(*[t.c[f] for f in FIELDS]).order_by(t.c.timestamp.desc(), t.c.id.desc())
         if since_ms is not None:
             q = q.where(t.c.timestamp >= since_ms)
+        if until_ms is not None:
+            q = q.where(t.c.timestamp < until_ms)
         for k, v in filters.items():
             if v is not None:
                 q = q.where(t.c[k] == v)
-        q = q.limit(limit)
+        q = q.limit(limit).offset(offset)
         with self.db.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+    def one(self, request_id: str) -> dict | None:
+        """A record by its request id, every contract field."""
+        q = select(*[t.c[f] for f in FIELDS]).where(t.c.request_id == request_id)
+        with self.db.connect() as conn:
+            r = conn.execute(q).first()
+        return dict(r._mapping) if r is not None else None
 
     def request_ids(self) -> set[str]:
         with self.db.connect() as conn:

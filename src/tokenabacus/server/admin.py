@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import UTC
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokenabacus.api.errors import APIError, bad_request, internal_error, unauthorized
+from tokenabacus.billing.reports import COLUMNS as REPORT_COLUMNS
 from tokenabacus.billing.reports import build_query, check_status, parse_when, run_report
 from tokenabacus.config import check_cidrs
 from tokenabacus.governance.access import check_key_ip
@@ -32,9 +34,11 @@ from tokenabacus.ledger.record import now_ms
 from tokenabacus.server.admin_plan import plan_routes
 from tokenabacus.server.admin_prices import price_routes
 from tokenabacus.server.admin_quotas import quota_routes
-from tokenabacus.server.admin_reports import report_routes
+from tokenabacus.server.admin_reports import Format, Period, WindowArgs, export, report_routes, report_window
+from tokenabacus.server.admin_usage import usage_routes
 
 if TYPE_CHECKING:
+    from tokenabacus.server.console import Console
     from tokenabacus.server.state import Gateway
 
 log = logging.getLogger(__name__)
@@ -96,11 +100,14 @@ def _bearer(scope) -> str | None:
 class _Authenticated:
     """Resolves the caller's key before routing, so every path under /admin (present, future or
     unknown) answers 401 without a valid one, and every failure inside answers OpenAI's error
-    JSON. The Identity goes into the request's state for the routes' role checks."""
+    JSON. The Identity goes into the request's state for the routes' role checks. Without a
+    bearer key, a console session cookie stands for the key that signed in (writes need the
+    session's CSRF token too)."""
 
-    def __init__(self, app, gw: Gateway) -> None:
+    def __init__(self, app, gw: Gateway, console: Console | None = None) -> None:
         self.app = app
         self.gw = gw
+        self.console = console
 
     async def _identify(self, key: str) -> Identity | None:
         return await self.gw.keys.identify(key)
@@ -110,6 +117,13 @@ class _Authenticated:
             return await self.app(scope, receive, send)
         key = _bearer(scope)
         ident = await self._identify(key) if key else None
+        if key is None and self.console is not None:
+            found = await self.console.signed_in(scope)
+            if found is not None:
+                ident, session = found
+                if not self.console.csrf_ok(scope, session):
+                    err = APIError(403, "the console's CSRF token is missing or wrong", "permission_error", code="csrf")
+                    return await _respond(err)(scope, receive, send)
         if ident is None:
             revoked = key is not None and self.gw.keys.revoked_key_id(key) is not None
             err = unauthorized("this API key has been revoked" if revoked else "a valid API key is required")
@@ -162,7 +176,7 @@ def _public(row: dict) -> dict:
     return out
 
 
-def create_admin_app(gw: Gateway) -> FastAPI:
+def create_admin_app(gw: Gateway, console: Console | None = None) -> FastAPI:
     app = FastAPI(
         title="tokenabacus admin",
         summary="Keys, organization, quotas and usage of a tokenabacus gateway; every route needs a key.",
@@ -170,7 +184,7 @@ def create_admin_app(gw: Gateway) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",  # behind the middleware like everything else: any valid key reads it
     )
-    app.add_middleware(_Authenticated, gw=gw)
+    app.add_middleware(_Authenticated, gw=gw, console=console)
 
     # Starlette's class, not FastAPI's subclass: unknown routes and wrong methods raise that one.
     @app.exception_handler(StarletteHTTPException)
@@ -212,6 +226,7 @@ def create_admin_app(gw: Gateway) -> FastAPI:
     app.include_router(money_writes, dependencies=[Depends(_admin)])
     app.include_router(plan_routes(gw), dependencies=[Depends(_reader)])  # forecast, estimate, reconcile
     app.include_router(report_routes(gw), dependencies=[Depends(_reader)])  # top, peaks, ..., chargeback
+    app.include_router(usage_routes(gw), dependencies=[Depends(_reader)])  # the request log, alerts
     return app
 
 
@@ -272,30 +287,6 @@ def _read_routes(gw: Gateway) -> APIRouter:
 
         return await asyncio.to_thread(run)
 
-    @r.get("/usage", summary="The latest usage records, filtered (a viewer's to its scope)", tags=["usage"])
-    async def usage(
-        ident: Caller,
-        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-        since: str | None = None,
-        project: str | None = None,
-        user: str | None = None,
-        department: str | None = None,
-        model: str | None = None,
-        status: str | None = None,
-    ) -> list[dict]:
-        try:
-            check_status(status)
-            since_ms = parse_when(since, UTC, "since") if since else None
-        except ValueError as e:
-            raise HTTPException(400, str(e)) from None
-        asked = {"project": project, "user": user, "department": department, "model": model, "status": status}
-
-        def run() -> list[dict]:
-            filters = read_filters(ident, asked, gw.store.org.department_of)
-            return gw.store.usage.latest(limit, since_ms, **filters)
-
-        return await asyncio.to_thread(run)
-
     @r.get(
         "/report",
         summary="Requests, tokens, cost and latency grouped by any dimension and time bucket (a viewer's scoped)",
@@ -316,10 +307,16 @@ def _read_routes(gw: Gateway) -> APIRouter:
         currency: str | None = None,
         sort: str | None = None,
         totals: bool = False,
-    ) -> list[dict]:
+        period: Period | None = None,
+        previous: bool = False,
+        month: str | None = None,
+        format: Format = "json",
+    ) -> Response:
         """One row per group (`by`: department, project, user, key_id, model, status, currency, day,
-        week, month, hour of day; days cut in `tz`). `totals=true` adds sub-totals by the first
-        dimension and a grand total, each row marked in `row` (group, subtotal, total)."""
+        week, month, hour of day; days cut in `tz`) from `since` to `until`, or over a `period`
+        (today, week, month; `previous`: the one before) or a `month` (YYYY-MM). `totals=true` adds
+        sub-totals by the first dimension and a grand total, each row marked in `row` (group,
+        subtotal, total)."""
         dims = tuple(d.strip() for d in by.split(",") if d.strip())
         asked = {
             "project": project,
@@ -329,6 +326,11 @@ def _read_routes(gw: Gateway) -> APIRouter:
             "key_id": key_id,
             "currency": currency,
         }
+        span = None
+        if period or month:
+            if since or until:
+                raise HTTPException(400, "give since/until or a period or a month, not both")
+            span = report_window(gw, WindowArgs(period, previous, month, tz=tz), "week")
         try:  # arguments are checked before the caller's scope is looked up
             build_query(dims, since, until, tz, status, sort=sort)
         except ValueError as e:
@@ -337,9 +339,13 @@ def _read_routes(gw: Gateway) -> APIRouter:
         def run() -> list[dict]:
             only = read_filters(ident, asked, gw.store.org.department_of)  # a viewer's scope, as filters
             q = build_query(dims, since, until, tz, status, {k: (v,) for k, v in only.items()}, sort)
+            if span is not None:
+                q = replace(q, since_ms=span.since_ms, until_ms=span.until_ms)
             return run_report(gw.store, q).flat(totals)
 
-        return await asyncio.to_thread(run)
+        rows = await asyncio.to_thread(run)
+        columns = (["row"] if totals else []) + [*dims, *(c for c in REPORT_COLUMNS if c not in dims)]
+        return export(rows, columns, format, "report", f"Report by {', '.join(dims) or 'total'}", rows)
 
     @r.get("/org/departments", summary="List departments (a viewer sees its own)", tags=["org"])
     async def list_departments(ident: Caller) -> list[dict]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field, model_validator
 
 from tokenabacus.governance import quotaview
@@ -19,6 +20,7 @@ from tokenabacus.governance.counters import now_ms
 from tokenabacus.governance.keys import MEMBER, Identity
 from tokenabacus.governance.quotas import Limit
 from tokenabacus.governance.roles import can_see_scope, require_admin
+from tokenabacus.server.admin_reports import Format, export
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
@@ -151,13 +153,16 @@ def quota_routes(gw: Gateway) -> APIRouter:
         return {"quota_id": quota_id, "deleted": True}
 
     @router.get("/quotas/status", summary="Use, limit, grants and reset time of each visible limit")
-    async def limit_status(request: Request, scope: Scope | None = None, name: str | None = None) -> list[dict]:
+    async def limit_status(
+        request: Request, scope: Scope | None = None, name: str | None = None, format: Format = "json"
+    ) -> Response:
         sees = await visibility(request.state.identity)
         lims = gw.governance.admission.limits
         visible = [lim for lim in lims.limits if sees(lim.scope_kind, lim.scope_value)]
         only = (scope, name if scope != "global" else None) if scope else None
         usage = await usage_fn(visible)
-        return quotaview.status(lims, usage, lambda lim: sees(lim.scope_kind, lim.scope_value), only)
+        rows = quotaview.status(lims, usage, lambda lim: sees(lim.scope_kind, lim.scope_value), only)
+        return export(rows, quotaview.STATUS_COLUMNS, format, "quotas", "Quota status", rows)
 
     @router.post("/quota-requests", status_code=201, summary="Ask for more quota for the current period")
     async def ask(request: Request, body: AskBody) -> dict:

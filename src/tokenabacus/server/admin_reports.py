@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from tokenabacus.billing import chargeback as cb
 from tokenabacus.billing import named
+from tokenabacus.billing import overview as ov
 from tokenabacus.billing.exports import Sheet, csv_text, xlsx_bytes
 from tokenabacus.billing.reports import zone_named
 from tokenabacus.governance.keys import Identity
@@ -52,6 +54,33 @@ Scope = Annotated[dict[str, str | None], Depends(_scope)]
 When = Annotated[str | None, Query(description="Time zone (default: governance.timezone).")]
 
 
+@dataclass(frozen=True)
+class WindowArgs:
+    """The window options every named report takes: a `period` (today, week, month; `previous`:
+    the one before), a `month` (YYYY-MM), or `since`/`until`; days cut in `tz`."""
+
+    period: Period | None = None
+    previous: bool = False
+    month: str | None = None
+    since: str | None = None
+    until: str | None = None
+    tz: str | None = None
+
+
+def _window_args(
+    period: Period | None = None,
+    previous: bool = False,
+    month: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    tz: When = None,
+) -> WindowArgs:
+    return WindowArgs(period, previous, month, since, until, tz)
+
+
+Span = Annotated[WindowArgs, Depends(_window_args)]
+
+
 def export(rows: list[dict], columns: list[str], fmt: Format, name: str, title: str, body: object) -> Response:
     """One report in the asked format: ``body`` as JSON, or the rows as a CSV or workbook file."""
     if fmt == "csv":
@@ -69,26 +98,22 @@ def export(rows: list[dict], columns: list[str], fmt: Format, name: str, title: 
     return JSONResponse(body)
 
 
+def report_window(gw: Gateway, w: WindowArgs, default: str) -> named.Window:
+    """The window ``w`` names (``default`` period when it names none); 400 for a bad one."""
+    try:
+        zone = w.tz or gw.settings.governance.timezone
+        zone_named(zone)
+        period = w.period if (w.period or w.month or w.since) else default
+        return named.window(zone, period, previous=w.previous, month=w.month, since=w.since, until=w.until)
+    except ValueError as e:
+        raise HTTPException(400, str(e).replace("--", "")) from None
+
+
 def report_routes(gw: Gateway) -> APIRouter:
     r = APIRouter(prefix="/reports", tags=["reports"])
 
-    def pick(
-        tz: str | None,
-        period: str | None,
-        previous: bool,
-        month: str | None,
-        since: str | None,
-        until: str | None,
-        default: str,
-    ) -> named.Window:
-        try:
-            zone = tz or gw.settings.governance.timezone
-            zone_named(zone)
-            if not (period or month or since):
-                period = default
-            return named.window(zone, period, previous=previous, month=month, since=since, until=until)
-        except ValueError as e:
-            raise HTTPException(400, str(e).replace("--", "")) from None
+    def pick(w: WindowArgs, default: str) -> named.Window:
+        return report_window(gw, w, default)
 
     async def table(
         ident: Identity,
@@ -108,25 +133,32 @@ def report_routes(gw: Gateway) -> APIRouter:
         cols = (["row"] if any("row" in row for row in t.rows) else []) + t.columns
         return export(t.rows, cols, fmt, name, t.title, t.as_json())
 
+    @r.get("/overview", summary="Today's and this month's figures so far, beside the same stretch of the period before")
+    async def overview(ident: Caller, asked: Scope, tz: When = None) -> dict:
+        """Requests, tokens, errors, error rate and cost per currency for today and this month up
+        to now, and for yesterday and last month up to the same point (`previous`)."""
+        zone = report_window(gw, WindowArgs(tz=tz), "today").tz
+
+        def run() -> dict:
+            only = read_filters(ident, asked, gw.store.org.department_of)
+            return ov.overview(gw.store, zone, {k: (v,) for k, v in only.items()})
+
+        return await asyncio.to_thread(run)
+
     @r.get("/top", summary="This period's ranking by tokens and by cost, with shares and change")
     async def top(
         ident: Caller,
         asked: Scope,
+        span: Span,
         by: str = "department",
         rank: Literal["tokens", "cost"] = "tokens",
         limit: Annotated[int | None, Query(ge=1)] = None,
         currency: str | None = None,
-        period: Period | None = None,
-        previous: bool = False,
-        month: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        tz: When = None,
         format: Format = "json",
     ) -> Response:
         """Groups of `by` (department, project, user, key_id, model) over `period` (default this
         week; `previous=true`: last week), a `month` (YYYY-MM) or `since`/`until`."""
-        win = pick(tz, period, previous, month, since, until, "week")
+        win = pick(span, "week")
         try:
             named.check_dimension(by)
         except ValueError as e:
@@ -137,51 +169,36 @@ def report_routes(gw: Gateway) -> APIRouter:
     async def peaks(
         ident: Caller,
         asked: Scope,
+        span: Span,
         metric: Literal["tokens", "requests"] = "tokens",
-        period: Period | None = None,
-        previous: bool = False,
-        month: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        tz: When = None,
         format: Format = "json",
     ) -> Response:
-        win = pick(tz, period, previous, month, since, until, "week")
+        win = pick(span, "week")
         return await table(ident, asked, format, "peaks", lambda st, f: named.peaks(st, win, f, metric))
 
     @r.get("/models", summary="Cost per model, per 1k tokens and per request")
     async def models(
         ident: Caller,
         asked: Scope,
-        period: Period | None = None,
-        previous: bool = False,
-        month: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        tz: When = None,
+        span: Span,
         format: Format = "json",
     ) -> Response:
-        win = pick(tz, period, previous, month, since, until, "month")
+        win = pick(span, "month")
         return await table(ident, asked, format, "models", lambda st, f: named.models(st, win, f))
 
     @r.get("/suspicious", summary="Callers whose busiest minute was far above their own usual rate")
     async def suspicious(
         ident: Caller,
         asked: Scope,
+        span: Span,
         by: str = "key_id",
         factor: Annotated[float, Query(gt=1, le=1000)] = 5.0,
         min_requests: Annotated[int, Query(ge=1)] = 30,
         min_tokens: Annotated[int, Query(ge=1)] = 50_000,
         baseline_days: Annotated[int, Query(ge=1, le=90)] = 7,
-        period: Period | None = None,
-        previous: bool = False,
-        month: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        tz: When = None,
         format: Format = "json",
     ) -> Response:
-        win = pick(tz, period, previous, month, since, until, "today")
+        win = pick(span, "today")
         return await table(
             ident,
             asked,
@@ -194,16 +211,11 @@ def report_routes(gw: Gateway) -> APIRouter:
     async def drift(
         ident: Caller,
         asked: Scope,
+        span: Span,
         differences_only: bool = False,
-        period: Period | None = None,
-        previous: bool = False,
-        month: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        tz: When = None,
         format: Format = "json",
     ) -> Response:
-        win = pick(tz, period, previous, month, since, until, "month")
+        win = pick(span, "month")
         return await table(ident, asked, format, "drift", lambda st, f: named.drift(st, win, f, differences_only))
 
     @r.get("/chargeback", summary="A month's chargeback per department (a viewer's: its own)")

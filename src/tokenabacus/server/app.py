@@ -24,6 +24,7 @@ from tokenabacus.ledger.record import new_request_id
 from tokenabacus.ledger.store import Store
 from tokenabacus.server.admin import create_admin_app
 from tokenabacus.server.asgi import send_json
+from tokenabacus.server.console import Console
 from tokenabacus.server.state import Gateway
 from tokenabacus.server.v1 import V1
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings, store: Store | None = None) -> GatewayApp:
     """``store``: a ledger already opened (the CLI opens it first to fail with one line)."""
     gw = Gateway(settings, store=store)
     v1 = V1(gw)
+    console = Console(gw) if settings.console.enabled else None
 
     async def health(request: Request) -> Response:
         # Open for load balancers; upstream addresses, file paths and errors only for the admin key.
@@ -131,7 +133,8 @@ def create_app(settings: Settings, store: Store | None = None) -> GatewayApp:
         Route("/v1/models/{model:path}", _Endpoint(v1.models), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Mount("/admin", app=create_admin_app(gw)),
+        Mount("/admin", app=create_admin_app(gw, console)),
+        *(console.routes() if console else []),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
     app.state.gateway = gw
