@@ -36,23 +36,22 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import orjson
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from tokenabacus.billing import chargeback, named
+from tokenabacus.billing.prices import PriceBook, PriceVersion
 from tokenabacus.billing.reports import ReportQuery, build_query, run_report
+from tokenabacus.demo import ModelShape, Population, Profile, charged, day_records, request_ids
+from tokenabacus.demo import ingest as ingest_segments
 from tokenabacus.ledger import rollups
-from tokenabacus.ledger.deadletter import DeadLetters
-from tokenabacus.ledger.record import FIELDS
 from tokenabacus.ledger.schema import metadata, usage_rollups
 from tokenabacus.ledger.store import Store
-from tokenabacus.ledger.writer import drain_segments
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/tokenabacus_bench"
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -61,9 +60,6 @@ DAYS = 90
 INGEST_TARGET = 20_000  # records/s
 REPORT_TARGET_S = 1.0
 
-# Requests by local hour of day (business hours, a lunch dip, evening tail) and by weekday.
-HOURLY = np.array([2, 1, 1, 1, 1, 2, 4, 9, 16, 22, 24, 20, 12, 18, 23, 24, 21, 16, 10, 8, 7, 6, 4, 3], float)
-WEEKDAY = np.array([1.0, 1.05, 1.05, 1.0, 0.9, 0.35, 0.3])
 MODELS = [  # name, prompt median, completion median, latency median ms, CNY micros per 1M in/out (None: unpriced)
     ("qwen2.5-7b-instruct", 700, 260, 1400, (500_000, 1_000_000)),
     ("qwen2.5-72b-instruct", 900, 320, 4200, (4_000_000, 12_000_000)),
@@ -74,148 +70,38 @@ MODELS = [  # name, prompt median, completion median, latency median ms, CNY mic
     ("bge-m3-rerank", 300, 1, 120, (100_000, 0)),
     ("internal-finetune-v2", 800, 300, 2000, None),
 ]
-STATUSES = np.array(["ok", "error", "cancelled", "rejected"])
-STATUS_P = [0.96, 0.018, 0.014, 0.008]
-
-
-def zipf(n: int, s: float, rng: np.random.Generator) -> np.ndarray:
-    """Zipf-like weights over n items, in a random order."""
-    w = 1.0 / np.arange(1, n + 1) ** s
-    return rng.permutation(w / w.sum())
-
-
-class Population:
-    """The organization and who uses what: departments, projects, users, keys and models."""
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.departments = [f"dept-{name}" for name in DEPARTMENT_NAMES]
-        dept_w = zipf(len(self.departments), 0.9, rng)
-        self.projects = [f"proj-{i:02d}" for i in range(80)]
-        self.project_dept = rng.choice(len(self.departments), size=80, p=dept_w)
-        proj_w = zipf(80, 1.0, rng)
-        self.users = [f"user{i:04d}" for i in range(2000)]
-        self.user_project = rng.choice(80, size=2000, p=proj_w)
-        self.user_w = zipf(2000, 1.1, rng)
-        model_w = zipf(len(MODELS), 1.2, rng)
-        self.model_w = model_w
-        self.user_model = rng.choice(len(MODELS), size=2000, p=model_w)
-        self.user_keys = np.where(rng.random(2000) < 0.1, 2, 1)
-
-
 DEPARTMENT_NAMES = "marketing sales rnd support finance legal hr ops data it design exec".split()
-
-
-def day_counts(total: int, rng: np.random.Generator) -> np.ndarray:
-    weights = np.array([WEEKDAY[(FIRST_DAY + timedelta(days=d)).weekday()] for d in range(DAYS)])
-    weights *= rng.uniform(0.9, 1.1, DAYS)
-    counts = np.floor(weights / weights.sum() * total).astype(int)
-    counts[: total - counts.sum()] += 1
-    return counts
+# The generator is tokenabacus.demo's (`tokenabacus demo seed` draws its month from it too).
+PROFILE = Profile(
+    departments=tuple(f"dept-{name}" for name in DEPARTMENT_NAMES),
+    projects=tuple(f"proj-{i:02d}" for i in range(80)),
+    users=tuple(f"user{i:04d}" for i in range(2000)),
+    models=tuple(ModelShape(name, p, c, lat) for name, p, c, lat, _ in MODELS),
+    first_day=FIRST_DAY.date(),
+    days=DAYS,
+    zone=ZONE,
+)
+# Each priced model's one price version, charged as the gateway's enrich step charges.
+BOOK = PriceBook(
+    [PriceVersion(f"pv_{name[:6]}", name, 0, "CNY", price[0], None, price[1]) for name, *_, price in MODELS if price]
+)
 
 
 def records(total: int, seed: int = 2026) -> Iterator[list[dict]]:
     """The records of each day in time order (a day at a time keeps memory flat)."""
     rng = np.random.default_rng(seed)
-    pop = Population(rng)
-    prefix = "req_" + os.urandom(10).hex()
-    seq = 0
-    hour_p = HOURLY / HOURLY.sum()
-    for day, n in enumerate(day_counts(total, rng)):
-        if not n:
-            continue
-        start = int((FIRST_DAY + timedelta(days=day)).replace(tzinfo=ZONE).timestamp() * 1000)
-        ts = np.sort(start + rng.choice(24, n, p=hour_p) * 3_600_000 + rng.integers(0, 3_600_000, n))
-        users = rng.choice(2000, n, p=pop.user_w)
-        own = rng.random(n) < 0.85
-        models = np.where(own, pop.user_model[users], rng.choice(len(MODELS), n, p=pop.model_w))
-        status = rng.choice(4, n, p=STATUS_P)
-        key_no = rng.integers(0, 2, n) % pop.user_keys[users]
-        prompt_f = rng.lognormal(0, 0.8, n)
-        comp_f = rng.lognormal(0, 0.9, n)
-        lat_f = rng.lognormal(0, 0.6, n)
-        cached = np.where(rng.random(n) < 0.3, rng.integers(0, 512, n), 0)
-        out = []
-        for i in range(n):
-            u = int(users[i])
-            name, p_med, c_med, l_med, price = MODELS[models[i]]
-            st = STATUSES[status[i]]
-            project = int(pop.user_project[u])
-            rec = dict.fromkeys(FIELDS)
-            seq += 1
-            rec.update(
-                request_id=f"{prefix}{seq:012x}",
-                timestamp=int(ts[i]),
-                model=name,
-                model_version="sha256:" + name[:8],
-                engine="upstream",
-                endpoint="/v1/chat/completions",
-                stream=bool(i % 3),
-                status=str(st),
-                key_id=f"key_{u:04d}{int(key_no[i])}",
-                user=pop.users[u],
-                project=pop.projects[project],
-                department=pop.departments[int(pop.project_dept[project])],
-                client_ip=f"10.20.{u // 250}.{u % 250}",
-                user_agent="OpenAI/Python 1.52.0",
-            )
-            if st == "rejected":
-                rec.update(duration_ms=int(2 + lat_f[i] * 3), error_code="quota_exceeded")
-            else:
-                prompt = int(p_med * prompt_f[i]) + 1
-                completion = int(c_med * comp_f[i]) if st == "ok" else int(c_med * comp_f[i] * 0.3)
-                duration = int(l_med * lat_f[i] * (0.6 + completion / max(c_med, 1) * 0.4))
-                rec.update(
-                    duration_ms=duration if st != "error" else int(duration * 0.2),
-                    ttft_ms=int(duration * 0.1),
-                    prompt_tokens=prompt,
-                    completion_tokens=completion,
-                    total_tokens=prompt + completion,
-                    cached_tokens=int(min(cached[i], prompt)),
-                    usage_source="tokenizer",
-                    error_code=None if st == "ok" else "upstream_error",
-                )
-                if i % 5 < 2:  # 40% from upstreams that report usage; one in 200 of those disagrees
-                    off = 1 if i % 1000 == 7 else 0
-                    rec.update(upstream_prompt_tokens=prompt + off, upstream_completion_tokens=completion)
-                if price is not None:
-                    rec.update(
-                        cost_micros=(prompt * price[0] + completion * price[1]) // 1_000_000,
-                        currency="CNY",
-                        price_version=f"pv_{name[:6]}",
-                    )
-            out.append(rec)
-        yield out
+    pop = Population(PROFILE, rng)
+    for _, day in day_records(PROFILE, pop, total, rng, request_ids()):
+        yield charged(day, BOOK)
 
 
 def ingest(store: Store, total: int, segment: int, spool: Path) -> tuple[float, int]:
     """Spool segments through the writer's drain; (seconds spent draining, records moved)."""
-    spool.mkdir(parents=True, exist_ok=True)
-    dead = DeadLetters(spool / "dead-letter.jsonl")
-    spent, moved, seq, pending = 0.0, 0, 0, []
 
-    def flush(batch: list[dict]) -> None:
-        nonlocal spent, moved, seq
-        seq += 1
-        path = spool / f"seg-{seq:012d}.jsonl"
-        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in batch))
-        t0 = time.perf_counter()
-        done = drain_segments([path], store.usage, [], dead)
-        spent += time.perf_counter() - t0
-        moved += done.moved
-        assert not done.set_aside, "a generated record was set aside"
+    def progress(moved: int, spent: float) -> None:
+        print(f"  ... {moved:,} records in, {moved / spent:,.0f}/s", file=sys.stderr, flush=True)
 
-    shown = time.monotonic()
-    for day in records(total):
-        pending.extend(day)
-        while len(pending) >= segment:
-            flush(pending[:segment])
-            del pending[:segment]
-        if time.monotonic() - shown > 30:
-            shown = time.monotonic()
-            print(f"  ... {moved:,} records in, {moved / spent:,.0f}/s", file=sys.stderr, flush=True)
-    if pending:
-        flush(pending)
-    return spent, moved
+    return ingest_segments(store, records(total), spool, segment, progress)
 
 
 def timed(fn: Callable[[], object], runs: int = 3) -> tuple[float, float, object]:
