@@ -47,8 +47,8 @@ from sqlalchemy.engine import make_url
 from tokenabacus.billing import chargeback, named
 from tokenabacus.billing.prices import PriceBook, PriceVersion
 from tokenabacus.billing.reports import ReportQuery, build_query, run_report
-from tokenabacus.demo import ModelShape, Population, Profile, charged, day_records, request_ids
-from tokenabacus.demo import ingest as ingest_segments
+from tokenabacus.demo.traffic import ModelShape, Population, Profile, charged, day_records, request_ids
+from tokenabacus.demo.traffic import ingest as ingest_segments
 from tokenabacus.ledger import rollups
 from tokenabacus.ledger.schema import metadata, usage_rollups
 from tokenabacus.ledger.store import Store

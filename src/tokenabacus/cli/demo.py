@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
     from tokenabacus.config import Settings
-    from tokenabacus.demo import Seeded
+    from tokenabacus.demo.seed import Seeded
 
 DEMO_ZONE = "Asia/Shanghai"  # the demo's working day, unless the config names a zone
 MIN_RECORDS, MAX_RECORDS = 2_000, 10_000_000
@@ -61,10 +61,10 @@ def until_ms(until: str | None, zone: ZoneInfo) -> int | None:
 
 def seed(
     records: Annotated[
-        int, typer.Option(min=MIN_RECORDS, max=MAX_RECORDS, help="How many usage records to write.")
+        int, typer.Option(help=f"How many usage records to write ({MIN_RECORDS:,} to {MAX_RECORDS:,}).")
     ] = 40_000,
-    days: Annotated[int, typer.Option(min=7, max=366, help="Days of traffic, up to now (today so far included).")] = 30,
-    seed_: Annotated[int, typer.Option("--seed", min=0, help="The same seed gives the same month.")] = 2026,
+    days: Annotated[int, typer.Option(help="Days of traffic (7 to 366), up to now (today so far included).")] = 30,
+    seed_: Annotated[int, typer.Option("--seed", help="The same seed gives the same month.")] = 2026,
     tz: Annotated[
         str | None,
         typer.Option(help="The working day's time zone (default: governance.timezone if set, else Asia/Shanghai)."),
@@ -85,9 +85,15 @@ def seed(
 ) -> None:
     """Fill the ledger with a realistic month: departments, projects, users and their keys, prices,
     usage records (through the ledger's writer), quotas with pending requests, and alerts."""
-    from tokenabacus.demo import Options
-    from tokenabacus.demo import seed as run
+    from tokenabacus.demo.seed import Options
+    from tokenabacus.demo.seed import seed as run
 
+    if not MIN_RECORDS <= records <= MAX_RECORDS:
+        fail(f"--records {records}: give {MIN_RECORDS:,} to {MAX_RECORDS:,}")
+    if not 7 <= days <= 366:
+        fail(f"--days {days}: give 7 to 366")
+    if seed_ < 0:
+        fail(f"--seed {seed_}: give a number of 0 or more")
     s = settings_for(config, data_dir)
     zone = demo_zone(s, tz)
     end = until_ms(until, zone)
