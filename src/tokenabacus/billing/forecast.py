@@ -47,6 +47,15 @@ DAY_MS = 86_400_000
 _NDAYS = re.compile(r"^(\d{1,3})\s*d(ays?)?$")
 
 
+# A forecast row's columns, as printed and exported (CLI and /admin/forecast alike).
+COLUMNS = ["history_days", "from", "to", "days", "level", "tokens", "tokens_low", "tokens_high", "currency"]
+MONEY = ["cost_micros", "cost_low_micros", "cost_high_micros"]
+
+
+def columns(by: str) -> list[str]:
+    return [by, *COLUMNS, *MONEY, "note"]
+
+
 def zone_named(name: str) -> tzinfo:
     """UTC or an IANA zone; ValueError (one line) for anything else."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

@@ -155,7 +155,13 @@ def top(
     if rank not in ("tokens", "cost"):
         raise ValueError("rank by tokens or cost")
     now = _by_currency(run_report(store, _query(win, (by, "currency"), filters)), by)
-    before_win = replace(win, since_ms=win.before[0], until_ms=win.before[1])
+    b0, b1 = win.before
+    clock = int(time.time() * 1000)
+    if win.since_ms <= clock < win.until_ms:
+        # A period still running is compared with the same stretch of the one before (this week
+        # so far against last week up to the same hour), not with the whole of it.
+        b1 = min(b1, b0 + clock - win.since_ms)
+    before_win = replace(win, since_ms=b0, until_ms=b1)
     was = _by_currency(run_report(store, _query(before_win, (by, "currency"), filters)), by)
     priced: dict[str, int] = {}
     for g in now.values():
@@ -201,6 +207,8 @@ def top(
         rows = by_tokens
     rows = rows[:limit] if limit else rows
     notes = []
+    if b1 < win.before[1]:
+        notes.append("change is against the same stretch of the period before, up to this time")
     others = sorted(c for c in priced if c != cur)
     if others:
         notes.append(f"costs are in {cur}; costs charged in {', '.join(others)} are not in these figures")

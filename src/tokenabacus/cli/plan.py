@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 FmtOpt = Annotated[Fmt, typer.Option("--format", help="table, json or csv.")]
 TzOpt = Annotated[str | None, typer.Option("--tz", help="Time zone that cuts the days (default governance.timezone).")]
 
-FORECAST_COLS = ["history_days", "from", "to", "days", "level", "tokens", "tokens_low", "tokens_high", "currency"]
-FORECAST_MONEY = ["cost_micros", "cost_low_micros", "cost_high_micros"]
 ESTIMATE_COLS = [
     "model",
     "price_version",
@@ -108,7 +106,7 @@ def forecast(
     except ValueError as e:
         fail(str(e))
     if fmt != Fmt.table:
-        emit(rows, [by, *FORECAST_COLS, *FORECAST_MONEY, "note"], fmt)
+        emit(rows, fc.columns(by), fmt)
         return
     shown = [
         {

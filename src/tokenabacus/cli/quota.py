@@ -13,21 +13,6 @@ from tokenabacus.cli.output import Fmt, emit, fail, iso
 
 PERIODS_HELP = "minute (a rate limit), day, week, month or total; days cut at governance.timezone's midnight."
 LIMIT_COLS = ["quota_id", "scope", "name", "model", "metric", "period", "limit", "source"]
-REQUEST_COLS = [
-    "request_id",
-    "status",
-    "scope_kind",
-    "scope_value",
-    "metric",
-    "amount",
-    "granted",
-    "reason",
-    "requested_by",
-    "requested_at",
-    "decided_by",
-    "decided_at",
-    "decision_reason",
-]
 
 KeyOpt = Annotated[str | None, typer.Option("--key", help="A key id (key_...).")]
 UserOpt = Annotated[str | None, typer.Option("--user")]
@@ -190,11 +175,13 @@ def requests_(
     data_dir: DataDirOpt = None,
 ) -> None:
     """List pending quota requests (--all: every request and its decision)."""
+    from tokenabacus.governance import quotaview
+
     rows = open_store(config, data_dir, create=False).quotas.requests(None if all_ else "pending")
     for r in rows:
         for c in ("requested_at", "decided_at"):
             r[c] = iso(r[c]) if r[c] else None
-    emit(rows, REQUEST_COLS, fmt, title="Quota requests")
+    emit(rows, quotaview.REQUEST_COLUMNS, fmt, title="Quota requests")
 
 
 def approve(

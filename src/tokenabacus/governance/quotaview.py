@@ -116,6 +116,21 @@ def shared_usage(settings: Settings, lims: LimitSet, fallback: UsageFn) -> Usage
 # Status as printed and exported (CLI and /admin/quotas/status alike).
 STATUS_COLUMNS = ["quota_id", "scope", "name", "model", "metric", "period", "limit", "granted", "used"]
 STATUS_COLUMNS += ["reserved", "remaining", "resets_at"]
+REQUEST_COLUMNS = [
+    "request_id",
+    "status",
+    "scope_kind",
+    "scope_value",
+    "metric",
+    "amount",
+    "granted",
+    "reason",
+    "requested_by",
+    "requested_at",
+    "decided_by",
+    "decided_at",
+    "decision_reason",
+]
 
 
 def status(

@@ -31,10 +31,11 @@ from tokenabacus.governance.keys import Identity, create_key, key_owner
 from tokenabacus.governance.orgstore import Conflict, NotFound, OrgError
 from tokenabacus.governance.roles import can_see_scope, key_scope, read_filters, require_admin, require_reader
 from tokenabacus.ledger.record import now_ms
+from tokenabacus.server.admin_common import Caller, Format, export
 from tokenabacus.server.admin_plan import plan_routes
 from tokenabacus.server.admin_prices import price_routes
 from tokenabacus.server.admin_quotas import quota_routes
-from tokenabacus.server.admin_reports import Format, Period, WindowArgs, export, report_routes, report_window
+from tokenabacus.server.admin_reports import Period, WindowArgs, report_routes, report_window
 from tokenabacus.server.admin_usage import usage_routes
 
 if TYPE_CHECKING:
@@ -154,13 +155,6 @@ def _forbidden(e: Forbidden) -> APIError:
 
 
 # Dependencies: who the caller is, and the role a group of routes needs -------------------------
-def caller(request: Request) -> Identity:
-    return request.state.identity
-
-
-Caller = Annotated[Identity, Depends(caller)]
-
-
 def _admin(ident: Caller) -> None:
     require_admin(ident)
 

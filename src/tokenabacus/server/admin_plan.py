@@ -13,29 +13,23 @@ import asyncio
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import Response
 
 from tokenabacus.billing import bill as b
 from tokenabacus.billing import forecast as fc
 from tokenabacus.billing.estimate import MAX_DAYS, NoPrice
 from tokenabacus.billing.estimate import estimate as plan
 from tokenabacus.billing.prices import check_currency
-from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import read_filters, require_admin
 from tokenabacus.ledger.record import now_ms
+from tokenabacus.server.admin_common import Caller, Format, export
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
 
 MAX_BILL_BYTES = 8 * 1024 * 1024
 Count = Annotated[int, Query(ge=0, le=10**12)]
-
-
-def _caller(request: Request) -> Identity:
-    return request.state.identity  # set by the admin app's authentication middleware
-
-
-Caller = Annotated[Identity, Depends(_caller)]
 
 
 def plan_routes(gw: Gateway) -> APIRouter:
@@ -60,7 +54,8 @@ def plan_routes(gw: Gateway) -> APIRouter:
         project: str | None = None,
         department: str | None = None,
         as_of: str | None = None,
-    ) -> list[dict]:
+        format: Format = "json",
+    ) -> Response:
         """One row per group: the forecast total of tokens and of cost (micros, per currency
         charged) over `horizon` (`30d`, `90d`, `month`: the next one, `quarter`: the next one),
         with its 80% interval; a group with under 14 days of history has a note instead. A
@@ -78,7 +73,8 @@ def plan_routes(gw: Gateway) -> APIRouter:
             only = read_filters(ident, {"project": project, "department": department}, gw.store.org.department_of)
             return fc.forecast(gw.store.db, by, horizon, z, today, only)[1]
 
-        return await asyncio.to_thread(run)
+        rows = await asyncio.to_thread(run)
+        return export(rows, fc.columns(by), format, "forecast", f"Forecast by {by}, {horizon}", rows)
 
     @r.get("/estimate", summary="Tokens and cost of a workload at the price in force now, as charged", tags=["money"])
     async def estimate(

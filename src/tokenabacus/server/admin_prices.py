@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenabacus.billing import hardware, prices
@@ -21,6 +21,7 @@ from tokenabacus.billing.reports import zone_named
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import read_filters
 from tokenabacus.ledger.record import now_ms
+from tokenabacus.server.admin_common import Caller
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
@@ -67,13 +68,6 @@ class HardwareIn(BaseModel):
     basis: Literal["tokens", "busy_time"] = "tokens"
     from_: str | None = Field(None, alias="from", description="A month (2026-11); default the current one.")
     note: str | None = Field(None, max_length=2000)
-
-
-def _caller(request: Request) -> Identity:
-    return request.state.identity  # set by the admin app's authentication middleware
-
-
-Caller = Annotated[Identity, Depends(_caller)]
 
 
 def _who(ident: Identity) -> str:

@@ -20,7 +20,7 @@ from tokenabacus.governance.counters import now_ms
 from tokenabacus.governance.keys import MEMBER, Identity
 from tokenabacus.governance.quotas import Limit
 from tokenabacus.governance.roles import can_see_scope, require_admin
-from tokenabacus.server.admin_reports import Format, export
+from tokenabacus.server.admin_common import Format, export
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
@@ -175,10 +175,13 @@ def quota_routes(gw: Gateway) -> APIRouter:
         )
 
     @router.get("/quota-requests", summary="Quota requests (pending by default) of visible scopes")
-    async def list_asks(request: Request, status: Literal["pending", "approved", "denied"] | None = "pending") -> list:
+    async def list_asks(
+        request: Request, status: Literal["pending", "approved", "denied"] | None = "pending", format: Format = "json"
+    ) -> Response:
         sees = await visibility(request.state.identity)
         rows = await asyncio.to_thread(gw.store.quotas.requests, status)
-        return [r for r in rows if sees(r["scope_kind"], r["scope_value"])]
+        rows = [r for r in rows if sees(r["scope_kind"], r["scope_value"])]
+        return export(rows, quotaview.REQUEST_COLUMNS, format, "quota-requests", "Quota requests", rows)
 
     async def decide(request: Request, request_id: str, approve: bool, body: Decision) -> dict:
         ident: Identity = request.state.identity

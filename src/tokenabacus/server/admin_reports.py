@@ -13,31 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import Response
 
 from tokenabacus.billing import chargeback as cb
 from tokenabacus.billing import named
 from tokenabacus.billing import overview as ov
-from tokenabacus.billing.exports import Sheet, csv_text, xlsx_bytes
 from tokenabacus.billing.reports import zone_named
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import read_filters
 from tokenabacus.ledger.store import Store
+from tokenabacus.server.admin_common import XLSX, Caller, Format, export
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
 
-Format = Literal["json", "csv", "xlsx"]
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 Period = Literal["today", "week", "month"]
-
-
-def _caller(request: Request) -> Identity:
-    return request.state.identity  # set by the admin app's authentication middleware
-
-
-Caller = Annotated[Identity, Depends(_caller)]
 
 
 def _scope(
@@ -79,23 +70,6 @@ def _window_args(
 
 
 Span = Annotated[WindowArgs, Depends(_window_args)]
-
-
-def export(rows: list[dict], columns: list[str], fmt: Format, name: str, title: str, body: object) -> Response:
-    """One report in the asked format: ``body`` as JSON, or the rows as a CSV or workbook file."""
-    if fmt == "csv":
-        return Response(
-            csv_text(rows, columns).encode("utf-8"),
-            media_type="text/csv; charset=utf-8",
-            headers={"content-disposition": f'attachment; filename="{name}.csv"'},
-        )
-    if fmt == "xlsx":
-        return Response(
-            xlsx_bytes([Sheet(name, columns, rows, [title])], title),
-            media_type=XLSX,
-            headers={"content-disposition": f'attachment; filename="{name}.xlsx"'},
-        )
-    return JSONResponse(body)
 
 
 def report_window(gw: Gateway, w: WindowArgs, default: str) -> named.Window:
