@@ -143,6 +143,37 @@ def test_forecast_covers_the_truth_on_every_database(tmp_path, db_url):
     assert "80% interval" in table and "2026-06" in table and "¥" in table
     assert "only 10 days of history" in table
 
+    # Month-end, as of the 20th: the month's 19 complete days as recorded, plus the forecast of
+    # the 20th to the 31st (today's record so far is not history).
+    mid = date(2026, 4, 20)
+    end = {
+        r["project"]: r
+        for r in json.loads(
+            gw.cli("forecast", "--as-of", mid.isoformat(), "--format", "json", "--horizon", "month-end").stdout
+        )
+    }
+    assert set(end) == {"alpha", "beta"}  # gamma's first record comes later
+    for project in ("alpha", "beta"):
+        r = end[project]
+        mine = [
+            x
+            for x in recs
+            if x["project"] == project
+            and x["status"] != REJECTED
+            and date(2026, 4, 1) <= datetime.fromtimestamp(x["timestamp"] / 1000, ZoneInfo(ZONE)).date() < mid
+        ]
+        assert (r["from"], r["to"], r["days"]) == ("2026-04-20", "2026-04-30", 11)
+        assert r["so_far_tokens"] == sum(x["total_tokens"] for x in mine)
+        assert r["so_far_cost_micros"] == sum(x["cost_micros"] for x in mine)
+        assert r["month_tokens"] == r["so_far_tokens"] + r["tokens"]
+        assert r["month_tokens_low"] == r["so_far_tokens"] + r["tokens_low"]
+        assert r["month_cost_micros"] == r["so_far_cost_micros"] + r["cost_micros"]
+        assert r["month_cost_high_micros"] == r["so_far_cost_micros"] + r["cost_high_micros"]
+        month_truth = r["so_far_tokens"] + truth(project, mid, date(2026, 4, 30))
+        assert r["month_tokens_low"] <= month_truth <= r["month_tokens_high"], (project, r)
+    shown = gw.cli("forecast", "--as-of", mid.isoformat(), "--horizon", "month-end").stdout
+    assert "so_far_tokens" in shown and "month_cost" in shown
+
 
 def test_forecast_from_today_and_too_little_history(tmp_path):
     gw = cli_on(tmp_path)

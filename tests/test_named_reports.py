@@ -292,6 +292,7 @@ def test_suspicious_flags_the_burst_and_not_the_steady(db_url):
         assert a["peak_requests_per_minute"] == 60 and a["baseline_requests_per_minute"] == 2.0
         assert a["requests_ratio"] == 30.0 and a["peak_requests_at"] == "2026-11-25 14:07"
         assert a["user"] == "a" and a["project"] == "p" and "30.0x its usual" in a["reason"]
+        assert a["flagged_on"] == "requests"
         c = flagged["key_c"]
         assert c["peak_requests_per_minute"] == 200 and c["baseline_requests_per_minute"] is None
         assert "no history" in c["reason"]
@@ -302,7 +303,7 @@ def test_suspicious_flags_the_burst_and_not_the_steady(db_url):
         t = named.suspicious(store, named.window(ZONE, "today", now_ms=start + 20 * 3_600_000))
         b = {r["key_id"]: r for r in t.rows}["key_b"]
         assert b["peak_tokens_per_minute"] == 180_000 and "tokens/min" in b["reason"]
-        assert "requests/min" not in b["reason"]
+        assert "requests/min" not in b["reason"] and b["flagged_on"] == "tokens"
         by_user = named.suspicious(
             store, named.window(ZONE, "today", now_ms=start + 20 * 3_600_000), by="user", filters={"user": ("c",)}
         )

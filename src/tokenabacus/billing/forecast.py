@@ -52,8 +52,14 @@ COLUMNS = ["history_days", "from", "to", "days", "level", "tokens", "tokens_low"
 MONEY = ["cost_micros", "cost_low_micros", "cost_high_micros"]
 
 
-def columns(by: str) -> list[str]:
-    return [by, *COLUMNS, *MONEY, "note"]
+# With the month-end horizon: what the month's complete days used, and that plus the forecast.
+MONTH_END = ["so_far_tokens", "month_tokens", "month_tokens_low", "month_tokens_high"]
+MONTH_END += ["so_far_cost_micros", "month_cost_micros", "month_cost_low_micros", "month_cost_high_micros"]
+
+
+def columns(by: str, horizon: str = "") -> list[str]:
+    extra = MONTH_END if horizon.strip().lower() == "month-end" else []
+    return [by, *COLUMNS, *MONEY, *extra, "note"]
 
 
 def zone_named(name: str) -> tzinfo:
@@ -159,6 +165,8 @@ class Horizon:
     first: date
     last: date
     label: str
+    # month-end: the month's complete days before today are actual figures, added to the forecast.
+    actual_from: date | None = None
 
     @property
     def days(self) -> int:
@@ -171,13 +179,19 @@ def _next_month(day: date) -> date:
 
 def parse_horizon(spec: str, today: date) -> Horizon:
     """``30d`` / ``90d`` (that many days from today on), ``month`` (the next calendar month),
-    ``quarter`` (the next calendar quarter)."""
+    ``quarter`` (the next calendar quarter), ``month-end`` (this month: its complete days as
+    recorded, the rest from today forecast)."""
     s = spec.strip().lower()
     if m := _NDAYS.match(s):
         n = int(m.group(1))
         if not 1 <= n <= MAX_HORIZON_DAYS:
             raise ValueError(f"horizon {spec!r}: give 1 to {MAX_HORIZON_DAYS} days")
         return Horizon(today, today + timedelta(days=n - 1), f"the {n} days from {today.isoformat()}")
+    if s == "month-end":
+        last = today.replace(day=calendar.monthrange(today.year, today.month)[1])
+        return Horizon(
+            today, last, f"{today:%Y-%m} (actual to {today.isoformat()}, then forecast)", today.replace(day=1)
+        )
     if s == "month":
         first = _next_month(today)
         last = first.replace(day=calendar.monthrange(first.year, first.month)[1])
@@ -188,7 +202,7 @@ def parse_horizon(spec: str, today: date) -> Horizon:
         end = _next_month(_next_month(first))
         last = end.replace(day=calendar.monthrange(end.year, end.month)[1])
         return Horizon(first, last, f"{first.year}-Q{(first.month - 1) // 3 + 1}")
-    raise ValueError(f"horizon {spec!r}: use 30d, 90d (any 1-{MAX_HORIZON_DAYS}d), month or quarter")
+    raise ValueError(f"horizon {spec!r}: use 30d, 90d (any 1-{MAX_HORIZON_DAYS}d), month, quarter or month-end")
 
 
 # The model ----------------------------------------------------------------------------------------
@@ -289,8 +303,39 @@ def forecast(
         groups.setdefault(g, {}).setdefault(cur, {})[day] = s
     rows = []
     for g in sorted(groups, key=lambda x: (x is None, x or "")):
-        rows += _group_rows(by, g, groups[g], today, hz, start, end, level)
+        found = _group_rows(by, g, groups[g], today, hz, start, end, level)
+        if hz.actual_from is not None:
+            _add_actuals(found, groups[g], hz.actual_from, today)
+        rows += found
     return hz, rows
+
+
+def _add_actuals(
+    rows: list[dict], by_currency: Mapping[str | None, Mapping[date, DaySum]], first: date, today: date
+) -> None:
+    """The month so far (complete days from ``first`` up to today) beside the forecast of the
+    rest, and their sums: tokens on a group's first row (as its forecast is), cost per currency."""
+
+    def plus(a: int, b: int | None) -> int | None:
+        return None if b is None else a + b
+
+    tokens = sum(s.tokens for days in by_currency.values() for d, s in days.items() if first <= d < today)
+    for i, r in enumerate(rows):
+        days = by_currency.get(r["currency"], {}) if r["currency"] else {}
+        spent = sum(s.cost for d, s in days.items() if first <= d < today) if r["currency"] else None
+        mine = tokens if i == 0 else None
+        r |= {
+            "so_far_tokens": mine,
+            **{
+                f"month_{k}": None if mine is None else plus(mine, r[k])
+                for k in ("tokens", "tokens_low", "tokens_high")
+            },
+            "so_far_cost_micros": spent,
+            **{
+                f"month_{k}": None if spent is None else plus(spent, r[k])
+                for k in ("cost_micros", "cost_low_micros", "cost_high_micros")
+            },
+        }
 
 
 def _series(by_day: Mapping[date, int], first: date, today: date) -> list[float]:

@@ -444,16 +444,19 @@ def suspicious(
             base = usual.get(caller)
             base_rpm = base[0] / base[2] if base and base[2] else None
             base_tpm = base[1] / base[2] if base and base[2] else None
-            reasons = []
+            reasons, on = [], []
             if _bursts(rn, base_rpm, factor, min_requests_per_minute):
                 reasons.append(_reason("requests", rn, base_rpm, factor))
+                on.append("requests")
             if _bursts(tn, base_tpm, factor, min_tokens_per_minute):
                 reasons.append(_reason("tokens", tn, base_tpm, factor))
+                on.append("tokens")
             if reasons:
                 flagged.append(
                     {
                         by: caller,
                         "reason": "; ".join(reasons),
+                        "flagged_on": ",".join(on),  # the figures the reason is about, for other languages
                         "peak_requests_per_minute": rn,
                         "peak_requests_at": _local_minute(rat, win.tz),
                         "baseline_requests_per_minute": None if base_rpm is None else round(base_rpm, 2),
@@ -473,7 +476,7 @@ def suspicious(
                 u, p, d = ids.get(r[by], (None, None, None))
                 r.update({"user": u, "project": p, "department": d} if by == "key_id" else {})
     flagged.sort(key=lambda r: -max(r["requests_ratio"] or 0, r["tokens_ratio"] or 0, 0))
-    cols = [by, *(["user", "project", "department"] if by == "key_id" else []), "reason"]
+    cols = [by, *(["user", "project", "department"] if by == "key_id" else []), "reason", "flagged_on"]
     cols += [
         "peak_requests_per_minute",
         "peak_requests_at",

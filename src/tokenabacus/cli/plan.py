@@ -74,7 +74,12 @@ def _money(micros: int | None, currency: str | None, signed: bool = False) -> st
 def forecast(
     by: Annotated[str, typer.Option("--by", help="project or department.")] = "project",
     horizon: Annotated[
-        str, typer.Option("--horizon", help="30d, 90d (N days from today), month (next) or quarter (next).")
+        str,
+        typer.Option(
+            "--horizon",
+            help="30d, 90d (N days from today), month (next), quarter (next) or month-end (this month: "
+            "its complete days as recorded, plus the forecast of the rest).",
+        ),
     ] = "month",
     project: Annotated[str | None, typer.Option("--project", help="Only this project.")] = None,
     department: Annotated[str | None, typer.Option("--department", help="Only this department.")] = None,
@@ -106,7 +111,7 @@ def forecast(
     except ValueError as e:
         fail(str(e))
     if fmt != Fmt.table:
-        emit(rows, fc.columns(by), fmt)
+        emit(rows, fc.columns(by, horizon), fmt)
         return
     shown = [
         {
@@ -115,10 +120,19 @@ def forecast(
             "cost": _money(r["cost_micros"], r["currency"]),
             "cost_low": _money(r["cost_low_micros"], r["currency"]),
             "cost_high": _money(r["cost_high_micros"], r["currency"]),
+            **{k: _n(r[k]) for k in ("so_far_tokens", "month_tokens") if k in r},
+            **{
+                k.removesuffix("_micros"): _money(r[k], r["currency"])
+                for k in ("so_far_cost_micros", "month_cost_micros")
+                if k in r
+            },
         }
         for r in rows
     ]
     cols = [by, "history_days", "tokens", "tokens_low", "tokens_high", "cost", "cost_low", "cost_high", "note"]
+    if hz.actual_from is not None:  # month-end: the month so far, and so far plus the forecast
+        cols[2:2] = ["so_far_tokens", "month_tokens"]
+        cols[-1:-1] = ["so_far_cost", "month_cost"]
     title = (
         f"Forecast by {by} for {hz.label} ({hz.first} to {hz.last}, {hz.days} days), "
         f"{fc.LEVEL:.0%} interval, days in {tz or s.governance.timezone}"

@@ -74,7 +74,7 @@ def plan_routes(gw: Gateway) -> APIRouter:
             return fc.forecast(gw.store.db, by, horizon, z, today, only)[1]
 
         rows = await asyncio.to_thread(run)
-        return export(rows, fc.columns(by), format, "forecast", f"Forecast by {by}, {horizon}", rows)
+        return export(rows, fc.columns(by, horizon), format, "forecast", f"Forecast by {by}, {horizon}", rows)
 
     @r.get("/estimate", summary="Tokens and cost of a workload at the price in force now, as charged", tags=["money"])
     async def estimate(

@@ -234,19 +234,19 @@ function models(period, tz) {
 }
 
 // Suspicious callers ---------------------------------------------------------------------------
-// The server words each reason in English; the Chinese page says the same from the same figures.
-function reason(text) {
-  if (getLang() !== "zh") return text;
-  return text
-    .split("; ")
-    .map((part) => {
-      let m = part.match(/^([\d,]+) (requests|tokens)\/min = ([\d.]+)x its usual ([\d,.]+)$/);
-      if (m) return t(`reason.${m[2]}`, { peak: m[1], ratio: m[3], usual: m[4] });
-      m = part.match(/^([\d,]+) (requests|tokens)\/min with no history$/);
-      if (m) return t(`reason.${m[2]}.new`, { peak: m[1] });
-      return part;
-    })
-    .join("；");
+// The server words each reason in English; the Chinese page says the same from the row's figures
+// (flagged_on names them), never by parsing the English.
+function reason(r) {
+  if (getLang() !== "zh") return r.reason;
+  const one = (what) => {
+    const peak = fmtInt(r[`peak_${what}_per_minute`]);
+    const usual = r[`baseline_${what}_per_minute`];
+    if (usual === null || usual === undefined) return t(`reason.${what}.new`, { peak });
+    const ratio = r[`${what}_ratio`];
+    const fixed1 = (v) => Number(v).toLocaleString("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+    return t(`reason.${what}`, { peak, ratio: fixed1(ratio), usual: fixed1(usual) });
+  };
+  return (r.flagged_on || "").split(",").filter(Boolean).map(one).join("；");
 }
 
 function suspicious(period, tz) {
@@ -266,7 +266,7 @@ function suspicious(period, tz) {
           { key: "user", label: t("dim.user"), cls: "nowrap" },
           { key: "project", label: t("dim.project"), cls: "nowrap" },
           { key: "department", label: t("dim.department"), cls: "nowrap" },
-          { key: "reason", label: t("col.reason"), value: (r) => reason(r.reason), cls: "wrap" },
+          { key: "reason", label: t("col.reason"), value: (r) => reason(r), cls: "wrap" },
           { key: "peak_requests_per_minute", label: t("col.peak_rpm"), kind: "int" },
           { key: "peak_requests_at", label: t("col.peak_at"), cls: "nowrap" },
           { key: "peak_tokens_per_minute", label: t("col.peak_tpm"), kind: "int" },
@@ -298,14 +298,13 @@ function forecastNote(note) {
 }
 
 // Month-end forecast -----------------------------------------------------------------------------
-// The month so far (its complete days, from the ledger) plus the forecast of the days left,
-// today included (the forecast model reads complete days only).
+// The server's month-end horizon: the month's complete days as recorded, plus the forecast of
+// the days left (today included), so the export holds the same figures as the table.
 function forecast(tz) {
   const body = h("div");
   const now = today();
   const left = daysInMonth(now.year, now.month) - now.day + 1;
-  const first = `${now.iso.slice(0, 8)}01`;
-  const params = { by: "department", horizon: `${left}d`, tz };
+  const params = { by: "department", horizon: "month-end", tz };
   const el = card(
     t("board.forecast"),
     {
@@ -316,52 +315,23 @@ function forecast(tz) {
   );
   el.dataset.section = "forecast";
   fill(body, async () => {
-    const [rows, done] = await Promise.all([
-      api("/admin/forecast", { params }),
-      now.day > 1
-        ? api("/admin/report", { params: { by: "department,currency", since: first, until: now.iso, tz } })
-        : Promise.resolve([]),
-    ]);
-    const soFar = new Map();
-    for (const r of done) {
-      const g = soFar.get(r.department ?? "") || { tokens: 0, costs: new Map() };
-      g.tokens += r.total_tokens;
-      if (r.currency && r.cost_micros !== null) g.costs.set(r.currency, BigInt(r.cost_micros));
-      soFar.set(r.department ?? "", g);
-    }
-    const plus = (a, b) => (a === null || a === undefined || b === null || b === undefined ? null : BigInt(a) + b);
-    const seen = new Set(); // a group charged in two currencies has a second row: its tokens are on the first
-    const view = rows.map((r) => {
-      const g = soFar.get(r.department ?? "") || { tokens: 0, costs: new Map() };
-      const spent = r.currency ? (g.costs.get(r.currency) ?? 0n) : null;
-      const firstRow = !seen.has(r.department ?? "");
-      seen.add(r.department ?? "");
-      return {
-        ...r,
-        so_far_tokens: firstRow ? g.tokens : null,
-        month_tokens: plus(r.tokens, BigInt(g.tokens)),
-        so_far_cost: spent,
-        month_cost: spent === null ? null : plus(r.cost_micros, spent),
-        month_cost_low: spent === null ? null : plus(r.cost_low_micros, spent),
-        month_cost_high: spent === null ? null : plus(r.cost_high_micros, spent),
-      };
-    });
+    const rows = await api("/admin/forecast", { params });
     const range = (r) =>
-      r.month_cost_low === null
+      r.month_cost_low_micros === null
         ? "—"
-        : `${fmtMoney(r.month_cost_low, r.currency)} – ${fmtMoney(r.month_cost_high, r.currency)}`;
+        : `${fmtMoney(r.month_cost_low_micros, r.currency)} – ${fmtMoney(r.month_cost_high_micros, r.currency)}`;
     return table({
       name: "forecast",
       key: (r) => `${r.department ?? ""}|${r.currency ?? ""}`,
-      rows: view,
+      rows,
       columns: [
         { key: "department", label: t("dim.department"), value: (r) => none(r.department) },
         { key: "so_far_tokens", label: t("col.so_far_tokens"), kind: "int" },
         { key: "tokens", label: t("col.rest_tokens"), kind: "int" },
         { key: "month_tokens", label: t("col.month_tokens"), kind: "int" },
-        { key: "so_far_cost", label: t("col.so_far_cost"), kind: "money" },
+        { key: "so_far_cost_micros", label: t("col.so_far_cost"), kind: "money" },
         { key: "cost_micros", label: t("col.rest_cost"), kind: "money" },
-        { key: "month_cost", label: t("col.month_cost"), kind: "money" },
+        { key: "month_cost_micros", label: t("col.month_cost"), kind: "money" },
         { key: "range", label: t("col.range"), render: range, cls: "nowrap" },
         { key: "note", label: t("col.note"), value: (r) => forecastNote(r.note), cls: "wrap muted" },
       ],
