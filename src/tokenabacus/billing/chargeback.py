@@ -110,6 +110,7 @@ def chargeback(
         until_ms=win.until_ms,
         tz=tz,
         filters=flt,
+        latency=False,
     )
     rep = run_report(store, q)
     by_version = rep.rows

@@ -154,7 +154,7 @@ def top(
     check_dimension(by)
     if rank not in ("tokens", "cost"):
         raise ValueError("rank by tokens or cost")
-    now = _by_currency(run_report(store, _query(win, (by, "currency"), filters)), by)
+    now = _by_currency(run_report(store, _query(win, (by, "currency"), filters, latency=False)), by)
     b0, b1 = win.before
     clock = int(time.time() * 1000)
     if win.since_ms <= clock < win.until_ms:
@@ -162,7 +162,7 @@ def top(
         # so far against last week up to the same hour), not with the whole of it.
         b1 = min(b1, b0 + clock - win.since_ms)
     before_win = replace(win, since_ms=b0, until_ms=b1)
-    was = _by_currency(run_report(store, _query(before_win, (by, "currency"), filters)), by)
+    was = _by_currency(run_report(store, _query(before_win, (by, "currency"), filters, latency=False)), by)
     priced: dict[str, int] = {}
     for g in now.values():
         for cur, (n, _) in g["costs"].items():
@@ -353,7 +353,7 @@ def drift(
 ) -> Table:
     """Our count against the upstream's per model and day, over the records that kept both
     (billed from our tokenizer with upstream figures beside it)."""
-    rep = run_report(store, _query(win, ("model", "day"), filters, drift=True))
+    rep = run_report(store, _query(win, ("model", "day"), filters, drift=True, latency=False))
     rows = []
     for r in rep.rows:
         n = r["compared_requests"]
