@@ -111,6 +111,7 @@ def chargeback(
         tz=tz,
         filters=flt,
         latency=False,
+        subtotals=False,
     )
     rep = run_report(store, q)
     by_version = rep.rows

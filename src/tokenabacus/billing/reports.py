@@ -68,6 +68,7 @@ class ReportQuery:
     sort: str | None = None  # a figure: groups in descending order of it
     drift: bool = False  # rows also carry our count against the upstream's (rollups.DRIFT)
     latency: bool = True  # False: no avg or p95 duration (None), for reports that show none: a faster scan
+    subtotals: bool = True  # False: no sub-totals (rows in key order), for callers that total themselves
 
 
 @dataclass
@@ -186,9 +187,10 @@ class _Acc:
     """A group's figures (rollups.FIGURES order), its errors and cancellations, and the currencies
     of its priced records."""
 
-    __slots__ = ("figures", "errors", "cancelled", "currencies")
+    __slots__ = ("figures", "errors", "cancelled", "currencies", "idx")
 
-    def __init__(self) -> None:
+    def __init__(self, idx: tuple[int, ...] = tuple(range(_SUMS))) -> None:
+        self.idx = idx  # the figures summed: a report without durations skips the latency buckets
         self.figures = [0] * len(rollups.FIGURES)
         self.errors = 0
         self.cancelled = 0
@@ -196,7 +198,7 @@ class _Acc:
 
     def add(self, status: str, currency: str, figures: Sequence[int]) -> None:
         f = self.figures
-        for i in range(_SUMS):
+        for i in self.idx:
             f[i] += figures[i]
         f[-1] = max(f[-1], figures[-1])
         if status == ERROR:
@@ -208,7 +210,7 @@ class _Acc:
 
     def merge(self, other: _Acc) -> None:
         f = self.figures
-        for i in range(_SUMS):
+        for i in self.idx:
             f[i] += other.figures[i]
         f[-1] = max(f[-1], other.figures[-1])
         self.errors += other.errors
@@ -257,6 +259,8 @@ def run_report(store: Store, q: ReportQuery) -> Report:
     db = store.db
     since, until = q.since_ms, q.until_ms
     groups: dict[tuple, _Acc] = {}
+    only = _figures_read(q)
+    idx = tuple(i for i, c in enumerate(rollups.SUMS) if c in only)
     complete = rollups.complete(db)
     if since is None or until is None:  # open ends: the ledger's own first and last hour
         span = rollups.span(db)
@@ -270,9 +274,6 @@ def run_report(store: Store, q: ReportQuery) -> Report:
         filters = dict(q.filters)
         width = len(q.by)
         parts = []
-        only = None if q.latency and q.drift else {*_MONEY, *(rollups.DRIFT if q.drift else ())}
-        if q.latency and not q.drift:
-            only = {c for c in rollups.FIGURES if c not in rollups.DRIFT}
         if plan.hours:
             parts.append(rollups.aggregate(db, "rollups", keys, [plan.hours], filters, plan.cut, only))
         if plan.raw:
@@ -282,14 +283,23 @@ def run_report(store: Store, q: ReportQuery) -> Report:
                 key = tuple(r[:width])
                 acc = groups.get(key)
                 if acc is None:
-                    acc = groups[key] = _Acc()
+                    acc = groups[key] = _Acc(idx)
                 acc.add(r[width], r[width + 1], r[width + 2 :])
-    return _shape(q, groups, complete)
+    return _shape(q, groups, complete, idx)
 
 
-def _shape(q: ReportQuery, groups: dict[tuple, _Acc], complete: bool) -> Report:
+def _figures_read(q: ReportQuery) -> set[str]:
+    """The rollup figures a report shows: requests, tokens and cost always; our count against the
+    upstream's for drift; the latency histogram and durations unless it shows none."""
+    out = {*_MONEY, *(rollups.DRIFT if q.drift else ())}
+    if q.latency:
+        out |= {"duration_ms", *rollups.LATENCY_COLUMNS, "duration_max_ms"}
+    return out
+
+
+def _shape(q: ReportQuery, groups: dict[tuple, _Acc], complete: bool, idx: tuple[int, ...]) -> Report:
     """Rows in order, sub-totals by the first dimension, the grand total; labels for keys."""
-    total = _Acc()
+    total = _Acc(idx)
     for acc in groups.values():
         total.merge(acc)
     none = dict.fromkeys(q.by)
@@ -298,13 +308,13 @@ def _shape(q: ReportQuery, groups: dict[tuple, _Acc], complete: bool) -> Report:
         return Report(q, [total.out(q.drift, q.latency)], [], total.out(q.drift, q.latency), complete, columns)
     items = sorted(groups.items(), key=lambda kv: _order(kv[0], kv[1], q.sort))
     subtotals: list[dict] = []
-    if len(q.by) >= 2:
+    if len(q.by) >= 2 and q.subtotals:
         blocks: dict[Any, list[tuple[tuple, _Acc]]] = {}
         for key, acc in items:
             blocks.setdefault(key[0], []).append((key, acc))
         subs = {}
         for first, members in blocks.items():
-            sub = subs[first] = _Acc()
+            sub = subs[first] = _Acc(idx)
             for _, acc in members:
                 sub.merge(acc)
         order = sorted(blocks, key=lambda k: _order((k,), subs[k], q.sort))

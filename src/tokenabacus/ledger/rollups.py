@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
-from sqlalchemy import Connection, and_, case, column, delete, exc, func, literal_column, or_, select, table
+from sqlalchemy import Column, Connection, and_, case, column, delete, exc, func, literal_column, or_, select, table
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -532,21 +532,40 @@ def _summed_in_temp(
 ) -> list:
     """Rollup rows summed per group on SQLite, whose GROUP BY sorts every row it reads with all its
     figures: its largest cost here. Summing into a temporary table keyed by the group skips the
-    sort (a month of 10M records, ~800k rollup rows into a few dozen groups: 1.7 s -> 1.2 s)."""
+    sort (a month of 10M records, ~800k rollup rows into a few dozen groups: 1.7 s -> 1.2 s). The
+    table is WITHOUT ROWID: its rows live in the key's own B-tree, one lookup per upsert, not two."""
     keys = [f"k{i}" for i in range(len(groups))]
     figs = [f"f{i}" for i in range(len(names))]
+    pk = keys
+    cols = keys + figs
+    sel = [*groups, *(ru.c[c] for c in names)]
+    # Grouping by many name columns (a chargeback: department, project, user, model, ...), key the
+    # sums by the rows' one-column digest of all their names instead: each upsert then compares
+    # one short string, not six; a final GROUP BY folds the digests into the groups (1.75 -> 1.56 s).
+    by_digest = len(groups) >= 6 and all(isinstance(g, Column) for g in groups)
+    if by_digest:
+        pk = ["d"]
+        cols = ["d", *cols]
+        sel = [ru.c.dims, *sel]
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{_TEMP}")
-    conn.exec_driver_sql(f"CREATE TEMP TABLE {_TEMP} ({', '.join(keys + figs)}, PRIMARY KEY ({', '.join(keys)}))")
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {_TEMP} ({', '.join(cols)}, PRIMARY KEY ({', '.join(pk)})) WITHOUT ROWID")
     try:
-        tmp = table(_TEMP, *(column(c) for c in keys + figs))
-        ins = sqlite_insert(tmp).from_select(keys + figs, select(*groups, *(ru.c[c] for c in names)).where(*conds))
+        tmp = table(_TEMP, *(column(c) for c in cols))
+        ins = sqlite_insert(tmp).from_select(cols, select(*sel).where(*conds))
         summed = {
             # the longest duration merges by max, everything else adds up
             f: func.max(tmp.c[f], ins.excluded[f]) if n == "duration_max_ms" else tmp.c[f] + ins.excluded[f]
             for f, n in zip(figs, names, strict=True)
         }
-        conn.execute(ins.on_conflict_do_update(index_elements=keys, set_=summed))
-        return list(conn.execute(select(tmp)))
+        conn.execute(ins.on_conflict_do_update(index_elements=pk, set_=summed))
+        if by_digest:
+            agg = [
+                func.max(tmp.c[f]) if n == "duration_max_ms" else func.sum(tmp.c[f])
+                for f, n in zip(figs, names, strict=True)
+            ]
+            kc = [tmp.c[k] for k in keys]
+            return list(conn.execute(select(*kc, *agg).group_by(*kc)))
+        return list(conn.execute(select(*(tmp.c[c] for c in keys + figs))))
     finally:
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{_TEMP}")
 
