@@ -196,6 +196,18 @@ def test_whole_hours_come_from_rollups_and_cut_ones_from_raw_records(ledger, mon
     calls.clear()
     check(store, records, build_query(("hour",), "2026-03-21", "2026-03-23", "Asia/Kathmandu"))
     assert [c[0] for c in calls] == ["raw"]
+    # Without time buckets, whole UTC days come from the daily rollups, the hours at the edges
+    # from the hourly ones (a Shanghai week starts at 16:00 UTC), the minutes around from raw.
+    calls.clear()
+    q = build_query(("department", "model"), "2026-03-21T00:30", "2026-03-28", "Asia/Shanghai")
+    check(store, records, q)
+    assert q.since_ms is not None and q.until_ms is not None
+    got = {c[0]: c[1] for c in calls}
+    day = 24 * HOUR
+    first_day, last_day = -(-q.since_ms // day) * day, q.until_ms - q.until_ms % day
+    assert got["daily"] == ((first_day, last_day),)
+    assert got["rollups"] == ((q.since_ms + 30 * 60_000, first_day), (last_day, q.until_ms))
+    assert got["raw"] == ((q.since_ms, q.since_ms + 30 * 60_000),)
 
 
 def test_a_ledger_without_rollups_is_reported_from_raw_records(ledger):

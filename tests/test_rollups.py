@@ -16,7 +16,7 @@ from conftest import BIN
 from tokenabacus.ledger import rollups
 from tokenabacus.ledger.deadletter import DeadLetters
 from tokenabacus.ledger.record import FIELDS, new_request_id
-from tokenabacus.ledger.schema import meta, usage_records, usage_rollups
+from tokenabacus.ledger.schema import meta, usage_records, usage_rollups, usage_rollups_daily
 from tokenabacus.ledger.store import Store
 from tokenabacus.ledger.writer import drain_segments
 
@@ -96,8 +96,8 @@ def raw_rollups(store: Store) -> dict[tuple, tuple]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-def stored_rollups(store: Store) -> dict[tuple, tuple]:
-    r = usage_rollups.c
+def stored_rollups(store: Store, table=usage_rollups) -> dict[tuple, tuple]:
+    r = table.c
     with store.engine.connect() as conn:
         rows = conn.execute(select(r.hour, r.dims, *(r[c] for c in rollups.DIMENSIONS + rollups.FIGURES))).all()
     out = {}
@@ -106,6 +106,18 @@ def stored_rollups(store: Store) -> dict[tuple, tuple]:
         assert dims == rollups.digest(names)
         out[(hour, *names)] = tuple(int(v) for v in rest[len(rollups.DIMENSIONS) :])
     return out
+
+
+def by_day(hourly: dict[tuple, tuple]) -> dict[tuple, tuple]:
+    """What the daily rollups must hold: the hourly figures summed per UTC day (the longest
+    duration, the last figure, by max)."""
+    out: dict[tuple, list] = {}
+    for (hour, *names), figs in hourly.items():
+        key = (hour - hour % (24 * HOUR), *names)
+        acc = out.setdefault(key, [0] * len(figs))
+        acc[:-1] = [a + b for a, b in zip(acc[:-1], figs[:-1], strict=True)]
+        acc[-1] = max(acc[-1], figs[-1])
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def write_segment(spool: Path, seq: int, lines: list[bytes]) -> Path:
@@ -148,21 +160,26 @@ def test_rollups_equal_the_raw_records_after_replays_and_dead_letters(db_url, tm
         expected = raw_rollups(store)
         assert stored_rollups(store) == expected
         assert sum(v[0] for v in expected.values()) == len(sent)
+        days = by_day(expected)
+        assert stored_rollups(store, usage_rollups_daily) == days and len(days) < len(expected)
         assert rollups.status(store.db) == {
             "complete": True,
+            "daily_complete": True,
             "rollup_rows": len(expected),
+            "daily_rows": len(days),
             "records_counted": len(sent),
             "records": len(sent),
         }
-        # A rebuild from the raw records gives the same rows; so does one of a damaged table.
+        # A rebuild from the raw records gives the same rows; so does one of damaged tables.
         assert rollups.rebuild(store.db, window_ms=7 * HOUR) == (len(sent), len(expected))
-        assert stored_rollups(store) == expected
+        assert stored_rollups(store) == expected and stored_rollups(store, usage_rollups_daily) == days
         with store.engine.begin() as conn:
             conn.execute(delete(usage_rollups).where(usage_rollups.c.status == "ok"))
             conn.execute(usage_rollups.update().values(requests=usage_rollups.c.requests + 1))
+            conn.execute(delete(usage_rollups_daily).where(usage_rollups_daily.c.status == "error"))
         assert stored_rollups(store) != expected
         rollups.rebuild(store.db)
-        assert stored_rollups(store) == expected
+        assert stored_rollups(store) == expected and stored_rollups(store, usage_rollups_daily) == days
     finally:
         store.close()
 
@@ -176,6 +193,7 @@ def test_the_same_batch_twice_counts_once(db_url):
         assert store.usage.insert(batch + batch[:10]) == 0
         assert store.usage.insert([]) == 0
         assert stored_rollups(store) == once == raw_rollups(store)
+        assert stored_rollups(store, usage_rollups_daily) == by_day(once)
     finally:
         store.close()
 
@@ -223,10 +241,12 @@ def test_db_rollup_rebuild_command(tmp_path):
     assert "0 of the ledger's 120 records" in r.stdout and "--rebuild" in r.stdout
     r = run("--rebuild")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == f"rebuilt the hourly rollups: 120 records in {len(expected)} rows"
-    assert "all 120 records" in run().stdout
+    assert r.stdout.strip() == f"rebuilt the hourly and daily rollups: 120 records in {len(expected)} hourly rows"
+    shown = run().stdout
+    assert "all 120 records" in shown and f"daily rollups: {len(by_day(expected))} rows" in shown
     store = Store(f"sqlite:///{data / 'ledger.db'}")
     try:
         assert stored_rollups(store) == expected
+        assert stored_rollups(store, usage_rollups_daily) == by_day(expected)
     finally:
         store.close()

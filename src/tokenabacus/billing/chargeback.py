@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from tokenabacus.billing.exports import Sheet, xlsx_bytes
@@ -115,7 +116,7 @@ def chargeback(
     )
     rep = run_report(store, q)
     by_version = rep.rows
-    rows_all = _merged(by_version, ("department", "currency", *DETAIL))
+    rows_all = _merged(by_version, ("department", "currency", *DETAIL), ordered=False)  # sorted below
     for r in rows_all:
         r["department"] = r["department"] or NONE
     adjustments = _adjustments(store, win, filters)
@@ -230,22 +231,17 @@ def _adjustments(store: Store, win: Window, filters: Mapping[str, Sequence[str]]
     return out
 
 
-def _merged(rows: Iterable[dict], keys: Sequence[str]) -> list[dict]:
-    """Report rows summed per ``keys`` (in key order): the figures a chargeback shows. A group's
-    cost is None only when none of its rows was priced; ``keys`` hold the currency, or the price
-    version that fixes it, so a sum never crosses currencies."""
-    out: dict[tuple, dict] = {}
+def _merged(rows: Iterable[dict], keys: Sequence[str], ordered: bool = True) -> list[dict]:
+    """Report rows summed per ``keys`` (in key order when ``ordered``): the figures a chargeback
+    shows. A group's cost is None only when none of its rows was priced; ``keys`` hold the
+    currency, or the price version that fixes it, so a sum never crosses currencies."""
+    out: dict[Any, dict] = {}
+    key = itemgetter(*keys)
     for r in rows:
-        k = tuple(r[d] for d in keys)
+        k = key(r)
         acc = out.get(k)
         if acc is None:
-            out[k] = {
-                **{d: r[d] for d in keys},
-                **{f: r[f] for f in FIGURES},
-                "currency": r["currency"],
-                "cost_micros": r["cost_micros"],
-                "unpriced_requests": r["unpriced_requests"],
-            }
+            out[k] = dict(r)
             continue
         for f in FIGURES:
             acc[f] += r[f]
@@ -253,6 +249,8 @@ def _merged(rows: Iterable[dict], keys: Sequence[str]) -> list[dict]:
         if r["cost_micros"] is not None:
             acc["cost_micros"] = (acc["cost_micros"] or 0) + r["cost_micros"]
             acc["currency"] = acc["currency"] or r["currency"]
+    if not ordered:
+        return list(out.values())
     return [out[k] for k in sorted(out, key=lambda k: tuple((v is None, v or "") for v in k))]
 
 

@@ -196,17 +196,21 @@ class _Acc:
         self.cancelled = 0
         self.currencies: set[str] = set()
 
-    def add(self, status: str, currency: str, figures: Sequence[int]) -> None:
+    def add(self, row: Sequence[Any], at: int) -> None:
+        """Add a row of (..., status, currency, *FIGURES) whose status is at ``at``."""
         f = self.figures
+        first = at + 2
         for i in self.idx:
-            f[i] += figures[i]
-        f[-1] = max(f[-1], figures[-1])
+            f[i] += row[first + i]
+        if row[-1] > f[-1]:
+            f[-1] = row[-1]
+        status = row[at]
         if status == ERROR:
-            self.errors += figures[0]
+            self.errors += row[first]
         elif status == CANCELLED:
-            self.cancelled += figures[0]
-        if figures[_PRICED]:
-            self.currencies.add(currency)
+            self.cancelled += row[first]
+        if row[first + _PRICED]:
+            self.currencies.add(row[at + 1])
 
     def merge(self, other: _Acc) -> None:
         f = self.figures
@@ -275,7 +279,11 @@ def run_report(store: Store, q: ReportQuery) -> Report:
         width = len(q.by)
         parts = []
         if plan.hours:
-            parts.append(rollups.aggregate(db, "rollups", keys, [plan.hours], filters, plan.cut, only))
+            hours, days = _days_within(plan, q.by, db)
+            if hours:
+                parts.append(rollups.aggregate(db, "rollups", keys, hours, filters, plan.cut, only))
+            if days:
+                parts.append(rollups.aggregate(db, "daily", keys, [days], filters, (), only))
         if plan.raw:
             parts.append(rollups.aggregate(db, "raw", keys, plan.raw, filters))
         for part in parts:
@@ -284,8 +292,20 @@ def run_report(store: Store, q: ReportQuery) -> Report:
                 acc = groups.get(key)
                 if acc is None:
                     acc = groups[key] = _Acc(idx)
-                acc.add(r[width], r[width + 1], r[width + 2 :])
+                acc.add(r, width)
     return _shape(q, groups, complete, idx)
+
+
+def _days_within(plan: _Plan, by: Sequence[str], db: Any) -> tuple[list[tuple[int, int]], tuple[int, int] | None]:
+    """The plan's whole hours split into whole UTC days, read from the daily rollups, and the
+    hours at either end. Only for reports without time buckets (a local day or hour would cut a
+    UTC day) and nothing cut inside, and once the daily rollups are complete."""
+    assert plan.hours is not None
+    a, b = plan.hours
+    d0, d1 = -(-a // DAY_MS) * DAY_MS, b - b % DAY_MS
+    if d1 - d0 < 2 * DAY_MS or plan.cut or set(by) & set(TIME_DIMENSIONS) or not rollups.daily_complete(db):
+        return [plan.hours], None
+    return [w for w in ((a, d0), (d1, b)) if w[0] < w[1]], (d0, d1)
 
 
 def _figures_read(q: ReportQuery) -> set[str]:

@@ -77,7 +77,7 @@ def rollup(
             except Exception as e:  # rolled back: the rollups are as they were
                 text = str(getattr(e, "orig", None) or e).strip().splitlines()
                 fail(f"rebuild stopped, nothing changed: {type(e).__name__}: {text[0] if text else ''}")
-            typer.echo(f"rebuilt the hourly rollups: {records} records in {rows} rows")
+            typer.echo(f"rebuilt the hourly and daily rollups: {records} records in {rows} hourly rows")
             return
         st = rollups.status(store.db)
     finally:
@@ -85,6 +85,13 @@ def rollup(
     rows, counted, records = st["rollup_rows"], st["records_counted"], st["records"]
     if st["complete"] and counted == records:
         typer.echo(f"hourly rollups: all {records} records in {rows} rows")
+        if st["daily_complete"]:
+            typer.echo(f"daily rollups: {st['daily_rows']} rows")
+        else:
+            typer.echo(
+                "daily rollups: not built for the records from before them (reports use the hourly ones): "
+                "run `tokenabacus db rollup --rebuild`"
+            )
         return
     why = (
         "the ledger has records from before rollups existed; reports read raw records until then"
