@@ -74,6 +74,8 @@ const EN = {
   "board.top.project": "Projects",
   "board.top.user": "Users",
   "board.nothing": "No usage in this period.",
+  "note.same_stretch": "Change is against the same stretch of the period before, up to this time.",
+  "note.no_price": "Models without a price show no cost: set one with `tokenabacus prices set`.",
   "board.show_all": "Show all {n}",
   "board.peaks": "Peak hours",
   "board.peaks.note": "Tokens per hour of each day ({tz}); the table lists each day's busiest hour.",
@@ -337,6 +339,8 @@ const ZH = {
   "board.top.project": "项目排行",
   "board.top.user": "用户排行",
   "board.nothing": "该时段没有用量。",
+  "note.same_stretch": "环比按上一周期的同一时段计算（截至当前时刻）。",
+  "note.no_price": "未定价的模型不显示费用：可用 `tokenabacus prices set` 设置价格。",
   "board.show_all": "显示全部 {n} 项",
   "board.peaks": "高峰时段",
   "board.peaks.note": "每天各小时的 Token 数（{tz}）；下表列出每天最繁忙的小时。",
@@ -574,4 +578,14 @@ export function applyStatic(root) {
     el.title = t(el.dataset.i18nTitle);
     el.setAttribute("aria-label", t(el.dataset.i18nTitle));
   }
+}
+
+// The server's notes are English sentences; the ones the board shows are said in the reader's language.
+const NOTES = {
+  "change is against the same stretch of the period before, up to this time": "note.same_stretch",
+  "models without a price show no cost: set one with `tokenabacus prices set`": "note.no_price",
+};
+
+export function note(text) {
+  return NOTES[text] ? t(NOTES[text]) : text;
 }

@@ -5,7 +5,7 @@
 import { api } from "../api.js";
 import { h } from "../dom.js";
 import { daysInMonth, fmtInt, fmtMoney, today } from "../format.js";
-import { getLang, t } from "../i18n.js";
+import { getLang, note, t } from "../i18n.js";
 import { card, chart, exportLinks, fill, segmented, table } from "../ui.js";
 import { compact } from "./overview.js";
 
@@ -84,7 +84,7 @@ function ranking(dim, period, rank, tz) {
             t("board.show_all", { n: fmtInt(rows.length) }),
           )
         : null;
-    return [shown, more, ...res.notes.map((n) => h("p", { class: "note" }, n))];
+    return [shown, more, ...res.notes.map((n) => h("p", { class: "note" }, note(n)))];
   });
   return el;
 }
@@ -227,7 +227,7 @@ function models(period, tz) {
         ],
         empty: t("board.nothing"),
       }),
-      ...res.notes.map((n) => h("p", { class: "note" }, n)),
+      ...res.notes.map((n) => h("p", { class: "note" }, note(n))),
     ];
   });
   return el;
