@@ -62,7 +62,14 @@ def test_vllm_counters_are_reconciled_and_shown_by_models_status(tmp_path):
                 json={"model": real.SERVED_NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
                 timeout=60,
             ).json()["usage"]
-            drifted = _wait(lambda: (s := since()["since_start"])["prompt_drift"] > 0 and s)
+            # The engine counts generated tokens step by step: wait until both counters have it all.
+            drifted = _wait(
+                lambda: (
+                    (s := since()["since_start"])["prompt_drift"] >= direct["prompt_tokens"]
+                    and s["generation_drift"] >= direct["completion_tokens"]
+                    and s
+                )
+            )
             assert drifted["prompt_drift"] == direct["prompt_tokens"]
             assert drifted["generation_drift"] == direct["completion_tokens"]
             table = gw.cli("models", "status", "--url", f"http://127.0.0.1:{gw.port}").stdout
