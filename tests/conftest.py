@@ -52,10 +52,20 @@ def service_available(host: str, port: int, what: str) -> None:
         pytest.skip(f"{what} is not running on {host}:{port}")
 
 
+# The database names may be changed (TOKENABACUS_TEST_PG_DB, TOKENABACUS_TEST_MARIADB_DB) so two
+# test runs on one machine do not drop each other's tables.
 DATABASES = {
     "sqlite": None,
-    "postgresql": ("postgresql+psycopg://postgres@127.0.0.1:5432/test", 5432, "PostgreSQL"),
-    "mariadb": ("mysql+pymysql://root@127.0.0.1:3306/test", 3306, "MariaDB"),
+    "postgresql": (
+        f"postgresql+psycopg://postgres@127.0.0.1:5432/{os.environ.get('TOKENABACUS_TEST_PG_DB', 'test')}",
+        5432,
+        "PostgreSQL",
+    ),
+    "mariadb": (
+        f"mysql+pymysql://root@127.0.0.1:3306/{os.environ.get('TOKENABACUS_TEST_MARIADB_DB', 'test')}",
+        3306,
+        "MariaDB",
+    ),
 }
 
 
