@@ -14,7 +14,7 @@ import redis
 
 from conftest import service_available
 from procs import free_port
-from tokenabacus.governance.counters import Ask, Commit, Refusal, now_ms
+from tokenabacus.governance.counters import SEED, SEEDED, WAIT, Ask, Commit, Missing, Refusal, now_ms
 from tokenabacus.governance.errors import CountersUnavailable
 from tokenabacus.governance.redis_counters import BATCH_CAP, RedisCounters
 
@@ -22,10 +22,20 @@ URL = "redis://127.0.0.1:6379/0"
 EXPIRE = now_ms() + 3_600_000
 
 
+# Counters the tests reserve on, ready as if seeded from an empty ledger (a counter that is not ready
+# answers Missing: see test_missing_counters_are_seeded_before_anyone_reserves).
+READY = ["a", "b", "c", "d", "k", "m", "n", "t", 'k "ü" \\']
+
+
 @pytest.fixture
 def prefix():
     service_available("127.0.0.1", 6379, "Redis")
     p = f"test:{uuid.uuid4().hex}:"
+    r = redis.Redis.from_url(URL)
+    for key in READY:
+        r.hset(f"{p}c:{key}", mapping={"used": 0, "reserved": 0, "s": 1})
+        r.pexpireat(f"{p}c:{key}", EXPIRE)
+    r.close()
     yield p
     r = redis.Redis.from_url(URL)
     keys = list(r.scan_iter(match=f"{p}*"))
@@ -98,17 +108,84 @@ def test_concurrent_reserves_from_two_clients(prefix):
 
 
 def test_lapsed_reservation_frees_room_and_settle_still_counts(prefix):
+    """A process that stops renewing (it died) loses its reservations one lease later; the one
+    still running keeps its own."""
+
     async def main():
+        dead = RedisCounters(URL, prefix=prefix, reservation_ttl_s=0.3)
         rc = RedisCounters(URL, prefix=prefix, reservation_ttl_s=0.3)
         try:
-            assert await rc.reserve("dead", [ask("k", 150, 200)]) is None
-            assert await rc.reserve("late", [ask("k", 30, 200)]) is None
-            assert await rc.reserve("r", [ask("k", 100, 200)]) == Refusal(0, 0, 180)
-            await asyncio.sleep(0.5)
-            assert await rc.usage(["k"]) == [(0, 0)]  # both lapsed
+            assert await dead.reserve("dead", [ask("k", 150, 200)]) is None
+            assert await dead.reserve("late", [ask("k", 30, 200)]) is None
+            await dead.close()  # no more renewals: as if killed
+            assert await rc.reserve("alive", [ask("k", 10, 200)]) is None
+            assert await rc.reserve("r", [ask("k", 100, 200)]) == Refusal(0, 0, 190)
+            await asyncio.sleep(0.6)  # two leases: renewed for "alive", lapsed for the dead
+            assert await rc.usage(["k"]) == [(0, 10)]
             assert await rc.reserve("r", [ask("k", 100, 200)]) is None  # the room "dead" held
             await rc.settle("late", [commit("k", 20)])  # its reservation lapsed: the use still counts
-            assert await rc.usage(["k"]) == [(20, 100)]
+            assert await rc.usage(["k"]) == [(20, 110)]
+        finally:
+            await rc.close()
+
+    asyncio.run(main())
+
+
+def test_a_restarted_owner_reclaims_its_reservations_at_once(prefix):
+    async def main():
+        first = RedisCounters(URL, prefix=prefix, owner="gw-a")
+        other = RedisCounters(URL, prefix=prefix, owner="gw-b")
+        try:
+            assert await first.reserve("r1", [ask("k", 60), ask("m", 5)]) is None
+            assert await first.reserve("r2", [ask("k", 30)]) is None
+            assert await other.reserve("r3", [ask("k", 5)]) is None
+            await first.close()  # killed: nothing settled
+            again = RedisCounters(URL, prefix=prefix, owner="gw-a")
+            assert await again.reclaim() == 2
+            assert await again.usage(["k", "m"]) == [(0, 5), (0, 0)]  # gw-b's reservation stays
+            assert await again.reclaim() == 0
+            await again.close()
+        finally:
+            await other.close()
+
+    asyncio.run(main())
+
+
+def test_missing_counters_are_seeded_before_anyone_reserves(prefix):
+    """A counter never seeded, or lost (a flush, an eviction), is not judged from zero: reserve
+    answers Missing; one caller seeds it while the others wait, and settles during the seed count."""
+
+    async def main():
+        one, two = RedisCounters(URL, prefix=prefix), RedisCounters(URL, prefix=prefix)
+        try:
+            assert await one.reserve("r1", [ask("k", 10), ask("new", 10)]) == Missing(["new"])
+            assert await one.usage(["k"]) == [(0, 0)]  # nothing was reserved
+            assert await one.begin_seed("new", EXPIRE) == SEED
+            assert await two.begin_seed("new", EXPIRE) == WAIT
+            assert await two.reserve("r2", [ask("new", 10)]) == Missing(["new"])
+            await two.settle("r0", [commit("new", 7)])  # settled while the seed is read
+            await one.finish_seed("new", 80)
+            assert await two.begin_seed("new", EXPIRE) == SEEDED
+            assert await one.usage(["new"]) == [(87, 0)]
+            assert await two.reserve("r2", [ask("new", 13)]) is None
+            assert await two.reserve("r3", [ask("new", 1)]) == Refusal(0, 87, 13)
+            await one.correct("new", 5)
+            assert await one.usage(["new"]) == [(92, 13)]
+        finally:
+            await one.close()
+            await two.close()
+        r = redis.Redis.from_url(URL)
+        try:
+            r.delete(f"{prefix}c:new")  # lost, with a reservation in flight
+        finally:
+            r.close()
+        rc = RedisCounters(URL, prefix=prefix)
+        try:
+            assert await rc.reserve("r4", [ask("new", 1)]) == Missing(["new"])
+            await rc.settle("r2", [commit("new", 13)])  # the request in flight ends: counted once seeded
+            assert await rc.begin_seed("new", EXPIRE) == SEED
+            await rc.finish_seed("new", 100)
+            assert await rc.usage(["new"]) == [(100, 0)]
         finally:
             await rc.close()
 
@@ -193,6 +270,9 @@ def test_open_falls_back_to_local_counters(prefix, caplog):
     async def main():
         rc = RedisCounters(f"redis://127.0.0.1:{free_port()}/0", prefix=prefix, on_error="open")
         try:
+            assert await rc.reserve("r1", [ask("k", 60)]) == Missing(["k"])  # local counters start from the ledger
+            assert await rc.begin_seed("k", EXPIRE) == SEED
+            await rc.finish_seed("k", 0)
             assert await rc.reserve("r1", [ask("k", 60)]) is None
             assert await rc.reserve("r2", [ask("k", 60)]) == Refusal(0, 0, 60)  # the limit holds locally
             await rc.settle("r1", [commit("k", 30)])
@@ -254,7 +334,9 @@ def test_open_outage_and_recovery(prefix, caplog):
         try:
             assert await rc.reserve("in-redis", [ask("k", 10)]) is None
             await proxy.stop()
-            assert await rc.reserve("local", [ask("k", 20)]) is None  # Redis is gone: counted locally
+            assert await rc.reserve("local", [ask("k", 20)]) == Missing(["k"])  # Redis is gone: counted locally,
+            await rc.seed("k", 0, EXPIRE)  # from the ledger's figure
+            assert await rc.reserve("local", [ask("k", 20)]) is None
             assert rc.health()["ok"] is False
             await proxy.start()
             await rc.settle("local", [commit("k", 15)])  # settles where it was reserved: locally
@@ -500,7 +582,8 @@ def test_a_failed_batch_fails_every_request_in_it(prefix):
             assert time.monotonic() - t0 < 2.0
             await asyncio.gather(*(closed.settle(f"r{i}", [commit("k", 1)]) for i in range(50)))  # never raises
 
-            # open: the whole batch counts locally, and the limit still holds exactly
+            # open: the whole batch counts locally (from the ledger's figure), and the limit still holds exactly
+            await opened.seed("k", 0, EXPIRE)
             results = await asyncio.gather(*(opened.reserve(f"r{i}", [ask("k", 10, 70)]) for i in range(50)))
             assert sum(r is None for r in results) == 7
             await asyncio.gather(*(opened.settle(f"r{i}", [commit("k", 2)]) for i in range(7)))

@@ -313,8 +313,14 @@ class GovernanceConfig(_Strict):
     timezone: str = "UTC"
     # What a request without max_tokens reserves (and is held to) when a token limit applies to it.
     default_max_tokens: int = Field(4096, ge=1)
-    # A reservation a request never settled (its process died) lapses after this long.
-    reservation_ttl_s: float = Field(900.0, gt=0)
+    # A reservation is a lease its gateway renews while the request runs: one a dead process left
+    # behind lapses this long after its last renewal (a restarted gateway reclaims its own at once).
+    reservation_ttl_s: float = Field(30.0, gt=0)
+    # How often every counter in use is compared with the ledger's sum and raised to it if lower.
+    reconcile_interval_s: float = Field(30.0, gt=0)
+    # A PostgreSQL or MariaDB ledger shared by gateways without Redis: quotas need one gateway to
+    # hold the ledger's "local-counters" lease (see README "Quotas"); how long it lasts unrenewed.
+    local_counters_lease_s: float = Field(30.0, gt=0)
     # How often running gateways look for quota, grant and org changes.
     refresh_interval_s: float = Field(1.0, gt=0)
     # A caller not allowed a model gets 404 as if it did not exist (true) or 403 (false).

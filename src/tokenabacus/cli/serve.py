@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from tokenabacus.config import Settings
+    from tokenabacus.ledger.store import Store
 
 from tokenabacus.cli.common import ConfigOpt, DataDirOpt, hold_spool, open_store, settings_for
 from tokenabacus.cli.output import fail
@@ -49,6 +53,7 @@ def serve(
     sock = listen(settings.server.host, settings.server.port)
     hold_spool(settings)
     store = open_store(config, data_dir, settings)
+    shared_ledger_preflight(settings, store)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiokafka logs every failed connection as an ERROR while a broker is down; the observer's
     # own warning (with its retry delay) says the same once per attempt.
@@ -97,3 +102,20 @@ def listen(host: str, port: int) -> socket.socket:
         reason = (e.strerror or str(e)).lower()
         fail(f"cannot listen on {where}: {reason}")
     return sock
+
+
+def shared_ledger_preflight(settings: Settings, store: Store) -> None:
+    """Quotas on a PostgreSQL/MariaDB ledger without Redis: this gateway must be the one that
+    enforces them (governance/sharing.py), or it does not start."""
+    if settings.redis.url or store.db.dialect == "sqlite":
+        return
+    from tokenabacus.governance.quotas import config_limits
+    from tokenabacus.governance.runtime import owner_id
+    from tokenabacus.governance.sharing import SharedWithoutRedis, take_at_start
+
+    g = settings.governance
+    has_limits = bool(config_limits(g.declared_quotas())) or bool(store.quotas.limits())
+    try:
+        take_at_start(store.db, owner_id(settings), g.local_counters_lease_s, has_limits)
+    except SharedWithoutRedis as e:
+        fail(f"cannot start: {e}")

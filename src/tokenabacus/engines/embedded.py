@@ -25,6 +25,7 @@ from typing import Any
 from tokenabacus.api.errors import APIError, bad_request
 from tokenabacus.config import EmbeddedModel
 from tokenabacus.engines.base import CHAT, Call, Engine
+from tokenabacus.engines.llama_prompt import LlamaPromptCounter
 from tokenabacus.metering.tokenizers import flatten_content
 
 # Parameters passed to llama.cpp as they are; everything else in the body is not for the engine.
@@ -92,6 +93,7 @@ class EmbeddedEngine(Engine):
         self._cap = _Capture()
         self._is_eog: Any = None
         self._closing = threading.Event()  # set on shutdown: stop generating at the next token
+        self._prompts: LlamaPromptCounter | None = None
 
     # Lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,6 +115,7 @@ class EmbeddedEngine(Engine):
         if self.cfg.seed is not None:
             kwargs["seed"] = self.cfg.seed
         self.llm = Llama(**kwargs)
+        self._prompts = LlamaPromptCounter(self.llm)
         self.model_version = "sha256:" + file_sha256(path)[:16]
         vocab = self.llm._model.vocab
         self._is_eog = lambda tok: bool(llama_cpp.llama_vocab_is_eog(vocab, tok))
@@ -147,6 +150,17 @@ class EmbeddedEngine(Engine):
             return original_eval(tokens, *args, **kwargs)
 
         self.llm.eval = eval_
+
+    def count_prompt(self, call: Call) -> int:
+        """The prompt ids this engine will evaluate (admission's exact bound); raises when it
+        cannot tell (the caller falls back to a bound)."""
+        if self._prompts is None:
+            raise EngineUnavailable("the embedded model is not loaded")
+        messages = _text_messages(call.body["messages"]) if call.endpoint == CHAT else None
+        n = self._prompts.count(call, messages)
+        if n is None:
+            raise ValueError("this prompt's ids cannot be known before it runs")
+        return n
 
     def _should_stop(self, cap: _Capture) -> bool:
         return (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -20,11 +20,12 @@ import orjson
 from tokenabacus.billing.prices import PriceVersion, format_money
 from tokenabacus.engines.base import CHAT, Call
 from tokenabacus.governance.access import ModelAccess, check_key_ip
-from tokenabacus.governance.counters import Ask, Commit, Counters, Refusal, now_ms
-from tokenabacus.governance.errors import QuotaExceeded, RateLimited, Refused
+from tokenabacus.governance.counters import Ask, Commit, Counters, Missing, Refusal, now_ms
+from tokenabacus.governance.errors import CountersUnavailable, QuotaExceeded, RateLimited, Refused
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.quotas import KEEP_MS, Limit, LimitSet
 from tokenabacus.governance.scheduler import FairScheduler, Slot
+from tokenabacus.governance.seeding import Target
 from tokenabacus.ledger.record import REJECTED, UsageRecord
 
 log = logging.getLogger(__name__)
@@ -35,61 +36,28 @@ TEMPLATE_ALLOWANCE = 256
 
 
 @dataclass(slots=True)
-class Held:
-    limit: Limit
-    key: str
-    expire_at_ms: int
-
-
-@dataclass(slots=True)
 class Ticket:
-    """What admission took for one request: reservations and a scheduler slot. ``settle`` runs
-    once, at the request's single exit."""
+    """What admission took for one request: reservations and a scheduler slot. Settled once, at
+    the request's single exit (``Admission.settle``)."""
 
     request_id: str
-    counters: Counters
-    pending: set[asyncio.Task] = field(default_factory=set)  # settles still running (awaited at stop)
-    held: list[Held] = field(default_factory=list)
+    held: bool = False  # reservations in the counters under request_id
     slot: Slot | None = None
     settled: bool = False
 
-    def settle(self, rec: UsageRecord) -> Awaitable[None] | None:
-        """Commit the record's real use and release the rest; an awaitable when the counters
-        need I/O (Redis), None when done already."""
-        if self.settled:
-            return None
-        self.settled = True
-        if self.slot is not None:
-            self.slot.release()
-        if not self.held:
-            return None
-        commits = [Commit(h.key, used_by(h.limit, rec), h.expire_at_ms) for h in self.held]
-        return _settle(self.counters, self.request_id, commits, self.pending)
+
+# Seeds the counters a reserve found not ready (governance/seeding.Seeder.ensure).
+SeedFn = Callable[[list[Target]], Awaitable[None]]
+MAX_SEED_ROUNDS = 8
 
 
-def used_by(lim: Limit, rec: UsageRecord) -> int:
-    if lim.metric == "requests":
-        return 0 if rec.status == REJECTED else 1
-    if lim.metric == "tokens":
-        return rec.total_tokens or 0
-    # cost:CUR: what the record was charged in that currency (the enrich step ran before settle).
-    return rec.cost_micros or 0 if rec.currency == lim.metric[5:] else 0
+def _from_zero(counters: Counters) -> SeedFn:
+    async def seed(targets: list[Target]) -> None:
+        # Without a ledger to read (benchmarks, unit use): a counter starts from nothing.
+        for t in targets:
+            await counters.seed(t.key, 0, t.expire_at_ms)
 
-
-def _settle(
-    counters: Counters, request_id: str, commits: list[Commit], pending: set[asyncio.Task]
-) -> Awaitable[None] | None:
-    # In-process counters settle synchronously (no task per request on the hot path); others
-    # get a task the caller may await, and that a stopping gateway waits for, so a shutdown
-    # does not leave reservations behind in Redis to block others until they lapse.
-    settle_now = getattr(counters, "settle_now", None)
-    if settle_now is not None:
-        settle_now(request_id, commits)
-        return None
-    task = asyncio.ensure_future(counters.settle(request_id, commits))
-    pending.add(task)
-    task.add_done_callback(pending.discard)
-    return task
+    return seed
 
 
 class Admission:
@@ -101,8 +69,15 @@ class Admission:
         access: dict[str, ModelAccess],
         schedulers: dict[str, FairScheduler],
         price_at: Callable[[str, int], PriceVersion | None] = lambda _m, _t: None,
+        seed: SeedFn | None = None,
+        collecting: dict[str, dict[str, int]] | None = None,
     ) -> None:
         self.price_at = price_at  # the price book in force (cost limits reserve money)
+        self.seed = seed or _from_zero(counters)
+        # Why counters cannot be trusted here (another gateway enforces quotas on a shared ledger).
+        self.unavailable: str | None = None
+        # Counters being seeded: what each settle adds to them is noted (seeding.Seeder.collecting).
+        self.collecting: dict[str, dict[str, int]] = collecting if collecting is not None else {}
         self.counters = counters
         self.tz = tz
         self.default_max_tokens = default_max_tokens
@@ -139,7 +114,7 @@ class Admission:
         sched = self.schedulers.get(model)
         if not limits and sched is None:
             return None
-        ticket = Ticket(request_id, self.counters, self.pending)
+        ticket = Ticket(request_id)
         if limits:
             await self._reserve(ticket, limits, call, count_prompt)
         if sched is not None:
@@ -152,15 +127,56 @@ class Admission:
 
     async def _undo(self, ticket: Ticket) -> None:
         if ticket.held:
-            await self.counters.settle(ticket.request_id, [Commit(h.key, 0, h.expire_at_ms) for h in ticket.held])
-            ticket.held = []
+            ticket.held = False
+            await self.counters.settle(ticket.request_id, [])
+
+    def settle(self, rec: UsageRecord, ticket: Ticket | None) -> Awaitable[None] | None:
+        """The settle seam: release what admission took for the request and add its real use to
+        every limit that applies to it now, by the record's start (a limit set while it ran
+        counts it too). An awaitable when the counters need I/O (Redis), None when done."""
+        held = False
+        if ticket is not None:
+            if ticket.settled:
+                return None
+            ticket.settled = True
+            if ticket.slot is not None:
+                ticket.slot.release()
+            held = ticket.held
+        lims = self.limits
+        if not lims or (rec.status == REJECTED and not held):
+            return None
+        commits = []
+        for lim in lims.applicable_to(rec.key_id, rec.user, rec.project, rec.department, rec.model):
+            used = lim.used_by(rec)
+            if used:
+                start, end = lims.window(lim, rec.timestamp)
+                commits.append(Commit(lim.counter_key(start), used, end + KEEP_MS))
+        if not commits and not held:
+            return None
+        if self.collecting:
+            for c in commits:
+                noted = self.collecting.get(c.key)
+                if noted is not None:
+                    noted[rec.request_id] = c.used
+        settling = self.counters.settle_now(rec.request_id, commits)
+        if settling is None:
+            return None
+        # Tracked, so a stopping gateway waits for it and does not leave reservations behind in
+        # Redis to block others until their leases lapse.
+        task = asyncio.ensure_future(settling)
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+        return task
 
     async def _reserve(
         self, ticket: Ticket, limits: list[Limit], call: Call, count_prompt: Callable[[], Awaitable[int | None]]
     ) -> None:
+        if self.unavailable:
+            raise CountersUnavailable(self.unavailable)
         now = now_ms()
         bound: tuple[int, int] | None = None
         asks: list[Ask] = []
+        targets: dict[str, Target] = {}
         for lim in limits:
             if lim.metric == "requests":
                 amount = 1
@@ -169,11 +185,19 @@ class Admission:
                     bound = await self._token_bound(call, count_prompt)
                 amount = sum(bound) if lim.metric == "tokens" else self._cost_bound(lim, call, bound, now)
             start, end = self.limits.window(lim, now)
-            asks.append(Ask(lim.counter_key(start), amount, self.limits.effective(lim, now), end + KEEP_MS))
-        refusal = await self.counters.reserve(ticket.request_id, asks)
-        if refusal is not None:
-            raise self._refused(limits[refusal.index], asks[refusal.index], refusal, now)
-        ticket.held = [Held(lim, a.key, a.expire_at_ms) for lim, a in zip(limits, asks, strict=True)]
+            key = lim.counter_key(start)
+            asks.append(Ask(key, amount, self.limits.effective(lim, now), end + KEEP_MS))
+            targets[key] = Target(key, lim, start, end + KEEP_MS)
+        for _ in range(MAX_SEED_ROUNDS):
+            result = await self.counters.reserve(ticket.request_id, asks)
+            if not isinstance(result, Missing):
+                break
+            await self.seed([targets[k] for k in result.keys])  # then judge again
+        else:
+            raise CountersUnavailable("the quota counters could not be seeded from the ledger")
+        if result is not None:
+            raise self._refused(limits[result.index], asks[result.index], result, now)
+        ticket.held = True
 
     def _cost_bound(self, lim: Limit, call: Call, bound: tuple[int, int], now: int) -> int:
         """The most the request can cost in the limit's currency: every prompt token at the dearer

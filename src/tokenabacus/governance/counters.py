@@ -3,13 +3,21 @@
 A counter key names one limit's identity in one period (``quotas.counter_key``), so changing a
 limit's number keeps its use, and a new period starts from zero. Admission reserves an upper bound
 on every applicable counter at once, all or nothing; settle releases the reservation and adds
-what the request really used. Backends: ``MemoryCounters`` (one process, rebuilt from the ledger
-at start) and ``RedisCounters`` (many processes, atomic scripts).
+what the request really used. Backends: ``MemoryCounters`` (one process) and ``RedisCounters``
+(many processes, atomic scripts).
+
+The ledger is the truth and a counter is its cache. A counter is *ready* only once it was seeded
+from the ledger: a reserve that meets a counter that is absent or not ready answers ``Missing``
+instead of judging it, and the caller seeds it (``begin_seed`` resets its use to zero and starts
+collecting settles; ``finish_seed`` adds what the ledger and the spool held before) and tries
+again. So a counter that was forgotten (a restart, a Redis flush or eviction, a limit deleted and
+set again) is rebuilt before anyone reserves on it, never judged from zero.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +42,17 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class Missing:
+    """Counters that must be seeded from the ledger before a reserve can be judged on them."""
+
+    keys: list[str]
+
+
+# begin_seed's answers
+SEED, SEEDED, WAIT = "seed", "seeded", "wait"
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """The first ask that did not fit, with the counter's state when it was judged."""
 
@@ -43,16 +62,33 @@ class Refusal:
 
 
 class Counters(Protocol):
-    async def reserve(self, request_id: str, asks: list[Ask]) -> Refusal | None:
-        """All asks or none: None when every ask fit and is now reserved under ``request_id``."""
+    async def reserve(self, request_id: str, asks: list[Ask]) -> Refusal | Missing | None:
+        """All asks or none: None when every ask fit and is now reserved under ``request_id``;
+        ``Missing`` when a counter is not ready (nothing was reserved)."""
         ...
 
-    async def settle(self, request_id: str, commits: list[Commit]) -> None:
-        """Release ``request_id``'s reservation on each key (if still held) and add its use."""
+    def settle_now(self, request_id: str, commits: list[Commit]) -> Awaitable[None] | None:
+        """Release ``request_id``'s reservation on each key (if still held) and add its use: done
+        when this returns None, else when the awaitable is (the counters need I/O)."""
+        ...
+
+    async def settle(self, request_id: str, commits: list[Commit]) -> None: ...
+
+    async def begin_seed(self, key: str, expire_at_ms: int) -> str:
+        """SEED: the counter now counts from zero and the caller must ``finish_seed`` it with the
+        ledger's figure; SEEDED: it is ready; WAIT: another process is seeding it."""
+        ...
+
+    async def finish_seed(self, key: str, amount: int) -> None:
+        """Add the ledger's figure to a counter being seeded, and mark it ready."""
+        ...
+
+    async def correct(self, key: str, amount: int) -> None:
+        """Add ``amount`` to a ready counter (the ledger holds more than it counted)."""
         ...
 
     async def seed(self, key: str, used: int, expire_at_ms: int) -> None:
-        """Set a counter's use from the ledger unless the counter already exists."""
+        """Set a counter's use and mark it ready, unless it is ready already."""
         ...
 
     async def usage(self, keys: list[str]) -> list[tuple[int, int]]:
@@ -73,6 +109,8 @@ class _Counter:
     used: int
     expire_at_ms: int
     reserved: int = 0
+    ready: bool = False  # seeded from the ledger
+    seeding: bool = False
 
 
 class MemoryCounters:
@@ -110,14 +148,19 @@ class MemoryCounters:
                 c.reserved -= amount
         return held
 
-    async def reserve(self, request_id: str, asks: list[Ask]) -> Refusal | None:
+    async def reserve(self, request_id: str, asks: list[Ask]) -> Refusal | Missing | None:
+        return self.reserve_now(request_id, asks)
+
+    def reserve_now(self, request_id: str, asks: list[Ask]) -> Refusal | Missing | None:
         now = now_ms()
         self._sweep(now)
+        missing = [a.key for a in asks if not ((c := self._counters.get(a.key)) and c.ready)]
+        if missing:
+            return Missing(missing)
         for i, a in enumerate(asks):
-            c = self._counters.get(a.key)
-            used, reserved = (c.used, c.reserved) if c else (0, 0)
-            if used + reserved + a.amount > a.limit:
-                return Refusal(i, used, reserved)
+            c = self._counters[a.key]
+            if c.used + c.reserved + a.amount > a.limit:
+                return Refusal(i, c.used, c.reserved)
         held: dict[str, int] = {}
         for a in asks:
             self._get(a.key, a.expire_at_ms).reserved += a.amount
@@ -130,15 +173,40 @@ class MemoryCounters:
         self.settle_now(request_id, commits)
 
     def settle_now(self, request_id: str, commits: list[Commit]) -> None:
-        """The same, synchronously: the serving layer settles without a task per request."""
+        """Synchronous: the serving layer settles without a task per request. Use added to a
+        counter that is not ready is harmless: seeding starts it from zero again."""
         self._release(request_id)
         for c in commits:
             if c.used:
                 self._get(c.key, c.expire_at_ms).used += c.used
 
+    async def begin_seed(self, key: str, expire_at_ms: int) -> str:
+        c = self._counters.get(key)
+        if c is not None and c.ready:
+            return SEEDED
+        if c is not None and c.seeding:
+            return WAIT
+        if c is None:
+            c = self._counters[key] = _Counter(0, expire_at_ms)
+        c.used, c.seeding, c.expire_at_ms = 0, True, max(c.expire_at_ms, expire_at_ms)
+        return SEED
+
+    async def finish_seed(self, key: str, amount: int) -> None:
+        c = self._counters.get(key)
+        if c is not None and c.seeding:
+            c.used += amount
+            c.seeding, c.ready = False, True
+
+    async def correct(self, key: str, amount: int) -> None:
+        c = self._counters.get(key)
+        if c is not None and c.ready:
+            c.used += amount
+
     async def seed(self, key: str, used: int, expire_at_ms: int) -> None:
-        if key not in self._counters:
-            self._counters[key] = _Counter(used, expire_at_ms)
+        c = self._counters.get(key)
+        if c is None or not c.ready:
+            reserved = c.reserved if c else 0
+            self._counters[key] = _Counter(used, expire_at_ms, reserved, ready=True)
 
     async def usage(self, keys: list[str]) -> list[tuple[int, int]]:
         out = []

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from tokenabacus.config import QuotaDecl
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.periods import bounds
+from tokenabacus.ledger.record import REJECTED, UsageRecord
 
 RATE_PERIOD = "minute"
 # A counter is kept a day past its period's end: a request still settling after the reset finds it.
@@ -48,6 +49,26 @@ class Limit:
 
     def counter_key(self, period_start_ms: int) -> str:
         return f"q:{self.identity}|{period_start_ms}"
+
+    def covers(self, rec: UsageRecord) -> bool:
+        """Whether a record counts against this limit (its scope and model filter)."""
+        if self.model is not None and rec.model != self.model:
+            return False
+        if self.scope_kind == "global":
+            return True
+        return getattr(rec, _SCOPE_FIELD[self.scope_kind]) == self.scope_value
+
+    def used_by(self, rec: UsageRecord) -> int:
+        """What a record adds to this limit's counter, as the ledger sums it (ledger/usage.used_since)."""
+        if self.metric == "requests":
+            return 0 if rec.status == REJECTED else 1
+        if self.metric == "tokens":
+            return rec.total_tokens or 0
+        # cost:CUR: what the record was charged in that currency (the enrich step ran before settle).
+        return rec.cost_micros or 0 if rec.currency == self.metric[5:] else 0
+
+
+_SCOPE_FIELD = {"key": "key_id", "user": "user", "project": "project", "department": "department"}
 
 
 def config_limits(decls: Iterable[QuotaDecl]) -> list[Limit]:
@@ -119,23 +140,29 @@ class LimitSet:
         return bool(self.limits)
 
     def applicable(self, ident: Identity, model: str) -> list[Limit]:
+        return self.applicable_to(ident.key_id, ident.user, ident.project, ident.department, model)
+
+    def applicable_to(
+        self, key_id: str | None, user: str | None, project: str | None, department: str | None, model: str | None
+    ) -> list[Limit]:
         if not self._by_scope:
             return []
-        who = (ident.key_id, ident.user, ident.project, ident.department, model)
+        who = (key_id, user, project, department, model)
         found = self._applicable.get(who)
         if found is None:
             if len(self._applicable) >= CACHED_CALLERS:
                 self._applicable.clear()
-            found = self._applicable[who] = self._find(ident, model)
+            found = self._applicable[who] = self._find(who)
         return found
 
-    def _find(self, ident: Identity, model: str) -> list[Limit]:
+    def _find(self, who: tuple[str | None, ...]) -> list[Limit]:
+        key_id, user, project, department, model = who
         out: list[Limit] = []
         for scope in (
-            ("key", ident.key_id),
-            ("user", ident.user),
-            ("project", ident.project),
-            ("department", ident.department),
+            ("key", key_id),
+            ("user", user),
+            ("project", project),
+            ("department", department),
             ("global", None),
         ):
             if scope[1] is None and scope[0] != "global":

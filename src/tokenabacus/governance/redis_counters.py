@@ -2,10 +2,14 @@
 atomic round trip, and a reserve over several keys is all or nothing across processes.
 
 Redis keys (all under ``prefix``), for counter key K and request R:
-  ``c:K``  hash: ``used``, ``reserved`` (the sum of live reservations), and ``r:R`` = R's amount
+  ``c:K``  hash: ``used``, ``reserved`` (the sum of live reservations), ``r:R`` = R's amount,
+           ``s`` once seeded from the ledger (ready), ``seeding`` = lease:token while being seeded
   ``d:K``  sorted set: R scored by the server time (ms) when its reservation lapses
   ``q:R``  set: the counter keys R holds, so settle releases them all (as ``MemoryCounters`` does)
+  ``o:O``  set: the requests owner O (a gateway process, stable across its restarts) holds
 ``c:K`` and ``d:K`` expire at the counter's ``expire_at_ms``, ``q:R`` when R's reservation lapses.
+A reservation is a lease renewed while its request runs, so a dead process's room comes back one
+lease later, and at once when that gateway starts again (``reclaim``).
 The scripts name keys from ``prefix``, so this needs a single Redis server, not Cluster.
 
 Concurrent reserves (and settles) are coalesced: those that arrive in the same event-loop turn, or
@@ -22,8 +26,10 @@ A batch that fails fails for every request in it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -32,18 +38,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
-from tokenabacus.governance.counters import Ask, Commit, MemoryCounters, Refusal
+from tokenabacus.governance.counters import SEED, SEEDED, WAIT, Ask, Commit, MemoryCounters, Missing, Refusal
 from tokenabacus.governance.errors import CountersUnavailable
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 1.0  # while Redis is down, try it again at most this often
 BATCH_CAP = 256  # requests per script call: bounds the time one script holds Redis
+SEED_LEASE_MS = 10_000  # a seeder that died mid-seed is taken over after this long
 
 # Shared by the scripts that judge or report "reserved": lapse by the server's clock, never a client's.
 _LAPSE = """
@@ -65,14 +72,16 @@ local function sweep(c, d, now)
 end
 """
 
-# ARGV: prefix, ttl ms, JSON [[request id, [[key, amount, limit, expire_at_ms], ...]], ...].
-# Returns the refused requests, flat: position in the batch (from 0), index of the ask, used, reserved.
+# ARGV: prefix, lease ms, owner, JSON [[request id, [[key, amount, limit, expire_at_ms], ...]], ...].
+# Returns the refused requests, flat: position in the batch (from 0), index of the ask, used, reserved;
+# used = -1 when that counter is not ready (never seeded, or lost: a flush, an eviction, a restart).
 # JSON numbers are Lua doubles (exact below 2^53); '%d' writes them back as the integers Redis wants.
 _RESERVE = (
     _LAPSE
     + """
-local prefix, now = ARGV[1], now_ms()
+local prefix, now, owner = ARGV[1], now_ms(), ARGV[3]
 local deadline = string.format('%d', now + tonumber(ARGV[2]))
+local own = prefix .. 'o:' .. owner
 local swept = {}  -- once per counter and batch: nothing this batch reserves lapses before its deadline
 local function state(key)
   local c = prefix .. 'c:' .. key
@@ -80,12 +89,14 @@ local function state(key)
     sweep(c, prefix .. 'd:' .. key, now)
     swept[c] = true
   end
-  local v = redis.call('HMGET', c, 'used', 'reserved')
+  local v = redis.call('HMGET', c, 'used', 'reserved', 's')
+  if not v[3] then return nil end
   return tonumber(v[1]) or 0, tonumber(v[2]) or 0
 end
 local function reserve(rid, asks)
   for i, a in ipairs(asks) do
     local used, reserved = state(a[1])
+    if used == nil then return {i - 1, -1, 0} end
     if used + reserved + a[2] > a[3] then return {i - 1, used, reserved} end
   end
   local q = prefix .. 'q:' .. rid
@@ -99,10 +110,14 @@ local function reserve(rid, asks)
     redis.call('PEXPIREAT', d, expire)
     redis.call('SADD', q, a[1])
   end
-  if #asks > 0 then redis.call('PEXPIREAT', q, deadline) end
+  if #asks > 0 then
+    redis.call('PEXPIREAT', q, deadline)
+    redis.call('SADD', own, rid)
+    redis.call('PEXPIRE', own, 604800000)
+  end
 end
 local refused = {}
-for pos, req in ipairs(cjson.decode(ARGV[3])) do
+for pos, req in ipairs(cjson.decode(ARGV[4])) do
   local r = reserve(req[1], req[2])
   if r then
     for _, x in ipairs({pos - 1, r[1], r[2], r[3]}) do refused[#refused + 1] = x end
@@ -112,11 +127,9 @@ return refused
 """
 )
 
-# ARGV: prefix, JSON [[request id, [[key, used, expire_at_ms], ...]], ...].
 # Releasing a lapsed but not yet swept reservation is what the sweep would do, so no clock here.
-_SETTLE = """
-local prefix = ARGV[1]
-local function release(key, rid)
+_RELEASE = """
+local function release(prefix, key, rid)
   local c = prefix .. 'c:' .. key
   local amount = redis.call('HGET', c, 'r:' .. rid)
   if amount then
@@ -125,12 +138,24 @@ local function release(key, rid)
   end
   redis.call('ZREM', prefix .. 'd:' .. key, rid)
 end
-local function settle(rid, commits)
+local function release_all(prefix, rid)
   local q = prefix .. 'q:' .. rid
-  for _, key in ipairs(redis.call('SMEMBERS', q)) do release(key, rid) end
+  for _, key in ipairs(redis.call('SMEMBERS', q)) do release(prefix, key, rid) end
   redis.call('DEL', q)
+end
+"""
+
+# ARGV: prefix, owner, JSON [[request id, [[key, used, expire_at_ms], ...]], ...].
+# Use added to a counter that is not ready is harmless: seeding starts it from zero again.
+_SETTLE = (
+    _RELEASE
+    + """
+local prefix, own = ARGV[1], ARGV[1] .. 'o:' .. ARGV[2]
+local function settle(rid, commits)
+  release_all(prefix, rid)
+  redis.call('SREM', own, rid)
   for _, cm in ipairs(commits) do
-    release(cm[1], rid)  -- q:R is gone once R lapsed; a lapsed entry may still sit here unswept
+    release(prefix, cm[1], rid)  -- q:R is gone once R lapsed; a lapsed entry may still sit here unswept
     if cm[2] ~= 0 then
       local c = prefix .. 'c:' .. cm[1]
       redis.call('HINCRBY', c, 'used', string.format('%d', cm[2]))
@@ -138,14 +163,80 @@ local function settle(rid, commits)
     end
   end
 end
-for _, req in ipairs(cjson.decode(ARGV[2])) do settle(req[1], req[2]) end
+for _, req in ipairs(cjson.decode(ARGV[3])) do settle(req[1], req[2]) end
 return 0
 """
+)
 
-# KEYS: c. ARGV: used, expire_at_ms. The whole counter must be absent, not just its use.
+# ARGV: prefix, lease ms, JSON [[request id, [key, ...]], ...]: the requests still running keep their room.
+_RENEW = (
+    _LAPSE
+    + """
+local prefix = ARGV[1]
+local deadline = string.format('%d', now_ms() + tonumber(ARGV[2]))
+for _, req in ipairs(cjson.decode(ARGV[3])) do
+  local rid = req[1]
+  for _, key in ipairs(req[2]) do
+    local d = prefix .. 'd:' .. key
+    if redis.call('ZSCORE', d, rid) then redis.call('ZADD', d, deadline, rid) end
+  end
+  if redis.call('EXISTS', prefix .. 'q:' .. rid) == 1 then redis.call('PEXPIREAT', prefix .. 'q:' .. rid, deadline) end
+end
+return 0
+"""
+)
+
+# ARGV: prefix, owner. A restarted process releases every reservation its previous life held.
+_RECLAIM = (
+    _RELEASE
+    + """
+local prefix, own = ARGV[1], ARGV[1] .. 'o:' .. ARGV[2]
+local rids = redis.call('SMEMBERS', own)
+for _, rid in ipairs(rids) do release_all(prefix, rid) end
+redis.call('DEL', own)
+return #rids
+"""
+)
+
+# KEYS: c. ARGV: expire_at_ms, seeding lease ms, token. 0: ready; 2: another is seeding; 1: this caller
+# seeds (use starts from zero; settles from now on add to it; reservations in flight are kept).
+_BEGIN_SEED = (
+    _LAPSE
+    + """
+local v = redis.call('HMGET', KEYS[1], 's', 'seeding')
+if v[1] then return 0 end
+local now = now_ms()
+if v[2] and tonumber(string.match(v[2], '^%d+')) > now then return 2 end
+redis.call('HSET', KEYS[1], 'used', 0, 'seeding', string.format('%d', now + tonumber(ARGV[2])) .. ':' .. ARGV[3])
+redis.call('HSETNX', KEYS[1], 'reserved', 0)
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+"""
+)
+
+# KEYS: c. ARGV: amount, token. Only the seeder that still holds the seeding adds its figure.
+_FINISH_SEED = """
+local v = redis.call('HGET', KEYS[1], 'seeding')
+if not v or string.match(v, ':(.*)$') ~= ARGV[2] then return 0 end
+redis.call('HINCRBY', KEYS[1], 'used', ARGV[1])
+redis.call('HDEL', KEYS[1], 'seeding')
+redis.call('HSET', KEYS[1], 's', 1)
+return 1
+"""
+
+# KEYS: c. ARGV: amount. Only a ready counter is corrected (one being seeded gets the ledger's figure anyway).
+_CORRECT = """
+if not redis.call('HGET', KEYS[1], 's') then return 0 end
+redis.call('HINCRBY', KEYS[1], 'used', ARGV[1])
+return 1
+"""
+
+# KEYS: c. ARGV: used, expire_at_ms. Set a counter's use and mark it ready, unless it is ready already.
 _SEED = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'used', ARGV[1], 'reserved', 0)
+if redis.call('HGET', KEYS[1], 's') then return 0 end
+redis.call('HSET', KEYS[1], 'used', ARGV[1], 's', 1)
+redis.call('HSETNX', KEYS[1], 'reserved', 0)
+redis.call('HDEL', KEYS[1], 'seeding')
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
 """
@@ -268,26 +359,37 @@ class RedisCounters:
     def __init__(
         self,
         url: str,
-        reservation_ttl_s: float = 900.0,
+        reservation_ttl_s: float = 30.0,
         prefix: str = "tokenabacus:",
         on_error: str = "closed",
         timeout_s: float = 0.5,
+        owner: str | None = None,
     ) -> None:
+        """``owner`` names this process's reservations: a restarted gateway passes the same one
+        and ``reclaim``s what its previous life held. Reservations are leases of
+        ``reservation_ttl_s``, renewed while their requests run."""
         if on_error not in ("closed", "open"):
             raise ValueError(f"on_error must be 'closed' or 'open', not {on_error!r}")
         self.url = mask_password(url)
         self.prefix = prefix
         self.on_error = on_error
+        self.owner = owner or uuid.uuid4().hex
         self.ttl_ms = max(1, int(reservation_ttl_s * 1000))
-        # No retries inside redis-py: a dead server must cost one timeout, not several.
+        # No retries inside redis-py: a dead server must cost one timeout, not several. (The asyncio
+        # Retry class: the synchronous one makes redis-py warn.)
         self._redis = Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
         )
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
+        self._renew = self._redis.register_script(_RENEW)
+        self._reclaim = self._redis.register_script(_RECLAIM)
+        self._begin_seed = self._redis.register_script(_BEGIN_SEED)
+        self._finish_seed = self._redis.register_script(_FINISH_SEED)
+        self._correct = self._redis.register_script(_CORRECT)
         self._seed = self._redis.register_script(_SEED)
         self._usage = self._redis.register_script(_USAGE)
-        self._reserves: _Batcher[_Reserve, Refusal | None] = _Batcher(
+        self._reserves: _Batcher[_Reserve, Refusal | Missing | None] = _Batcher(
             self._send_reserves, drop_unsent=True, orphan=self._orphaned
         )
         self._settles: _Batcher[_Settle, None] = _Batcher(self._send_settles, drop_unsent=False)
@@ -295,6 +397,10 @@ class RedisCounters:
         # Requests whose reservation the fallback holds (monotonic deadline): they settle there too.
         self._local: dict[str, float] = {}
         self._local_swept = 0.0
+        # Requests holding a reservation in Redis, and its keys: their leases are renewed.
+        self._live: dict[str, list[str]] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self._seeding: dict[str, str] = {}  # counters this process seeds now: their token
         self._down_since: datetime | None = None
         self._retry_at = 0.0
 
@@ -332,14 +438,14 @@ class RedisCounters:
     def _unavailable(self) -> CountersUnavailable:
         return CountersUnavailable(f"the quota counters (Redis at {self.url}) are unavailable")
 
-    async def reserve(self, request_id: str, asks: list[Ask]) -> Refusal | None:
+    async def reserve(self, request_id: str, asks: list[Ask]) -> Refusal | Missing | None:
         if not asks:
             return None  # nothing to hold: no need for Redis either
         if self._known_down():
             return await self._reserve_down(request_id, asks)
         fut = self._reserves.submit((request_id, asks))
         try:
-            return await fut
+            result = await fut
         except _Down:
             return await self._reserve_down(request_id, asks)
         except asyncio.CancelledError:
@@ -348,17 +454,26 @@ class RedisCounters:
             if fut.done() and not fut.cancelled() and fut.exception() is None and fut.result() is None:
                 self._release(request_id, asks)
             raise
+        if result is None:
+            self._live[request_id] = [a.key for a in asks]
+            if self._renewer is None:
+                self._renewer = asyncio.create_task(self._renew_leases(), name="redis-lease-renewal")
+        return result
 
-    async def _send_reserves(self, batch: list[_Reserve]) -> list[Refusal | None]:
+    async def _send_reserves(self, batch: list[_Reserve]) -> list[Refusal | Missing | None]:
         # Tuples: orjson writes slotted dataclasses several times slower.
         data = [(rid, [(a.key, a.amount, a.limit, a.expire_at_ms) for a in asks]) for rid, asks in batch]
-        refused = await self._eval(self._reserve, [], [self.prefix, self.ttl_ms, orjson.dumps(data)])
-        results: list[Refusal | None] = [None] * len(batch)
+        refused = await self._eval(self._reserve, [], [self.prefix, self.ttl_ms, self.owner, orjson.dumps(data)])
+        results: list[Refusal | Missing | None] = [None] * len(batch)
         for i in range(0, len(refused), 4):
-            results[refused[i]] = Refusal(int(refused[i + 1]), int(refused[i + 2]), int(refused[i + 3]))
+            pos, index, used = refused[i], int(refused[i + 1]), int(refused[i + 2])
+            if used < 0:
+                results[pos] = Missing([batch[pos][1][index].key])
+            else:
+                results[pos] = Refusal(index, used, int(refused[i + 3]))
         return results
 
-    def _orphaned(self, item: _Reserve, result: Refusal | None) -> None:
+    def _orphaned(self, item: _Reserve, result: Refusal | Missing | None) -> None:
         """A reserve whose caller was cancelled while its batch was in flight: undo what it got."""
         if result is None:
             self._release(*item)
@@ -367,7 +482,26 @@ class RedisCounters:
         fut = self._settles.submit((request_id, [Commit(a.key, 0, a.expire_at_ms) for a in asks]))
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody awaits it: mark it seen
 
-    async def _reserve_down(self, request_id: str, asks: list[Ask]) -> Refusal | None:
+    async def _renew_leases(self) -> None:
+        """Every third of a lease, extend the leases of the requests still running."""
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            if not self._live:
+                continue
+            data = orjson.dumps(list(self._live.items()))
+            try:
+                await self._eval(self._renew, [], [self.prefix, self.ttl_ms, data])
+            except _Down:
+                pass  # tried again next time; a lease that lapses meanwhile frees its room early
+
+    async def reclaim(self) -> int:
+        """Release every reservation a previous life of this owner left (it has none running)."""
+        try:
+            return int(await self._eval(self._reclaim, [], [self.prefix, self.owner]))
+        except _Down:
+            return 0  # its leases lapse on their own
+
+    async def _reserve_down(self, request_id: str, asks: list[Ask]) -> Refusal | Missing | None:
         if self.on_error == "closed":
             raise self._unavailable() from None
         now = time.monotonic()
@@ -379,9 +513,13 @@ class RedisCounters:
             self._local[request_id] = now + self.ttl_ms / 1000
         return refusal
 
+    def settle_now(self, request_id: str, commits: list[Commit]) -> Awaitable[None] | None:
+        return asyncio.ensure_future(self.settle(request_id, commits))
+
     async def settle(self, request_id: str, commits: list[Commit]) -> None:
         """Never raises: the ledger has the use even when Redis does not. Returns once the settle's
         batch is done, so the next reserve sees this use."""
+        self._live.pop(request_id, None)
         if self._local.pop(request_id, None) is not None:
             self._fallback.settle_now(request_id, commits)
         elif self._known_down():
@@ -396,7 +534,7 @@ class RedisCounters:
         # Falls back here, not in settle(): a settle whose caller stopped waiting still counts.
         try:
             data = [(rid, [(c.key, c.used, c.expire_at_ms) for c in commits]) for rid, commits in batch]
-            await self._eval(self._settle, [], [self.prefix, orjson.dumps(data)])
+            await self._eval(self._settle, [], [self.prefix, self.owner, orjson.dumps(data)])
         except _Down:
             for request_id, commits in batch:
                 self._settle_down(request_id, commits)
@@ -407,6 +545,34 @@ class RedisCounters:
             self._fallback.settle_now(request_id, commits)
         else:
             log.warning("redis unavailable: use of request %s is not counted in Redis", request_id)
+
+    async def begin_seed(self, key: str, expire_at_ms: int) -> str:
+        token = uuid.uuid4().hex
+        try:
+            got = await self._eval(self._begin_seed, [self._c(key)], [expire_at_ms, SEED_LEASE_MS, token])
+        except _Down:
+            if self.on_error == "closed":
+                raise self._unavailable() from None
+            return await self._fallback.begin_seed(key, expire_at_ms)
+        if int(got) == 1:
+            self._seeding[key] = token
+            return SEED
+        return SEEDED if int(got) == 0 else WAIT
+
+    async def finish_seed(self, key: str, amount: int) -> None:
+        token = self._seeding.pop(key, None)
+        if token is None:  # begun in the fallback (Redis was down)
+            return await self._fallback.finish_seed(key, amount)
+        try:
+            await self._eval(self._finish_seed, [self._c(key)], [amount, token])
+        except _Down:
+            pass  # the seeding lapses and whoever reserves next seeds again
+
+    async def correct(self, key: str, amount: int) -> None:
+        try:
+            await self._eval(self._correct, [self._c(key)], [amount])
+        except _Down:
+            await self._fallback.correct(key, amount)
 
     async def seed(self, key: str, used: int, expire_at_ms: int) -> None:
         try:
@@ -433,4 +599,8 @@ class RedisCounters:
         # Reserves first: a cancelled one may queue the settle that releases it.
         await self._reserves.drain()
         await self._settles.drain()
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
         await self._redis.aclose()

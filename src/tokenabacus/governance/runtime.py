@@ -1,25 +1,36 @@
 """Governance in a running gateway: builds the admission seam from the config, keeps its limits and
-grants current (a change by `tokenabacus quota ...` shows within ``refresh_interval_s``), and
-seeds each limit's counter from the ledger, so a restart does not forget the day's use."""
+grants current (a change by `tokenabacus quota ...` shows within ``refresh_interval_s``), seeds
+counters from the ledger when a reserve finds them missing and reconciles them with it on a timer
+(governance/seeding.py), and makes sure quotas on a shared ledger are never per-process silently
+(governance/sharing.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from zoneinfo import ZoneInfo
 
 from tokenabacus.config import EmbeddedModel, Settings, UpstreamModel
 from tokenabacus.governance.access import ModelAccess
 from tokenabacus.governance.admission import Admission
 from tokenabacus.governance.counters import Counters, MemoryCounters, now_ms
-from tokenabacus.governance.quotas import KEEP_MS, Limit, LimitSet, config_limits, row_limit
+from tokenabacus.governance.quotas import KEEP_MS, LimitSet, config_limits, row_limit
 from tokenabacus.governance.quotaview import grants_of
 from tokenabacus.governance.scheduler import FairScheduler
+from tokenabacus.governance.seeding import Seeder, Target
+from tokenabacus.governance.sharing import LocalCounters, SharedWithoutRedis, refusal
 from tokenabacus.ledger.store import Store
-from tokenabacus.ledger.usage import used_since
+from tokenabacus.ledger.unwritten import Unwritten
 from tokenabacus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+
+def owner_id(s: Settings) -> str:
+    """Names this gateway's reservations and leases; the same after a restart (one process per
+    data directory: ledger/lock.py), so a restarted gateway reclaims what it held."""
+    return f"{socket.gethostname()}:{s.data_path.resolve()}"
 
 
 def build_counters(s: Settings) -> Counters:
@@ -31,8 +42,10 @@ def build_counters(s: Settings) -> Counters:
             reservation_ttl_s=s.governance.reservation_ttl_s,
             prefix=s.redis.prefix,
             on_error=s.redis.on_error,
+            owner=owner_id(s),
         )
-    return MemoryCounters(s.governance.reservation_ttl_s)
+    # In one process nothing outlives its owner: the TTL only guards against a request never settled.
+    return MemoryCounters(max(900.0, s.governance.reservation_ttl_s))
 
 
 def concurrency(m: EmbeddedModel | UpstreamModel) -> int | None:
@@ -61,19 +74,57 @@ class Governance:
         self.admission = Admission(self.counters, self.tz, g.default_max_tokens, access, schedulers)
         self.declared = config_limits(g.declared_quotas())
         self._generation = -1
-        self._seeded: set[str] = set()
         self._task: asyncio.Task | None = None
+        self._reconciler: asyncio.Task | None = None
         self._store: Store | None = None
+        self.seeder: Seeder | None = None
+        self.local: LocalCounters | None = None
 
-    async def start(self, store: Store) -> None:
+    async def start(self, store: Store, unwritten: Unwritten) -> None:
         self._store = store
+        self.seeder = Seeder(self.counters, store.db, unwritten)
+        self.admission.seed = self.seeder.ensure
+        self.admission.collecting = self.seeder.collecting
+        reclaim = getattr(self.counters, "reclaim", None)
+        if reclaim is not None:
+            released = await reclaim()
+            if released:
+                log.info("released %d quota reservations this gateway held before it restarted", released)
+        if not self.settings.redis.url and store.db.dialect != "sqlite":
+            lease_s = self.settings.governance.local_counters_lease_s
+            self.local = LocalCounters(store.db, owner_id(self.settings), lease_s)
+            await self.local.renew(force=True)
         await self.refresh(force=True)
+        if self.local is not None and not self.local.holding and self.admission.limits:
+            raise SharedWithoutRedis(refusal(self.local.holder))
         self._task = asyncio.create_task(self._poll(), name="governance-refresh")
+        self._reconciler = asyncio.create_task(self._reconcile_loop(), name="quota-reconcile")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        await cancel_and_wait(self._reconciler)
         await self.admission.drain(5.0)
         await self.counters.close()
+        if self.local is not None:
+            await self.local.release()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.governance.reconcile_interval_s)
+            try:
+                await self.reconcile()
+            except Exception:  # database briefly unavailable: the counters keep counting
+                log.warning("quota reconciliation failed", exc_info=True)
+
+    async def reconcile(self) -> int:
+        """Compare every limit's counter for its current period with the ledger; raise the low ones."""
+        assert self.seeder is not None
+        lims, now = self.admission.limits, now_ms()
+        targets = []
+        for lim in lims.limits:
+            start, end = lims.window(lim, now)
+            targets.append(Target(lim.counter_key(start), lim, start, end + KEEP_MS))
+        return await self.seeder.reconcile(targets, lambda: self.admission.drain(5.0))
 
     async def _poll(self) -> None:
         while True:
@@ -84,41 +135,26 @@ class Governance:
                 log.warning("governance refresh failed", exc_info=True)
 
     async def refresh(self, force: bool = False) -> None:
-        """Reload limits and grants when they changed, and seed counters new to this process
-        (a new limit, or a new period) from the ledger before they are enforced."""
+        """Reload limits and grants when they changed. Counters are seeded when a reserve needs
+        them (a new limit, a new period, a counter lost)."""
         assert self._store is not None
         store = self._store
+        if self.local is not None:
+            await self.local.renew()
+            self.admission.unavailable = self.local.unavailable()
         gen = await asyncio.to_thread(store.quotas.generation)
         if force or gen != self._generation:
             rows, grant_rows = await asyncio.to_thread(lambda: (store.quotas.limits(), store.quotas.grants(0)))
             limits = self.declared + [row_limit(r) for r in rows]
-            new = LimitSet(limits, grants_of(grant_rows), self.tz)
-            await self._seed(new.limits, new)
-            self.admission.limits = new
+            self.admission.limits = LimitSet(limits, grants_of(grant_rows), self.tz)
             self._generation = gen
-        else:
-            await self._seed(self.admission.limits.limits, self.admission.limits)
-
-    async def _seed(self, limits: list[Limit], lims: LimitSet) -> None:
-        now = now_ms()
-        for lim in limits:
-            start, end = lims.window(lim, now)
-            key = lim.counter_key(start)
-            if key in self._seeded:
-                continue
-            # A minute's use is not worth a query: rate limits start from what this process sees.
-            used = 0
-            if not lim.is_rate:
-                assert self._store is not None
-                db = self._store.db
-                used = await asyncio.to_thread(
-                    used_since, db, lim.scope_kind, lim.scope_value, lim.model, lim.metric, start
-                )
-            await self.counters.seed(key, used, end + KEEP_MS)
-            self._seeded.add(key)
 
     def health(self) -> dict:
         out: dict = {"counters": self.counters.health(), "limits": len(self.admission.limits.limits)}
+        if self.seeder is not None and self.seeder.corrections:
+            out["corrections"] = dict(self.seeder.corrections)
+        if self.local is not None:
+            out["local_counters"] = self.local.health()
         if self.admission.schedulers:
             out["queues"] = {name: s.stats() for name, s in self.admission.schedulers.items()}
         return out

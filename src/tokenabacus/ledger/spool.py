@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 
 from tokenabacus.ledger.record import UsageRecord
+from tokenabacus.ledger.unwritten import Unwritten
 
 _PREFIX, _SUFFIX = "seg-", ".jsonl"
 
@@ -47,6 +48,7 @@ class Spool:
         self._fh: io.FileIO | None = None
         self._seq = 0
         self._bytes = 0  # bytes in the current segment
+        self.unwritten = Unwritten()  # what the database may not hold yet (quota seeds read it)
 
     # Lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -94,6 +96,7 @@ class Spool:
         """Queue a record; the returned future resolves once it is fsynced."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((orjson.dumps(record.to_dict()) + b"\n", fut))
+        self.unwritten.add(record)
         assert self._wake is not None and self._group_full is not None, "spool not started"
         self._wake.set()
         if self.active <= len(self._pending):  # nobody else is coming: stop gathering

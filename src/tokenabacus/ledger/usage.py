@@ -218,3 +218,14 @@ def used_since(
         what = func.count()
     with db.connect() as conn:
         return int(conn.execute(select(what).where(and_(*conds))).scalar_one())
+
+
+def held_ids(db: Database, ids: Iterable[str], chunk: int = 500) -> set[str]:
+    """Which of ``ids`` the ledger holds (records a quota seed must not count twice)."""
+    ids = list(ids)
+    out: set[str] = set()
+    with db.connect() as conn:
+        for i in range(0, len(ids), chunk):
+            part = ids[i : i + chunk]
+            out.update(r[0] for r in conn.execute(select(t.c.request_id).where(t.c.request_id.in_(part))))
+    return out

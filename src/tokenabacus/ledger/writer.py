@@ -137,11 +137,13 @@ class LedgerWriter:
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
 
     async def _cycle(self) -> None:
+        self.spool.unwritten.mark()
         await self.spool.rotate()
         segments = self.spool.closed_segments()
         if segments:
             done = await asyncio.to_thread(drain_segments, segments, self.usage, self.sinks, self.dead_letters)
             self.moved += done.moved
+        self.spool.unwritten.drained()
 
     async def _run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -59,11 +60,19 @@ def engine_completion(ours: int, theirs: int | None, finish_reason: str | None) 
 
 
 class Meter:
-    def __init__(self, counter: Counter | None = None, bill: str = "tokenizer", engine_counts: bool = False) -> None:
-        """``engine_counts``: the engine reports its own ids (embedded); they are billed as they are."""
+    def __init__(
+        self,
+        counter: Counter | None = None,
+        bill: str = "tokenizer",
+        engine_counts: bool = False,
+        engine_prompt: Callable[[Call], int] | None = None,
+    ) -> None:
+        """``engine_counts``: the engine reports its own ids (embedded); they are billed as they are.
+        ``engine_prompt``: the engine's own prompt count before it runs, for admission's bound."""
         self.counter = counter
         self.bill = bill
         self.engine_counts = engine_counts
+        self.engine_prompt = engine_prompt
 
     def health(self) -> dict:
         return {"counted_by": self.counter.engine if self.counter else None}
@@ -92,16 +101,17 @@ class Meter:
 
     def start(self, call: Call) -> asyncio.Future | None:
         """Begin counting the prompt: inline when short, on a worker thread when long."""
-        if self.counter is None:
+        count = self._count_prompt_sync if self.counter is not None else self.engine_prompt
+        if count is None:
             return None
         if self._prompt_chars(call) < INLINE_COUNT_CHARS:
             fut = asyncio.get_running_loop().create_future()
             try:
-                fut.set_result(self._count_prompt_sync(call))
+                fut.set_result(count(call))
             except Exception as e:
                 fut.set_exception(e)
             return fut
-        return asyncio.ensure_future(asyncio.to_thread(self._count_prompt_sync, call))
+        return asyncio.ensure_future(asyncio.to_thread(count, call))
 
     async def _count_text(self, text: str) -> int | None:
         if self.counter is None:
@@ -135,6 +145,10 @@ class Meter:
         if rec.ttft_ms is None and obs.first_token_at is not None:
             rec.ttft_ms = rec.elapsed_ms(obs.first_token_at)
         if self.engine_counts:
+            if prompt is not None and obs.prompt_ids is not None and prompt != obs.prompt_ids:
+                log.warning(
+                    "%s: admission counted %d prompt ids, the engine %d", rec.request_id, prompt, obs.prompt_ids
+                )
             if obs.prompt_ids is not None:
                 rec.prompt_tokens, rec.completion_tokens = obs.prompt_ids, obs.completion_ids
                 if obs.cached_ids is not None:

@@ -45,10 +45,11 @@ def build_engine(cfg: EmbeddedModel | UpstreamModel) -> Engine:
     return EmbeddedEngine(cfg) if isinstance(cfg, EmbeddedModel) else UpstreamEngine(cfg)
 
 
-def build_meter(cfg: EmbeddedModel | UpstreamModel) -> Meter:
+def build_meter(cfg: EmbeddedModel | UpstreamModel, engine: Engine) -> Meter:
     """How a model's requests are settled: the embedded engine's own ids, or a local count."""
-    if isinstance(cfg, EmbeddedModel):
-        return Meter(engine_counts=True)
+    if isinstance(engine, EmbeddedEngine):
+        return Meter(engine_counts=True, engine_prompt=engine.count_prompt)
+    assert isinstance(cfg, UpstreamModel)
     return Meter(build_counter(cfg.tokenizer) if cfg.tokenizer else None, cfg.bill)
 
 
@@ -60,7 +61,7 @@ class Gateway:
         self.started_at = int(time.time())
         models = effective_models(settings)
         self.engines: dict[str, Engine] = {m.name: build_engine(m) for m in models}
-        self.meters: dict[str, Meter] = {m.name: build_meter(m) for m in models}
+        self.meters: dict[str, Meter] = {m.name: build_meter(m, self.engines[m.name]) for m in models}
         self.governance = Governance(settings, models)
         self.addresses = ClientAddress(settings.server.trusted_proxies)
         # Engines whose own token counters are reconciled with what we bill (metrics_url).
@@ -125,7 +126,7 @@ class Gateway:
             await runner.start()
         self._keys = KeyCache(self.store, s.keys.refresh_interval_s)
         await self._keys.start()
-        await self.governance.start(self.store)
+        await self.governance.start(self.store, self.spool.unwritten)
         self.alerts = AlertEngine(
             s,
             self.store,

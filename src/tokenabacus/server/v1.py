@@ -151,10 +151,9 @@ class V1:
             watch = self.gw.watches.get(rec.model or "")
             if watch is not None:  # what we billed, beside the engine's own counters
                 watch.tally.add(rec.prompt_tokens, rec.completion_tokens)
-        if ex is not None and ex.ticket is not None:
-            settling = ex.ticket.settle(rec)
-            if settling is not None:
-                return asyncio.gather(durable, settling)
+        settling = self.gw.governance.admission.settle(rec, ex.ticket if ex is not None else None)
+        if settling is not None:
+            return asyncio.gather(durable, settling)
         return durable
 
     async def _failed(self, ex: Exchange, e: BaseException, output_sent: bool) -> APIError:
