@@ -15,7 +15,7 @@ from tokenabacus.config import EmbeddedModel, Settings, UpstreamModel
 from tokenabacus.governance.access import ModelAccess
 from tokenabacus.governance.admission import Admission
 from tokenabacus.governance.counters import Counters, MemoryCounters, now_ms
-from tokenabacus.governance.quotas import KEEP_MS, LimitSet, config_limits, row_limit
+from tokenabacus.governance.quotas import KEEP_MS, Limit, LimitSet, config_limits, row_limit
 from tokenabacus.governance.quotaview import grants_of
 from tokenabacus.governance.scheduler import FairScheduler
 from tokenabacus.governance.seeding import Seeder, Target
@@ -116,14 +116,23 @@ class Governance:
             except Exception:  # database briefly unavailable: the counters keep counting
                 log.warning("quota reconciliation failed", exc_info=True)
 
+    def targets(self, limits: list[Limit], now: int) -> list[Target]:
+        lims = self.admission.limits
+        out = []
+        for lim in limits:
+            start, end = lims.window(lim, now)
+            out.append(Target(lim.counter_key(start), lim, start, end + KEEP_MS))
+        return out
+
+    async def ensure_counters(self, limits: list[Limit], now: int) -> None:
+        """Seed the counters of these limits' current periods that are not ready (a status read)."""
+        if self.seeder is not None:
+            await self.seeder.ensure(self.targets(limits, now))
+
     async def reconcile(self) -> int:
         """Compare every limit's counter for its current period with the ledger; raise the low ones."""
         assert self.seeder is not None
-        lims, now = self.admission.limits, now_ms()
-        targets = []
-        for lim in lims.limits:
-            start, end = lims.window(lim, now)
-            targets.append(Target(lim.counter_key(start), lim, start, end + KEEP_MS))
+        targets = self.targets(self.admission.limits.limits, now_ms())
         return await self.seeder.reconcile(targets, lambda: self.admission.drain(5.0))
 
     async def _poll(self) -> None:

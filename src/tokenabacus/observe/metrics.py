@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 OTHER = "other"
@@ -240,6 +240,21 @@ class LiveState(Collector):
                 if v is not None:
                     eng.add_metric([model, kind], v)
         yield eng
+        fixes = CounterMetricFamily(
+            "tokenabacus_quota_counter_corrections",
+            "Quota counters found below the ledger's sum and raised to it, by scope kind.",
+            labels=["scope"],
+        )
+        fixed = CounterMetricFamily(
+            "tokenabacus_quota_counter_corrected_amount",
+            "What those corrections added (tokens, requests or micro-units), by scope kind.",
+            labels=["scope"],
+        )
+        for scope, (n, amount) in s.get("quota_corrections", {}).items():
+            fixes.add_metric([scope], n)
+            fixed.add_metric([scope], amount)
+        yield fixes
+        yield fixed
 
 
 def segment_age_s(paths: list[Any]) -> float:

@@ -120,6 +120,7 @@ def quota_routes(gw: Gateway) -> APIRouter:
         now = now_ms()
         lset = gw.governance.admission.limits
         keys = [lim.counter_key(lset.window(lim, now)[0]) for lim in lims]
+        await gw.governance.ensure_counters(lims, now)  # a counter not seeded yet would read as zero
         figures = dict(zip(keys, await gw.governance.counters.usage(keys), strict=True))
         return lambda lim, start: figures.get(lim.counter_key(start), (0, 0))
 

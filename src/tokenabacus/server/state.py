@@ -247,7 +247,12 @@ class Gateway:
         for name, watch in self.watches.items():
             last = watch.status().get("since_start") or {}
             drift[name] = {"prompt": last.get("prompt_drift"), "completion": last.get("generation_drift")}
+        seeder = self.governance.seeder
+        corrections = (
+            {k: (n, seeder.corrected_amount.get(k, 0)) for k, n in seeder.corrections.items()} if seeder else {}
+        )
         return {
+            "quota_corrections": corrections,
             "spool_segments": len(segments),
             "writer_lag_s": segment_age_s(segments),
             "writer_error": self.writer.last_error if self.writer else None,
