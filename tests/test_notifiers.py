@@ -706,6 +706,19 @@ def test_every_type_builds_its_notifier() -> None:
             {"type": "webhook", "name": "h", "url": "https://x/y", "headers": {"Authorization": "SECRETKEY1\r\nX: 1"}},
             "line break",
         ),
+        # An empty secret would turn signing off without a word: refused, naming the channel.
+        (
+            {"type": "dingtalk", "name": "ding", "url": "https://x/?access_token=SECRETKEY1", "secret": ""},
+            "channel 'ding': secret is empty",
+        ),
+        (
+            {"type": "feishu", "name": "lark", "url": "https://x/hook/SECRETKEY1", "secret": "  "},
+            "channel 'lark': secret is empty",
+        ),
+        (
+            {"type": "webhook", "name": "h", "url": "https://x/?token=SECRETKEY1", "secret": ""},
+            "channel 'h': secret is empty",
+        ),
     ],
 )
 def test_bad_config_is_a_clear_error_without_secrets(settings: dict[str, Any], expected: str) -> None:
