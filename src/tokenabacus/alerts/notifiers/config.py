@@ -49,6 +49,9 @@ class _Channel(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     retry_attempts: int = Field(default=3, ge=1, le=10)
     retry_base_delay_s: float = Field(default=0.5, ge=0, le=60)
+    # Alert deliveries waiting for this channel before new alerts are dropped for it (None: the
+    # alerts.delivery_queue default).
+    delivery_queue: int | None = Field(default=None, ge=1, le=100_000)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(attempts=self.retry_attempts, base_delay_s=self.retry_base_delay_s)
