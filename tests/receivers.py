@@ -7,6 +7,7 @@ import asyncio
 import email
 import json
 import threading
+import time
 from email.message import Message
 
 from aiohttp import web
@@ -15,10 +16,13 @@ from procs import free_port
 
 
 class Receiver:
-    """Records every POST; answers {"errcode": 0} (WeCom, DingTalk), {"code": 0} (Feishu) or "ok"."""
+    """Records every POST (path, query, JSON body, headers, arrival time on the monotonic clock);
+    answers {"errcode": 0} (WeCom, DingTalk), {"code": 0} (Feishu) or "ok". ``delays``: seconds to
+    sleep before answering, by path prefix (a slow platform)."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None, delays: dict[str, float] | None = None) -> None:
+        self.port = port or free_port()
+        self.delays = delays or {}
         self.received: list[dict] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -35,8 +39,12 @@ class Receiver:
         async def handle(request: web.Request) -> web.Response:
             body = await request.read()
             self.received.append(
-                {"path": request.path, "query": dict(request.query), "json": json.loads(body or b"null")}
-            )
+                {"path": request.path, "query": dict(request.query), "json": json.loads(body or b"null"),
+                 "headers": dict(request.headers), "at": time.monotonic()}
+            )  # fmt: skip
+            delay = next((s for prefix, s in self.delays.items() if request.path.startswith(prefix)), 0.0)
+            if delay:
+                await asyncio.sleep(delay)
             if request.path.startswith("/feishu"):
                 return web.json_response({"code": 0, "msg": "success"})
             if request.path.startswith("/slack"):
@@ -45,7 +53,7 @@ class Receiver:
 
         app = web.Application()
         app.router.add_post("/{tail:.*}", handle)
-        runner = web.AppRunner(app)
+        runner = self._runner = web.AppRunner(app, shutdown_timeout=0.5)  # a sleeping reply is cut at close
         self._loop.run_until_complete(runner.setup())
         self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
         self._ready.set()
@@ -55,6 +63,7 @@ class Receiver:
         return [r for r in self.received if r["path"].startswith(prefix)]
 
     def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 

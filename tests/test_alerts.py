@@ -23,10 +23,10 @@ from openpyxl import load_workbook
 
 from conftest import BIN, GatewayProc
 from receivers import Mailbox, Receiver
-from tokenabacus.alerts import history
 from tokenabacus.alerts.engine import AlertEngine
 from tokenabacus.alerts.schedules import ReportScheduler, last_due
 from tokenabacus.config import Settings
+from tokenabacus.ledger.leases import Lease
 from tokenabacus.ledger.record import FIELDS, new_request_id
 from tokenabacus.ledger.store import Store
 
@@ -107,11 +107,11 @@ def test_a_week_and_a_burst_day_fire_exactly_one_spike(db_url, receiver):
         week_and_burst(store)
         s = settings_for(receiver, [{"name": "dept-spike", "type": "spike", "scope": "department"}])
         engine = AlertEngine(s, store)
-        fired = asyncio.run(engine.evaluate(NOON))
+        fired = asyncio.run(engine.evaluate(NOON, wait=True))
         assert [(a["scope"], a["kind"]) for a in fired] == [("department=marketing", "spike")]
         a = fired[0]
         assert a["figure"] == 200 * 2000 and a["baseline"] == 200 * 500 and a["threshold"] == 300
-        assert a["deliveries"] == {"wecom": "sent", "dingtalk": "sent"}
+        assert a["deliveries"] == {"wecom": "delivered", "dingtalk": "delivered"}
         (wx,) = receiver.on("/wecom")
         content = wx["json"]["markdown"]["content"]
         assert wx["json"]["msgtype"] == "markdown" and "用量突增" in content and "department=marketing" in content
@@ -124,8 +124,8 @@ def test_a_week_and_a_burst_day_fire_exactly_one_spike(db_url, receiver):
         # Again, and from another process's engine: nothing more (deduplicated on rule, scope, day).
         assert asyncio.run(engine.evaluate(NOON + 60_000)) == []
         assert asyncio.run(AlertEngine(s, store).evaluate(NOON + 120_000)) == []
-        rows = history.history(store.db)
-        assert len(rows) == 1 and rows[0]["deliveries"] == {"wecom": "sent", "dingtalk": "sent"}
+        rows = store.alerts.history()
+        assert len(rows) == 1 and rows[0]["deliveries"] == {"wecom": "delivered", "dingtalk": "delivered"}
         assert len(receiver.on("/wecom")) == 1
         # Bulk thousand-token prompts: the size of requests, not only the volume.
         s2 = settings_for(receiver, [{"name": "bulk", "type": "spike", "metric": "tokens_per_request"}])
@@ -174,8 +174,8 @@ def test_bursts_quotas_drift_and_errors(db_url, receiver):
 def test_leases_keep_one_holder(db_url):
     store = Store(db_url)
     try:
-        a = history.Lease(store.db, "alerts", "host-a:1", ttl_s=0.5)
-        b = history.Lease(store.db, "alerts", "host-b:2", ttl_s=0.5)
+        a = Lease(store.db, "alerts", "host-a:1", ttl_s=0.5)
+        b = Lease(store.db, "alerts", "host-b:2", ttl_s=0.5)
         assert a.acquire() and not b.acquire() and a.acquire()  # a renews, b waits
         time.sleep(0.6)
         assert b.acquire() and not a.acquire()  # a's lapsed: b took it

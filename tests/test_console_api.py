@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import select
 
 from conftest import GatewayProc
-from tokenabacus.alerts import history
 from tokenabacus.ledger.record import new_request_id, now_ms, start_record
 from tokenabacus.ledger.schema import console_sessions
 
@@ -65,8 +64,7 @@ def console(tmp_path_factory):
     try:
         store.usage.insert(records)
         for scope in ("department=marketing", "project=search", "model=qwen-7b"):
-            history.claim(
-                store.db,
+            store.alerts.claim(
                 {
                     "rule": "spike",
                     "kind": "spike",
@@ -79,6 +77,7 @@ def console(tmp_path_factory):
                     "threshold": 3.0,
                     "message": f"spike on {scope}",
                 },
+                [],
             )
     finally:
         store.close()

@@ -156,3 +156,31 @@ def test_rollups_made_before_price_versions_are_cleared_and_rebuilt(db_url):
         assert rep.from_rollups and rep.rows[0]["price_version"] == "pv_1" and rep.total["cost_micros"] == 17
     finally:
         store.close()
+
+
+def test_alerts_fired_before_0008_keep_their_outcomes(db_url):
+    """Revision 0008 moves each channel's outcome into a row of its own: an alert fired before
+    keeps the outcomes it recorded as JSON, and the history reads both kinds."""
+    from alembic import command
+
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), "0007")
+        old = table("alert_events", *(column(c) for c in ["rule", "kind", "scope", "period", "fired_at", "severity",
+                                                          "message", "deliveries"]))  # fmt: skip
+        conn.execute(old.insert().values(rule="spike", kind="spike", scope="department=x", period="2026-11-24",
+                                         fired_at=1, severity="warning", message="m",
+                                         deliveries='{"wecom": "sent", "mail": "failed: SMTP 535"}'))  # fmt: skip
+    engine.dispose()
+    store = Store(db_url)
+    try:
+        assert migrate.current(store.engine) == migrate.head()
+        row = {"rule": "spike", "kind": "spike", "scope": "department=y", "period": "2026-11-25", "fired_at": 2,
+               "severity": "warning", "figure": 1.0, "baseline": 0.5, "threshold": 300.0, "message": "m",
+               "title": "t", "unit": "tokens"}  # fmt: skip
+        assert store.alerts.claim(row, ["wecom"]) is not None
+        new, old_alert = store.alerts.history()
+        assert old_alert["deliveries"] == {"wecom": "sent", "mail": "failed: SMTP 535"} and old_alert["title"] is None
+        assert new["deliveries"] == {"wecom": "pending"} and new["unit"] == "tokens"
+    finally:
+        store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import email
 import email.policy
 import hashlib
@@ -525,6 +526,31 @@ def test_shared_session_is_used_and_left_open() -> None:
     run(main())
 
 
+@pytest.mark.parametrize("kind", ["wecom", "dingtalk", "feishu", "slack", "webhook"])
+def test_one_attempt_carries_the_idempotency_key_and_never_retries(kind: str) -> None:
+    """`attempt` is one try (the alert outbox schedules retries); an alert's key goes in the
+    Idempotency-Key header, and in the body of the generic webhook, whose fields are ours."""
+    reply = {"feishu": FEISHU_OK, "slack": "ok", "webhook": "{}"}.get(kind, WECOM_OK)
+
+    async def main() -> None:
+        async with Receiver(replies=[(502, "bad gateway")], default=(200, reply)) as rx:
+            extra = {"secret": "SECk"} if kind in ("dingtalk", "feishu", "webhook") else {}
+            notifier = build_notifier({"type": kind, "name": "c", "url": rx.url("/hook/send?key=k1"), **extra})
+            keyed = dataclasses.replace(MSG, idempotency_key="4f1c0de5")
+            with pytest.raises(NotifyError, match="HTTP 502") as info:
+                await notifier.attempt(keyed)
+            assert info.value.retryable and len(rx.seen) == 1
+            await notifier.attempt(keyed)
+            await notifier.send(MSG)  # no key: no header
+            first, second, plain = rx.seen
+            assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == "4f1c0de5"
+            assert "Idempotency-Key" not in plain.headers
+            if kind == "webhook":
+                assert first.json()["idempotency_key"] == "4f1c0de5" and plain.json()["idempotency_key"] is None
+
+    run(main())
+
+
 # --- retry policy ----------------------------------------------------------------------------------------
 
 
@@ -644,6 +670,18 @@ def test_email_with_attachments(smtp_server: tuple[Inbox, int]) -> None:
     assert parts["usage.xlsx"].get_payload(decode=True) == xlsx
 
 
+def test_email_attempt_keeps_its_message_id(smtp_server: tuple[Inbox, int]) -> None:
+    """Every attempt of one alert by email has the same Message-ID, built from its key."""
+    inbox, port = smtp_server
+    notifier = build_notifier(_email_config(port))
+    keyed = dataclasses.replace(MSG, idempotency_key="4f1c0de5")
+    run(notifier.attempt(keyed))
+    run(notifier.attempt(keyed))
+    run(notifier.attempt(MSG))
+    ids = [email.message_from_bytes(e.original_content)["Message-ID"] for e in inbox.envelopes]
+    assert ids[0] == ids[1] == "<4f1c0de5@example.com>" and ids[2] != ids[0]
+
+
 def test_email_bad_password_is_not_retried_and_not_shown(
     smtp_server: tuple[Inbox, int], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -705,6 +743,19 @@ def test_every_type_builds_its_notifier() -> None:
         (
             {"type": "webhook", "name": "h", "url": "https://x/y", "headers": {"Authorization": "SECRETKEY1\r\nX: 1"}},
             "line break",
+        ),
+        # An empty secret would turn signing off without a word: refused, naming the channel.
+        (
+            {"type": "dingtalk", "name": "ding", "url": "https://x/?access_token=SECRETKEY1", "secret": ""},
+            "channel 'ding': secret is empty",
+        ),
+        (
+            {"type": "feishu", "name": "lark", "url": "https://x/hook/SECRETKEY1", "secret": "  "},
+            "channel 'lark': secret is empty",
+        ),
+        (
+            {"type": "webhook", "name": "h", "url": "https://x/?token=SECRETKEY1", "secret": ""},
+            "channel 'h': secret is empty",
         ),
     ],
 )

@@ -1,7 +1,8 @@
 """The alert engine: every ``evaluate_interval_s`` the process holding the "alerts" lease runs the
-detectors, claims each firing once in the history (rule, scope, period), skips it inside its
-cool-down, and sends it to the rule's channels with retries. Off the request path: detectors run
-in worker threads against the ledger, and a channel that fails is recorded, never raised.
+detectors, skips a firing inside its cool-down (per rule, scope and threshold: a quota's 80% after
+its 50% is news, not a repeat), and records each one once in the history (rule, scope, period)
+together with a delivery per channel, which the outbox sends (alerts/outbox.py). Off the request
+path: detectors run in worker threads against the ledger, and evaluation never waits on a channel.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from tokenabacus.alerts import detect, history, messages
+from tokenabacus.alerts import detect, messages
 from tokenabacus.alerts.detect import Firing
 from tokenabacus.alerts.notifiers import Message, Notifier, NotifyError, build_notifier
+from tokenabacus.alerts.outbox import Outbox
 from tokenabacus.alerts.rules import AlertsConfig, QuotaRule, Rule, UpstreamDownRule
 from tokenabacus.config import Settings
+from tokenabacus.ledger.leases import Lease
 from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.store import Store
 
@@ -28,6 +31,7 @@ LEASE = "alerts"
 
 
 def holder_id() -> str:
+    """A lease holder for this process (the gateway names itself by its spool: ledger/lock.py)."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -58,14 +62,20 @@ class AlertEngine:
         store: Store,
         ready: Callable[[], Mapping[str, bool]] = dict,
         on_fire: Callable[[Firing, str], None] | None = None,
+        on_drop: Callable[[str], None] | None = None,
+        holder: str | None = None,
     ) -> None:
+        """``on_drop(channel)``: a channel's queue was full; ``holder``: who holds the lease."""
         self.settings = settings
         self.cfg = settings.alerts
         self.store = store
         self.ready = ready
         self.on_fire = on_fire
         self.channels = notifiers(self.cfg)
-        self.lease = history.Lease(store.db, LEASE, holder_id(), ttl_s=max(30.0, 3 * self.cfg.evaluate_interval_s))
+        ttl_s = max(30.0, 3 * self.cfg.evaluate_interval_s)
+        self.lease = Lease(store.db, LEASE, holder or holder_id(), ttl_s=ttl_s)
+        self.holding = False  # this process holds the lease: its senders may send
+        self.outbox = Outbox(self.cfg, self.channels, store.alerts, lambda: self.holding, on_drop)
         self._down_since: dict[str, int] = {}
         self._task: asyncio.Task | None = None
         self.last_error: str | None = None
@@ -73,6 +83,7 @@ class AlertEngine:
 
     async def start(self) -> None:
         if self.cfg.enabled and self.cfg.rules:
+            await self.outbox.start()
             self._task = asyncio.create_task(self._run(), name="alerts")
 
     async def stop(self) -> None:
@@ -80,18 +91,25 @@ class AlertEngine:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.lease.release)
+            await self.outbox.stop()  # deliveries under way go back to pending, for the next run
+            if self.holding:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.lease.release)
 
     async def _run(self) -> None:
         while True:
             try:
-                if await asyncio.to_thread(self.lease.acquire):
+                held = await asyncio.to_thread(self.lease.acquire)
+                if held and not self.holding:
+                    await self.outbox.resume()
+                self.holding = held
+                if held:
                     await self.evaluate()
                 self.last_error = None
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the ledger is down: try again next time
+                self.holding = False
                 self.last_error = f"{type(e).__name__}: {str(e)[:200]}"
                 log.warning("alerts: %s", self.last_error)
             await asyncio.sleep(self.cfg.evaluate_interval_s)
@@ -110,8 +128,10 @@ class AlertEngine:
             return detect.upstream_down(self.ready(), self._down_since, rule, at_ms)
         return detect.DETECTORS[rule.type](self.store, rule, tz, at_ms)
 
-    async def evaluate(self, at_ms: int | None = None) -> list[dict[str, Any]]:
-        """Run every rule once; the alerts fired (sent or not), as history rows."""
+    async def evaluate(self, at_ms: int | None = None, *, wait: bool = False) -> list[dict[str, Any]]:
+        """Run every rule once; the alerts fired, as history rows. Their deliveries are left to
+        the channels' senders, or with ``wait`` (a process without senders: the CLI) made here
+        before it returns, each row then carrying every channel's outcome."""
         now = at_ms if at_ms is not None else now_ms()
         fired = []
         for rule in self.cfg.rules:
@@ -124,13 +144,19 @@ class AlertEngine:
                 row = await self._fire(rule, f, now)
                 if row is not None:
                     fired.append(row)
+        if wait and fired:
+            ids = [a["id"] for a in fired]
+            await self.outbox.deliver_now(ids)
+            outcomes = await asyncio.to_thread(self.store.alerts.outcomes, ids)
+            for a in fired:
+                a["deliveries"] = outcomes.get(a["id"], {})
         return fired
 
     async def _fire(self, rule: Rule, f: Firing, now: int) -> dict[str, Any] | None:
         cooldown_ms = int(
             (rule.cooldown_minutes if rule.cooldown_minutes is not None else self.cfg.cooldown_minutes) * 60_000
         )
-        last = await asyncio.to_thread(history.last_fired, self.store.db, f.rule, f.scope)
+        last = await asyncio.to_thread(self.store.alerts.last_fired, f.rule, f.scope, f.threshold)
         if last is not None and now - last < cooldown_ms:
             return None
         msg = messages.render(f, self.cfg.language, rule.severity, self.cfg.dashboard_url, _dt(now))
@@ -145,14 +171,18 @@ class AlertEngine:
             "baseline": f.baseline,
             "threshold": f.threshold,
             "message": "\n".join(msg.lines),
+            "title": msg.title,
+            "unit": f.unit[:32],
         }
-        alert_id = await asyncio.to_thread(history.claim, self.store.db, row)
-        if alert_id is None:
-            return None  # this (rule, scope, period) was sent already
+        room, dropped = self.outbox.split(n for n in self.channels if rule.channels is None or n in rule.channels)
+        claimed = await asyncio.to_thread(self.store.alerts.claim, row, room, dropped)
+        if claimed is None:
+            return None  # this (rule, scope, period) fired already
+        alert_id, _ = claimed
+        self.outbox.queued(rule.name, room, dropped)
         if self.on_fire:
             self.on_fire(f, rule.severity)
-        deliveries = await send(self.channels, rule.channels, msg)
-        await asyncio.to_thread(history.delivered, self.store.db, alert_id, deliveries)
+        deliveries = {**dict.fromkeys(room, "pending"), **{n: f"failed: {why}" for n, why in dropped.items()}}
         return {**row, "id": alert_id, "deliveries": deliveries}
 
 

@@ -3,7 +3,9 @@ and a link to the dashboard."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from tokenabacus.alerts.detect import Firing
 from tokenabacus.alerts.notifiers import Message
@@ -139,6 +141,24 @@ def render(f: Firing, lang: str, severity: str, link: str | None, now: datetime 
         severity=severity,  # type: ignore[arg-type]
         link=link,
         fired_at=now or datetime.now(UTC),
+    )
+
+
+def from_row(a: Mapping[str, Any], lang: str, link: str | None) -> Message:
+    """An alert's message rebuilt from its history row: what each delivery sends, the same after
+    a restart as when it fired."""
+    return Message(
+        title=a.get("title") or f"[tokenabacus] {TITLES[lang].get(a['kind'], a['kind'])}: {a['scope']}",
+        lines=tuple(a["message"].split("\n")) if a["message"] else (),
+        rule=a["rule"],
+        scope=a["scope"],
+        figure=a["figure"],
+        baseline=a["baseline"],
+        threshold=a["threshold"],
+        unit=a.get("unit"),
+        severity=a["severity"],
+        link=link,
+        fired_at=datetime.fromtimestamp(a["fired_at"] / 1000, UTC),
     )
 
 

@@ -116,6 +116,9 @@ class AlertsConfig(BaseModel):
     dashboard_url: str | None = None  # linked from every message
     evaluate_interval_s: float = Field(60.0, ge=1)
     cooldown_minutes: float = Field(60.0, ge=0)
+    # Deliveries waiting per channel (durable, in the ledger; a channel may set its own); past it a
+    # new alert is dropped for that channel (a warning, and tokenabacus_alert_deliveries_dropped_total).
+    delivery_queue: int = Field(100, ge=1, le=100_000)
     channels: list[ChannelConfig] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
     schedules: list[ScheduleConfig] = Field(default_factory=list)

@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlalchemy import exc, insert, select, update
 
-from tokenabacus.alerts import history
 from tokenabacus.alerts.engine import holder_id, notifiers, send
 from tokenabacus.alerts.notifiers import Attachment, Message
 from tokenabacus.alerts.rules import ScheduleConfig
@@ -28,6 +27,7 @@ from tokenabacus.billing.exports import Sheet, csv_text, xlsx_bytes
 from tokenabacus.billing.prices import format_money
 from tokenabacus.billing.reports import zone_named
 from tokenabacus.config import Settings
+from tokenabacus.ledger.leases import Lease
 from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.schema import report_runs
 from tokenabacus.ledger.store import Store
@@ -110,7 +110,7 @@ def build(store: Store, settings: Settings, s: ScheduleConfig, due: Due) -> Mess
                 f"- {name}: {r['tokens_change_pct']:+g}% ({r['previous_total_tokens']:,} → {r['total_tokens']:,})"
             )
     lines += _quota_lines(store, settings, zh)
-    fired = history.history(store.db, since_ms=win.since_ms, limit=1000)
+    fired = store.alerts.history(since_ms=win.since_ms, limit=1000)
     fired = [a for a in fired if a["fired_at"] < win.until_ms]
     lines += ["", (f"**告警**：{len(fired)} 条" if zh else f"**Alerts fired**: {len(fired)}")]
     lines += [f"- {a['rule']}: {a['scope']}" for a in fired[:5]]
@@ -214,9 +214,9 @@ async def send_now(store: Store, settings: Settings, name: str, at: datetime | N
 class ReportScheduler:
     """In the gateway: every ``tick_s``, the holder of the "reports" lease sends what is due."""
 
-    def __init__(self, settings: Settings, store: Store, tick_s: float = 30.0) -> None:
+    def __init__(self, settings: Settings, store: Store, tick_s: float = 30.0, holder: str | None = None) -> None:
         self.settings, self.store, self.tick_s = settings, store, tick_s
-        self.lease = history.Lease(store.db, "reports", holder_id(), ttl_s=max(60.0, 3 * tick_s))
+        self.lease = Lease(store.db, "reports", holder or holder_id(), ttl_s=max(60.0, 3 * tick_s))
         self.channels = notifiers(settings.alerts)
         self._task: asyncio.Task | None = None
 

@@ -57,8 +57,7 @@ def show_history(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Alerts fired, newest first, with where each was delivered."""
-    from tokenabacus.alerts import history
+    """Alerts fired, newest first, with each channel's outcome (delivered, failed and why, pending)."""
     from tokenabacus.billing.reports import parse_when, zone_named
 
     s = settings_for(config, data_dir)
@@ -69,7 +68,7 @@ def show_history(
         fail(str(e))
     store = open_store(config, data_dir, settings=s, create=False)
     try:
-        rows = history.history(store.db, since_ms, rule, limit)
+        rows = store.alerts.history(since_ms, rule, limit)
     finally:
         store.close()
     for r in rows:
@@ -116,7 +115,7 @@ def check(
     try:
         engine = AlertEngine(s, store)
         if send_alerts:
-            rows = asyncio.run(engine.evaluate())
+            rows = asyncio.run(engine.evaluate(wait=True))
         else:
             now = now_ms()
             rows = [

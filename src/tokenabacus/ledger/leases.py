@@ -1,5 +1,5 @@
 """Named leases in the ledger database: one holder at a time across processes and replicas (the
-alert evaluator, the report sender, in-process quota counters on a shared ledger)."""
+alert evaluator and its senders, the report sender, in-process quota counters on a shared ledger)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,9 @@ replay would drain every subdirectory whose lock it can take.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import socket
 from pathlib import Path
 
 from tokenabacus.config import Settings
@@ -68,6 +70,14 @@ def release(path: Path) -> None:
     fd = _held.pop(path.absolute(), None)
     if fd is not None:
         os.close(fd)  # closing the last descriptor drops the flock
+
+
+def holder(settings: Settings) -> str:
+    """The name this gateway holds database leases by (alerts, reports): its host and spool. Only
+    one live process holds a spool, so a gateway restarted after a crash is the same holder and
+    takes its leases back at once instead of waiting for them to expire."""
+    spool = hashlib.sha256(str(settings.spool_path.resolve()).encode()).hexdigest()[:16]
+    return f"{socket.gethostname()[:80]}:{spool}"
 
 
 def hold(settings: Settings) -> None:

@@ -279,10 +279,33 @@ alert_events = Table(
     Column("baseline", Float),
     Column("threshold", Float),
     Column("message", Text, nullable=False),
-    Column("deliveries", Text, nullable=False),  # JSON: channel -> "sent" or the error
+    # Before 0008, JSON: channel -> "sent" or the error; since, "{}" and a row per channel below.
+    Column("deliveries", Text, nullable=False),
+    Column("title", Text),  # 0008: with ``unit``, what rebuilds the message a delivery sends
+    Column("unit", String(32)),
 )
 Index("ux_alert_events_once", alert_events.c.rule, alert_events.c.scope, alert_events.c.period, unique=True)
 Index("ix_alert_events_fired", alert_events.c.fired_at)
+
+# One row per alert and channel, written with the alert: what is still to send survives a stop or
+# a crash, and the history shows each channel's outcome. ``idempotency_key`` is the key every
+# attempt carries; ``next_at`` is when the next attempt may start (an attempt under way pushes it
+# past its own deadline, so no other sender takes the row meanwhile).
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", Integer().with_variant(BigInteger(), "postgresql", "mysql", "mariadb"), primary_key=True),
+    Column("alert_id", BigInteger, nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # pending | delivered | failed
+    Column("idempotency_key", String(64), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", BigInteger, nullable=False),  # UTC ms
+    Column("updated_at", BigInteger, nullable=False),  # UTC ms
+    Column("error", String(300)),  # the last failure's reason (never a secret: notifiers scrub it)
+)
+Index("ux_alert_deliveries_channel", alert_deliveries.c.alert_id, alert_deliveries.c.channel, unique=True)
+Index("ix_alert_deliveries_due", alert_deliveries.c.state, alert_deliveries.c.channel, alert_deliveries.c.next_at)
 
 # Scheduled reports sent, once per (schedule, period).
 report_runs = Table(

@@ -85,6 +85,11 @@ class Metrics:
         self.alerts = Counter(
             "tokenabacus_alerts_fired", "Alerts fired, by rule and severity.", ["rule", "severity"], registry=r
         )
+        self.alerts_dropped = Counter(
+            "tokenabacus_alert_deliveries_dropped",
+            "Alert deliveries dropped because the channel's queue was full (alerts.delivery_queue).",
+            ["channel"], registry=r,
+        )  # fmt: skip
         self.suspicious = Gauge(
             "tokenabacus_suspicious_caller_ratio",
             "Callers flagged by a burst rule today: their busiest minute over the rule's threshold.",
@@ -147,6 +152,9 @@ class Metrics:
             self.compared.labels(model, "upstream", "completion").inc(up_c)
             if (ours_p, ours_c) != (up_p, up_c):
                 self.mismatched.labels(model).inc()
+
+    def alert_dropped(self, channel: str) -> None:
+        self.alerts_dropped.labels(channel).inc()  # channel names come from the config: bounded
 
     def alert_fired(self, kind: str, rule: str, severity: str, scope: str, figure: float, threshold: float) -> None:
         """An alert fired (alerts/engine.py): counted, and a burst's caller shown as suspicious

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
-from tokenabacus.alerts import history
 from tokenabacus.billing.reports import check_status, parse_when, zone_named
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import can_see_scope, read_filters
@@ -104,7 +103,7 @@ def usage_routes(gw: Gateway) -> APIRouter:
             raise HTTPException(400, str(e)) from None
 
         def run() -> list[dict]:
-            rows = history.history(gw.store.db, since_ms, rule, limit)
+            rows = gw.store.alerts.history(since_ms, rule, limit)
             if not ident.admin:
                 rows = [a for a in rows if _sees_alert(ident, a["scope"], gw.store.org.department_of)]
             return rows

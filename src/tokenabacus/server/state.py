@@ -134,9 +134,11 @@ class Gateway:
             on_fire=lambda f, severity: self.metrics.alert_fired(
                 f.kind, f.rule, severity, f.scope, f.figure, f.threshold
             ),
+            on_drop=self.metrics.alert_dropped,
+            holder=lock.holder(s),
         )
         await self.alerts.start()
-        self.reports = ReportScheduler(s, self.store)
+        self.reports = ReportScheduler(s, self.store, holder=lock.holder(s))
         await self.reports.start()
         await self.refresh_prices(force=True)
         self._prices_task = asyncio.create_task(self._poll_prices(), name="prices-refresh")

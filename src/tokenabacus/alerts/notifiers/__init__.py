@@ -1,7 +1,8 @@
 """Notifiers: deliver one Message to one configured channel (WeCom, DingTalk, Feishu, Slack, webhook, email).
 
 Build them from configuration with `build_notifier`; every notifier has `async send(message)` and raises
-`NotifyError` when the message was not delivered, after the retries its channel allows.
+`NotifyError` when the message was not delivered, after the retries its channel allows, and `async
+attempt(message)`, one try, for the alert outbox that keeps its retries in the ledger.
 """
 
 from __future__ import annotations

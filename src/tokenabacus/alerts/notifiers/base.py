@@ -43,7 +43,13 @@ class Notifier(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def send(self, message: Message) -> None: ...
+    async def send(self, message: Message) -> None:
+        """Deliver, retrying within the channel's retry policy."""
+        ...
+
+    async def attempt(self, message: Message) -> None:
+        """One try, no retry: the alert outbox schedules retries itself (durably)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

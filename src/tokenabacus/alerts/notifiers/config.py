@@ -49,9 +49,28 @@ class _Channel(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     retry_attempts: int = Field(default=3, ge=1, le=10)
     retry_base_delay_s: float = Field(default=0.5, ge=0, le=60)
+    # Alert deliveries waiting for this channel before new alerts are dropped for it (None: the
+    # alerts.delivery_queue default).
+    delivery_queue: int | None = Field(default=None, ge=1, le=100_000)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(attempts=self.retry_attempts, base_delay_s=self.retry_base_delay_s)
+
+
+class _Signed(_Channel):
+    """A channel whose `secret` turns signing on. An empty one is refused rather than read as "no
+    secret": a blank left by a template or an unset variable would otherwise turn signing off silently."""
+
+    secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _secret_not_empty(self) -> _Signed:
+        if self.secret is not None and not self.secret.get_secret_value().strip():
+            raise ValueError(
+                f"channel {self.name!r}: secret is empty, which would turn signing off; "
+                "give the secret, or remove the line to send unsigned"
+            )
+        return self
 
 
 class WeComConfig(_Channel):
@@ -61,20 +80,18 @@ class WeComConfig(_Channel):
     url: HttpUrl = Field(repr=False)
 
 
-class DingTalkConfig(_Channel):
+class DingTalkConfig(_Signed):
     """DingTalk (钉钉) custom robot; `secret` (SEC...) turns on the signed mode (加签)."""
 
     type: Literal["dingtalk"] = "dingtalk"
     url: HttpUrl = Field(repr=False)
-    secret: SecretStr | None = None
 
 
-class FeishuConfig(_Channel):
+class FeishuConfig(_Signed):
     """Feishu/Lark (飞书) custom bot; `secret` turns on signature verification (签名校验)."""
 
     type: Literal["feishu"] = "feishu"
     url: HttpUrl = Field(repr=False)
-    secret: SecretStr | None = None
 
 
 class SlackConfig(_Channel):
@@ -84,13 +101,12 @@ class SlackConfig(_Channel):
     url: HttpUrl = Field(repr=False)
 
 
-class WebhookConfig(_Channel):
+class WebhookConfig(_Signed):
     """Any HTTP endpoint: the alert's fields as JSON, optional headers, optional HMAC-SHA256 signature."""
 
     type: Literal["webhook"] = "webhook"
     url: HttpUrl = Field(repr=False)
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
-    secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _check_headers(self) -> WebhookConfig:

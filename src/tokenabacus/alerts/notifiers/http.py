@@ -13,6 +13,7 @@ from .base import NotifyError, RetryPolicy, deliver, redact_url, scrub, url_secr
 from .message import Message
 
 _REPLY_PREVIEW = 300  # characters of a failed reply kept in the error
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class Request:
@@ -86,6 +87,13 @@ class HttpNotifier:
         async with aiohttp.ClientSession() as session:
             await self._deliver(session, message)
 
+    async def attempt(self, message: Message) -> None:
+        if self._session is not None:
+            await self._attempt(self._session, message)
+            return
+        async with aiohttp.ClientSession() as session:
+            await self._attempt(session, message)
+
     async def _deliver(self, session: aiohttp.ClientSession, message: Message) -> None:
         await deliver(self._name, lambda: self._attempt(session, message), self._retry)
 
@@ -94,6 +102,8 @@ class HttpNotifier:
 
     async def _attempt(self, session: aiohttp.ClientSession, message: Message) -> None:
         request = self.build(message)
+        if message.idempotency_key:
+            request.headers[IDEMPOTENCY_HEADER] = message.idempotency_key
         try:
             # encoded=True: the URL is already percent-encoded (DingTalk's sign); re-quoting would break it.
             async with session.post(

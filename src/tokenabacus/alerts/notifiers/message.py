@@ -46,6 +46,10 @@ class Message:
     fired_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     labels: Mapping[str, str] = field(default_factory=dict)
     attachments: tuple[Attachment, ...] = ()
+    # The same on every attempt of one alert to one channel, so a receiver can drop repeats (a retry
+    # after a timeout whose first attempt did arrive): the Idempotency-Key header, the webhook's
+    # "idempotency_key" field, the email's Message-ID.
+    idempotency_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.fired_at.tzinfo is None:

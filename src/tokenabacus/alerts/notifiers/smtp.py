@@ -46,7 +46,10 @@ class EmailNotifier:
         email["To"] = ", ".join(cfg.to)
         email["Date"] = formatdate(usegmt=True)
         # An explicit domain: make_msgid() alone looks up this host's FQDN, which can stall on DNS.
-        email["Message-ID"] = make_msgid(domain=parseaddr(cfg.from_addr)[1].rpartition("@")[2])
+        domain = parseaddr(cfg.from_addr)[1].rpartition("@")[2]
+        # Every attempt of one alert keeps its Message-ID, so a mailbox can tell a repeat.
+        key = message.idempotency_key
+        email["Message-ID"] = f"<{key}@{domain}>" if key else make_msgid(domain=domain)
         email.set_content(render_text(message))
         for attachment in message.attachments:
             maintype, subtype = attachment.mime_type.split("/")
@@ -56,6 +59,9 @@ class EmailNotifier:
     async def send(self, message: Message) -> None:
         email = self.build(message)
         await deliver(self.name, lambda: asyncio.to_thread(self._send_blocking, email), self._config.retry_policy())
+
+    async def attempt(self, message: Message) -> None:
+        await asyncio.to_thread(self._send_blocking, self.build(message))
 
     def _fail(self, reason: str, retryable: bool) -> NotifyError:
         return NotifyError(self.name, scrub(reason, self._secrets), retryable=retryable)

@@ -1,5 +1,8 @@
 """Generic JSON webhook: the message's structured fields, for machines (ticketing, on-call, chat-ops).
 
+An alert carries "idempotency_key" (also the Idempotency-Key header), the same on every attempt of
+one alert to this channel: a receiver that saw it already drops the repeat.
+
 With a secret, the raw body is signed like GitHub's webhooks: header
 `X-Tokenabacus-Signature: sha256=<hex HMAC-SHA256(key=secret, msg=body)>`; the receiver recomputes it
 over the exact bytes it received.
@@ -40,6 +43,7 @@ def webhook_payload(message: Message, channel: str) -> dict[str, Any]:
         "severity": message.severity,
         "link": message.link,
         "fired_at": message.fired_at_iso(),
+        "idempotency_key": message.idempotency_key,
         "labels": dict(message.labels),
         "attachments": [
             {"filename": a.filename, "mime_type": a.mime_type, "size": len(a.content)} for a in message.attachments
