@@ -106,6 +106,7 @@ class GatewayProc:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.config_path: Path | None = None
+        self.config = config
         if config is not None:
             self.config_path = data_dir.parent / f"{data_dir.name}.yaml"
             self.config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
@@ -169,7 +170,8 @@ class GatewayProc:
         return OpenAI(base_url=self.base_url, api_key=key, max_retries=0, **kw)
 
     def store(self) -> Store:
-        return Store(f"sqlite:///{self.data_dir / 'ledger.db'}")
+        url = ((self.config or {}).get("ledger") or {}).get("url")
+        return Store(url or f"sqlite:///{self.data_dir / 'ledger.db'}")
 
     def record(self, request_id: str, timeout: float = 10.0) -> dict:
         """The ledger row of a request, once the background writer has moved it."""

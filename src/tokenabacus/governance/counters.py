@@ -91,6 +91,11 @@ class Counters(Protocol):
         """Set a counter's use and mark it ready, unless it is ready already."""
         ...
 
+    async def invalidate(self, key: str) -> None:
+        """Mark a counter not ready: the next reserve seeds it from the ledger again (its limit
+        was away, and its counter missed what was used meanwhile)."""
+        ...
+
     async def usage(self, keys: list[str]) -> list[tuple[int, int]]:
         """(used, reserved) for each key; (0, 0) for an unknown key."""
         ...
@@ -201,6 +206,11 @@ class MemoryCounters:
         c = self._counters.get(key)
         if c is not None and c.ready:
             c.used += amount
+
+    async def invalidate(self, key: str) -> None:
+        c = self._counters.get(key)
+        if c is not None:
+            c.ready = False
 
     async def seed(self, key: str, used: int, expire_at_ms: int) -> None:
         c = self._counters.get(key)

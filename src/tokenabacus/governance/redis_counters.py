@@ -231,6 +231,12 @@ redis.call('HINCRBY', KEYS[1], 'used', ARGV[1])
 return 1
 """
 
+# KEYS: c. The next reserve seeds it again.
+_INVALIDATE = """
+redis.call('HDEL', KEYS[1], 's')
+return 0
+"""
+
 # KEYS: c. ARGV: used, expire_at_ms. Set a counter's use and mark it ready, unless it is ready already.
 _SEED = """
 if redis.call('HGET', KEYS[1], 's') then return 0 end
@@ -388,6 +394,7 @@ class RedisCounters:
         self._finish_seed = self._redis.register_script(_FINISH_SEED)
         self._correct = self._redis.register_script(_CORRECT)
         self._seed = self._redis.register_script(_SEED)
+        self._invalidate = self._redis.register_script(_INVALIDATE)
         self._usage = self._redis.register_script(_USAGE)
         self._reserves: _Batcher[_Reserve, Refusal | Missing | None] = _Batcher(
             self._send_reserves, drop_unsent=True, orphan=self._orphaned
@@ -573,6 +580,13 @@ class RedisCounters:
             await self._eval(self._correct, [self._c(key)], [amount])
         except _Down:
             await self._fallback.correct(key, amount)
+
+    async def invalidate(self, key: str) -> None:
+        await self._fallback.invalidate(key)
+        try:
+            await self._eval(self._invalidate, [self._c(key)], [])
+        except _Down:
+            pass  # when it is back, the counter there is checked by the reconciliation
 
     async def seed(self, key: str, used: int, expire_at_ms: int) -> None:
         try:

@@ -116,8 +116,8 @@ class Governance:
             except Exception:  # database briefly unavailable: the counters keep counting
                 log.warning("quota reconciliation failed", exc_info=True)
 
-    def targets(self, limits: list[Limit], now: int) -> list[Target]:
-        lims = self.admission.limits
+    def targets(self, limits: list[Limit], now: int, lims: LimitSet | None = None) -> list[Target]:
+        lims = lims or self.admission.limits
         out = []
         for lim in limits:
             start, end = lims.window(lim, now)
@@ -155,7 +155,14 @@ class Governance:
         if force or gen != self._generation:
             rows, grant_rows = await asyncio.to_thread(lambda: (store.quotas.limits(), store.quotas.grants(0)))
             limits = self.declared + [row_limit(r) for r in rows]
-            self.admission.limits = LimitSet(limits, grants_of(grant_rows), self.tz)
+            new, old = LimitSet(limits, grants_of(grant_rows), self.tz), self.admission.limits
+            # A limit new to this gateway (set, or deleted and set again) may find a counter of its
+            # identity that stopped counting while the limit was away: it is seeded again.
+            known = {lim.identity for lim in old.limits}
+            now = now_ms()
+            for t in self.targets([lim for lim in new.limits if lim.identity not in known], now, new):
+                await self.counters.invalidate(t.key)
+            self.admission.limits = new
             self._generation = gen
 
     def health(self) -> dict:

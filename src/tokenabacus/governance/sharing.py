@@ -47,7 +47,7 @@ class LocalCounters:
     def __init__(self, db: Database, owner: str, lease_s: float) -> None:
         self.lease = Lease(db, LEASE, owner, lease_s)
         self.every = lease_s / 3
-        self.holding = False
+        self.holding = True  # until the first renewal says otherwise (a warning then, not at every start)
         self.holder: str | None = None
         self._renewed = 0.0
 
@@ -56,12 +56,13 @@ class LocalCounters:
         if force or now - self._renewed >= self.every:
             self._renewed = now
             got = await asyncio.to_thread(self.lease.acquire)
+            if not got:
+                self.holder = await asyncio.to_thread(self.lease.holder_now)
             if got != self.holding:
                 if got:
                     log.info("this gateway now enforces quotas on the shared ledger (local-counters lease)")
                 else:
-                    self.holder = await asyncio.to_thread(self.lease.holder_now)
-                    log.error("quota counters unavailable: %s", refusal(self.holder))
+                    log.warning("quota counters unavailable here: %s", refusal(self.holder))
             self.holding = got
         return self.holding
 
