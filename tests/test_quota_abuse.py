@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -333,3 +335,25 @@ def test_reservations_are_renewed_while_running_and_reclaimed_at_restart(tmp_pat
         assert "released" in gw.log.read_text()
     finally:
         gw.stop()
+
+
+# 17. No warning from redis-py ----------------------------------------------------------------------------
+def test_redis_counters_use_the_asyncio_retry_and_the_cli_prints_no_warning(tmp_path):
+    service_available("127.0.0.1", 6379, "Redis")
+    code = (
+        "import asyncio\n"
+        "from tokenabacus.governance.redis_counters import RedisCounters\n"
+        "async def main():\n"
+        "    rc = RedisCounters('redis://127.0.0.1:6379/0', prefix='warn-test:')\n"
+        "    print(await rc.usage(['k']))\n"
+        "    await rc.close()\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[(0, 0)]"
+    assert "Warning" not in out.stderr, out.stderr
+    cfg = redis_config("redis://127.0.0.1:6379/0", [{"user": "w", "tokens": 100, "period": "day"}])
+    gw = GatewayProc(tmp_path / "g", cfg)
+    gw.cli("keys", "create", "--user", "w")
+    r = gw.cli("quota", "status", "--format", "json")
+    assert json.loads(r.stdout)[0]["name"] == "w" and r.stderr == ""
