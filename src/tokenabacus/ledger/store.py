@@ -2,7 +2,7 @@
 
 ``Store(url)`` opens (and migrates) the database once; callers reach rows through their kind:
 ``store.usage`` (usage records), ``store.keys`` (API keys), ``store.quotas`` (limits and
-approvals), ``store.meta`` (named values). A new
+approvals), ``store.events`` (admin events), ``store.meta`` (named values). A new
 kind of row (quotas, prices, alerts, audit, org) is a module of its own, added here as one more
 attribute on the same database.
 """
@@ -15,6 +15,7 @@ from tokenabacus.billing.pricestore import PriceStore
 from tokenabacus.governance.keystore import KeyStore
 from tokenabacus.governance.orgstore import OrgStore
 from tokenabacus.governance.quotastore import QuotaStore
+from tokenabacus.ledger.admin_events import AdminEvents
 from tokenabacus.ledger.database import Database
 from tokenabacus.ledger.meta import Meta
 from tokenabacus.ledger.usage import UsageRecords
@@ -31,6 +32,7 @@ class Store:
         self.quotas = QuotaStore(self.db, self.meta)
         self.org = OrgStore(self.db, self.meta)
         self.prices = PriceStore(self.db, self.meta)  # price versions, cost adjustments, hardware costs
+        self.events = AdminEvents(self.db)  # who changed what (quotas and decisions so far)
 
     @property
     def url(self) -> str:
