@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Admission alone, in process: microseconds per request for `Admission.admit` + `Ticket.settle`
+"""Admission alone, in process: microseconds per request for `Admission.admit` + `Admission.settle`
 with the four limits of benchmarks/admission.py (user per day, project per month, global in total,
 a per-minute rate limit) on in-process counters. No HTTP, no engine: the seam's own cost.
 
@@ -40,10 +40,11 @@ async def run(n: int) -> float:
         call = Call("chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16})
         ticket = await adm.admit(f"req-{i}", ident, "m", "127.0.0.1", call, prompt_count)
         rec = start_record(model="m", prompt_tokens=30, completion_tokens=16)
+        rec.key_id, rec.user, rec.project = ident.key_id, ident.user, ident.project
         rec.status = OK
         rec.finish()
         assert ticket is not None
-        ticket.settle(rec)
+        adm.settle(rec, ticket)
     return (time.perf_counter() - t0) / n * 1e6
 
 

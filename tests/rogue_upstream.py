@@ -7,6 +7,8 @@
 - ``refuse``: 400 with a context-length error, as vLLM answers.
 - ``fail``: 500 before any byte.
 - ``slow``: a stream of one word every 100 ms, ``max_tokens`` words (default 300).
+- ``inflate-10``: streams ``max_tokens`` words (16 without it), cut at the limit, and claims ten
+  times everything: ten tokens per byte of the prompt's messages, ten per word it sent.
 - ``claims``: replies ``metadata.text`` with ``metadata.finish`` as finish_reason and
   ``metadata.completion_tokens`` as its completion count (an engine whose ids the text may not
   spell back exactly).
@@ -63,6 +65,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"message": "boom"}}, status=500)
     usage = LIES.get(model, honest_usage(len(WORDS)))
     words, finish = WORDS, "stop"
+    if model == "inflate-10":
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or 16
+        words, finish = [" the"] * int(limit), "length"
+        size = len(json.dumps(body["messages"], ensure_ascii=False, separators=(",", ":")).encode())
+        usage = {"prompt_tokens": 10 * size, "completion_tokens": 10 * len(words), "total_tokens": 10 * (size + limit)}
     if model == "claims":
         meta = body.get("metadata") or {}
         words, finish = [meta["text"]], meta["finish"]

@@ -324,6 +324,7 @@ def test_drift_compares_our_count_with_the_upstreams(db_url):
         ("tokenizer", (50, 5), None),
         ("upstream", (70, 7), (70, 7)),
         ("tokenizer", (10, 1), (10, 1)),
+        ("upstream", (297, 8), (410, 80)),  # a claim capped at what the request could use
     ]
     recs = []
     for i, (source, (p, c), up) in enumerate(cases):
@@ -331,7 +332,7 @@ def test_drift_compares_our_count_with_the_upstreams(db_url):
             {
                 **base,
                 "request_id": new_request_id(),
-                "timestamp": day + i * 3_600_000 * (5 if i == 4 else 1),  # the last on the next local day
+                "timestamp": day + i * 3_600_000 * (5 if i >= 4 else 1),  # the last two on the next local day
                 "prompt_tokens": p,
                 "completion_tokens": c,
                 "total_tokens": p + c,
@@ -349,9 +350,15 @@ def test_drift_compares_our_count_with_the_upstreams(db_url):
         assert (first["our_prompt_tokens"], first["upstream_prompt_tokens"]) == (200, 198)
         assert (first["prompt_difference"], first["completion_difference"]) == (2, -1)
         assert first["difference_pct"] == round(100 * (240 - 239) / 239, 1)
-        assert second["mismatched_requests"] == 0
+        assert second["compared_requests"] == 2 and second["mismatched_requests"] == 1
+        assert (second["our_completion_tokens"], second["upstream_completion_tokens"]) == (9, 81)
+        assert (second["prompt_difference"], second["completion_difference"]) == (-113, -72)
         only = named.drift(store, named.window(ZONE, month="2026-11"), only_differences=True)
-        assert [r["day"] for r in only.rows] == ["2026-11-10"]
+        assert [r["day"] for r in only.rows] == ["2026-11-10", "2026-11-11"]
+        # Half an hour is read from the raw records, not the rollups: the capped claim is compared there too.
+        (cut,) = named.drift(store, named.window(ZONE, since="2026-11-11T13:00", until="2026-11-11T13:30")).rows
+        assert (cut["compared_requests"], cut["mismatched_requests"]) == (1, 1)
+        assert (cut["our_completion_tokens"], cut["upstream_completion_tokens"]) == (8, 80)
     finally:
         store.close()
 

@@ -86,13 +86,15 @@ def raw_rollups(store: Store) -> dict[tuple, tuple]:
             acc[7] += duration
             acc[14 + bisect_left(bounds, duration)] += 1
             acc[-1] = max(acc[-1], duration)
-        if source == "tokenizer" and up_p is not None and up_c is not None:
+        differs = (prompt, completion) != (up_p, up_c)
+        # Our count against the upstream's: billed from our tokenizer, or an upstream claim capped below it.
+        if up_p is not None and up_c is not None and (source == "tokenizer" or (source == "upstream" and differs)):
             acc[8] += 1
             acc[9] += prompt or 0
             acc[10] += completion or 0
             acc[11] += up_p
             acc[12] += up_c
-            acc[13] += (prompt, completion) != (up_p, up_c)
+            acc[13] += differs
     return {k: tuple(v) for k, v in out.items()}
 
 

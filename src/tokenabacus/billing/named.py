@@ -352,7 +352,8 @@ def drift(
     store: Store, win: Window, filters: Mapping[str, Sequence[str]] | None = None, only_differences: bool = False
 ) -> Table:
     """Our count against the upstream's per model and day, over the records that kept both
-    (billed from our tokenizer with upstream figures beside it)."""
+    (billed from our tokenizer with upstream figures beside it), and the upstream claims capped at
+    what their request could use (billed below the claim)."""
     rep = run_report(store, _query(win, ("model", "day"), filters, drift=True, latency=False))
     rows = []
     for r in rep.rows:
@@ -379,8 +380,9 @@ def drift(
         )
     cols = list(rows[0]) if rows else ["model", "day", "compared_requests", "mismatched_requests", "difference_pct"]
     notes = [
-        "compared: records billed from our tokenizer that also carried the upstream's usage; "
-        "records billed from the upstream's figures (bill: upstream) kept no count of ours"
+        "compared: records billed from our tokenizer that also carried the upstream's usage, and records whose "
+        "upstream claimed more than the request could use (max_tokens x n; with no tokenizer, the prompt's size), "
+        "billed at that bound; other records billed from the upstream's figures kept no count of ours"
     ]
     return Table(f"Our count against the upstream's, {win.label} ({win.tz})", cols, rows, notes)
 

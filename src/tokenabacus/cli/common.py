@@ -11,6 +11,7 @@ from tokenabacus.cli.output import fail
 from tokenabacus.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from tokenabacus.ledger.admin_events import Actor
     from tokenabacus.ledger.store import Store
 
 ConfigOpt = Annotated[
@@ -50,6 +51,22 @@ def open_store(
     except Exception as e:
         first_line = str(e).splitlines()[0] if str(e) else ""
         fail(f"cannot open the ledger at {safe_url(s.ledger_url)}: {type(e).__name__}: {first_line}")
+
+
+def os_user() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (a container without a passwd entry)
+        return None
+
+
+def cli_actor() -> Actor:
+    """Who a command acts as in admin events: the command line, run by this OS user."""
+    from tokenabacus.ledger.admin_events import CLI, Actor
+
+    return Actor(CLI, os_user())
 
 
 def hold_spool(s: Settings) -> None:

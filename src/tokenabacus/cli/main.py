@@ -4,11 +4,41 @@ from __future__ import annotations
 
 import typer
 
-from tokenabacus.cli import alerts, costs, db, demo, keys, models, org, plan, prices, quota, report, serve, usage
+from tokenabacus.cli import (
+    alerts,
+    audit,
+    costs,
+    db,
+    demo,
+    keys,
+    models,
+    org,
+    plan,
+    prices,
+    quota,
+    report,
+    serve,
+    usage,
+)
 
 # Each group is a module with ``register(app)``; a new group (quota, org, prices, alerts, audit)
 # is a module of its own, listed here.
-GROUPS = (serve, keys, models, usage, report, org, quota, prices, costs, plan, alerts, db, demo)  # costs: also hardware
+GROUPS = (
+    serve,
+    keys,
+    models,
+    usage,
+    report,
+    org,
+    quota,
+    audit,
+    prices,
+    costs,
+    plan,
+    alerts,
+    db,
+    demo,
+)  # costs: hardware
 
 
 def create_app() -> typer.Typer:

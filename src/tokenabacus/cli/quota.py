@@ -3,12 +3,11 @@ approval flow. Running gateways pick up every change within ``governance.refresh
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
 
-from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store, settings_for
+from tokenabacus.cli.common import ConfigOpt, DataDirOpt, cli_actor, open_store, os_user, settings_for
 from tokenabacus.cli.output import Fmt, emit, fail, iso
 
 PERIODS_HELP = "minute (a rate limit), day, week, month or total; days cut at governance.timezone's midnight."
@@ -44,10 +43,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _who() -> str:
-    try:
-        return "cli:" + getpass.getuser()
-    except Exception:
-        return "cli"
+    user = os_user()
+    return "cli:" + user if user else "cli"
 
 
 def set_(
@@ -77,7 +74,7 @@ def set_(
         fail(str(e))
     if period not in PERIODS:
         fail(f"--period must be one of {', '.join(PERIODS)}")
-    row = open_store(config, data_dir).quotas.set(kind, value, model, metric, period, amount, _who())
+    row = open_store(config, data_dir).quotas.set(kind, value, model, metric, period, amount, _who(), cli_actor())
     what = show_amount(metric, amount) if metric.startswith("cost:") else f"{amount} {metric}"
     scope = f"{kind}{'=' + value if value else ''}{' model=' + model if model else ''}"
     typer.echo(f"{row['quota_id']}: {scope} {what} per {period}")
@@ -95,7 +92,7 @@ def delete(quota_id: str, config: ConfigOpt = None, data_dir: DataDirOpt = None)
     """Delete a limit set at run time (the config file's are changed in the file)."""
     if quota_id.startswith("cfg_"):
         fail(f"{quota_id} is declared in the config file (governance.quotas or rate_limits): remove it there")
-    if not open_store(config, data_dir, create=False).quotas.delete(quota_id):
+    if not open_store(config, data_dir, create=False).quotas.delete(quota_id, cli_actor()):
         fail(f"no limit with id {quota_id!r} (see `tokenabacus quota list`)")
     typer.echo(f"deleted {quota_id}")
 
@@ -208,7 +205,7 @@ def approve(
             fail(str(e))
     if granted is not None and not 0 < granted <= pending["amount"]:
         fail(f"the amount granted must be between 1 and the {pending['amount']} asked for")
-    row = store.quotas.decide(request_id, True, _who(), reason, granted)
+    row = store.quotas.decide(request_id, True, _who(), reason, granted, cli_actor())
     if row is None:
         fail(f"quota request {request_id} was decided by someone else meanwhile")
     typer.echo(f"approved {request_id}: +{row['granted']} {row['metric']} for {row['scope_kind']} {row['scope_value']}")
@@ -223,7 +220,8 @@ def deny(
     """Deny a pending request, with a reason."""
     if not reason.strip():
         fail("--reason is required when denying")
-    row = open_store(config, data_dir, create=False).quotas.decide(request_id, False, _who(), reason.strip())
+    store = open_store(config, data_dir, create=False)
+    row = store.quotas.decide(request_id, False, _who(), reason.strip(), actor=cli_actor())
     if row is None:
         fail(f"no pending quota request with id {request_id!r} (see `tokenabacus quota requests`)")
     typer.echo(f"denied {request_id}")

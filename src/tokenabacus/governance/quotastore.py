@@ -1,5 +1,6 @@
 """Quota rows and quota requests (approvals) in the ledger database, and the governance
-generation that tells running gateways to reload them.
+generation that tells running gateways to reload them. Every change and decision appends an admin
+event (ledger.admin_events) in its own transaction: who, when, from where, before and after.
 
 All methods are synchronous (worker threads and the CLI only).
 """
@@ -10,6 +11,8 @@ import secrets
 
 from sqlalchemy import select
 
+from tokenabacus.ledger import admin_events
+from tokenabacus.ledger.admin_events import Actor
 from tokenabacus.ledger.database import Database
 from tokenabacus.ledger.meta import Meta
 from tokenabacus.ledger.record import now_ms
@@ -41,8 +44,10 @@ class QuotaStore:
         period: str,
         limit: int,
         by: str | None = None,
+        actor: Actor | None = None,
     ) -> dict:
-        """Create the limit, or change the number of the one with the same identity."""
+        """Create the limit, or change the number of the one with the same identity. ``by``
+        names the actor on the row; ``actor`` (default: ``by`` alone) goes into the event."""
         c = quotas.c
         same = (
             (c.scope_kind == scope_kind)
@@ -53,8 +58,13 @@ class QuotaStore:
         )
         with self.db.begin() as conn:
             row = conn.execute(select(quotas).where(same)).first()
+            before = dict(row._mapping) if row is not None else None
             if row is not None:
-                conn.execute(quotas.update().where(c.quota_id == row.quota_id).values(limit_value=limit))
+                conn.execute(
+                    quotas.update()
+                    .where(c.quota_id == row.quota_id)
+                    .values(limit_value=limit, updated_at=now_ms(), updated_by=by)
+                )
                 qid = row.quota_id
             else:
                 qid = "q_" + secrets.token_hex(5)
@@ -72,13 +82,23 @@ class QuotaStore:
                     )
                 )
             self._touch(conn)
-            return dict(conn.execute(select(quotas).where(c.quota_id == qid)).one()._mapping)
+            after = dict(conn.execute(select(quotas).where(c.quota_id == qid)).one()._mapping)
+            action = "quota.update" if before is not None else "quota.create"
+            admin_events.record(conn, actor or Actor(None, by), action, qid, before, after)
+            return after
 
-    def delete(self, quota_id: str) -> bool:
+    def delete(self, quota_id: str, actor: Actor | None = None) -> bool:
+        """Delete a limit; False if there is none with that id (nothing is recorded then)."""
         with self.db.begin() as conn:
+            row = conn.execute(select(quotas).where(quotas.c.quota_id == quota_id)).first()
+            if row is None:
+                return False
             n = conn.execute(quotas.delete().where(quotas.c.quota_id == quota_id)).rowcount
-            if n:
+            if n:  # not deleted meanwhile by someone else
                 self._touch(conn)
+                admin_events.record(
+                    conn, actor or Actor(None, None), "quota.delete", quota_id, dict(row._mapping), None
+                )
         return bool(n)
 
     def limits(self) -> list[dict]:
@@ -125,11 +145,17 @@ class QuotaStore:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def decide(
-        self, request_id: str, approve: bool, by: str | None, reason: str | None, granted: int | None = None
+        self,
+        request_id: str,
+        approve: bool,
+        by: str | None,
+        reason: str | None,
+        granted: int | None = None,
+        actor: Actor | None = None,
     ) -> dict | None:
         """Approve (optionally a smaller amount) or deny a pending request; None if there is no
         pending request with that id. Only a pending request changes, so two admins deciding at
-        once cannot both win."""
+        once cannot both win (and only the winner's decision is recorded as an event)."""
         r = quota_requests.c
         with self.db.begin() as conn:
             row = conn.execute(select(quota_requests).where(r.request_id == request_id)).first()
@@ -149,7 +175,10 @@ class QuotaStore:
                 return None
             if approve:
                 self._touch(conn)
-        return self.get_request(request_id)
+            after = dict(conn.execute(select(quota_requests).where(r.request_id == request_id)).one()._mapping)
+            action = "quota_request.approve" if approve else "quota_request.deny"
+            admin_events.record(conn, actor or Actor(None, by), action, request_id, dict(row._mapping), after)
+        return after
 
     def grants(self, since_ms: int) -> list[dict]:
         """Approved requests decided since ``since_ms`` (older ones raise no current period)."""

@@ -44,7 +44,9 @@ LATENCY_BOUNDS: tuple[int, ...] = tuple(
 LATENCY_COLUMNS = (*(f"lat_le_{b}" for b in LATENCY_BOUNDS), "lat_over")
 # Our count against the upstream's, over the records that kept both (usage_source "tokenizer" with
 # upstream figures): the records compared, each side's prompt and completion sums, and how many
-# records disagreed. A record billed from the upstream's figures kept no count of ours to compare.
+# records disagreed. A record billed from the upstream's figures kept no count of ours to compare,
+# unless its claim was capped at what the request could use (metering.bounds): billed below the
+# claim, it is compared as well.
 DRIFT = (
     "compared_requests",
     "compared_prompt_tokens",
@@ -54,6 +56,7 @@ DRIFT = (
     "mismatched_requests",
 )
 COMPARED_SOURCE = "tokenizer"
+CAPPED_SOURCE = "upstream"  # compared only when billed below the claim
 # The additive figures of a rollup row; FIGURES adds the longest duration (merged by max).
 SUMS = (
     "requests",
@@ -164,14 +167,16 @@ class Accumulator:
                 acc[first + bisect_left(bounds, dur)] += 1
                 if dur > acc[-1]:
                     acc[-1] = dur
-            if up_p is not None and up_c is not None and source == COMPARED_SOURCE:
-                acc[d0] += 1
-                acc[d0 + 1] += pt or 0
-                acc[d0 + 2] += ct or 0
-                acc[d0 + 3] += up_p
-                acc[d0 + 4] += up_c
-                if pt != up_p or ct != up_c:
-                    acc[d0 + 5] += 1
+            if up_p is not None and up_c is not None:
+                differs = pt != up_p or ct != up_c
+                if source == COMPARED_SOURCE or (differs and source == CAPPED_SOURCE):
+                    acc[d0] += 1
+                    acc[d0 + 1] += pt or 0
+                    acc[d0 + 2] += ct or 0
+                    acc[d0 + 3] += up_p
+                    acc[d0 + 4] += up_c
+                    if differs:
+                        acc[d0 + 5] += 1
         self.records += n
 
     def rows(self) -> list[tuple]:
@@ -384,18 +389,16 @@ def _raw_figure_specs() -> list[tuple[ColumnElement[Any], bool]]:
     r = raw.c
     d = r.duration_ms
     zero = sql_int(0)
+    differs = or_(
+        func.coalesce(r.prompt_tokens, -1) != r.upstream_prompt_tokens,
+        func.coalesce(r.completion_tokens, -1) != r.upstream_completion_tokens,
+    )
     compared = and_(
-        r.usage_source == COMPARED_SOURCE,
         r.upstream_prompt_tokens.is_not(None),
         r.upstream_completion_tokens.is_not(None),
+        or_(r.usage_source == COMPARED_SOURCE, and_(r.usage_source == CAPPED_SOURCE, differs)),
     )
-    mismatched = and_(
-        compared,
-        or_(
-            func.coalesce(r.prompt_tokens, -1) != r.upstream_prompt_tokens,
-            func.coalesce(r.completion_tokens, -1) != r.upstream_completion_tokens,
-        ),
-    )
+    mismatched = and_(compared, differs)
 
     def when(cond: ColumnElement[bool], v: ColumnElement[Any]) -> ColumnElement[Any]:
         return case((cond, v), else_=zero)

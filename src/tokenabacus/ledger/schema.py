@@ -105,6 +105,8 @@ quotas = Table(
     Column("limit_value", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("created_by", String(200)),
+    Column("updated_at", BigInteger),  # the last change (its number); admin_events holds every change
+    Column("updated_by", String(200)),
 )
 
 # Requests for more quota, and their decisions; an approved one is a grant for one period.
@@ -127,6 +129,30 @@ quota_requests = Table(
     Column("decision_reason", Text),
 )
 Index("ix_quota_requests_status", quota_requests.c.status)
+
+# Admin actions (quota changes and decisions so far): when, who (the admin key, or "cli" and the OS
+# user), from where, and the row before and after as JSON. Only ever appended, in the same
+# transaction as the change: the start of the audit trail (DESIGN.md "Audit").
+admin_events = Table(
+    "admin_events",
+    metadata,
+    Column(
+        "id",
+        Integer().with_variant(BigInteger(), "postgresql", "mysql", "mariadb"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("at_ms", BigInteger, nullable=False),  # UTC ms
+    Column("actor_key_id", String(64)),  # the admin key's id; "cli" for the command line
+    Column("actor_name", String(200)),  # the key's name, or the OS user who ran the command
+    Column("client_ip", String(64)),  # the address the admin API judged (none for the CLI)
+    Column("action", String(64), nullable=False),  # quota.create, quota.update, quota.delete, ...
+    Column("target_id", String(200)),  # the quota's or quota request's id
+    Column("before_json", Text),  # null: the row did not exist
+    Column("after_json", Text),  # null: the row was deleted
+)
+Index("ix_admin_events_at", admin_events.c.at_ms)
+Index("ix_admin_events_target", admin_events.c.target_id)
 
 meta = Table(
     "meta",

@@ -2,7 +2,8 @@
 
 ``Store(url)`` opens (and migrates) the database once; callers reach rows through their kind:
 ``store.usage`` (usage records), ``store.keys`` (API keys), ``store.quotas`` (limits and
-approvals), ``store.alerts`` (alerts fired and their deliveries), ``store.meta`` (named values). A new
+approvals), ``store.alerts`` (alerts fired and their deliveries), ``store.events`` (admin events),
+``store.meta`` (named values). A new
 kind of row (quotas, prices, alerts, audit, org) is a module of its own, added here as one more
 attribute on the same database.
 """
@@ -15,6 +16,7 @@ from tokenabacus.billing.pricestore import PriceStore
 from tokenabacus.governance.keystore import KeyStore
 from tokenabacus.governance.orgstore import OrgStore
 from tokenabacus.governance.quotastore import QuotaStore
+from tokenabacus.ledger.admin_events import AdminEvents
 from tokenabacus.ledger.alerts import AlertHistory
 from tokenabacus.ledger.database import Database
 from tokenabacus.ledger.meta import Meta
@@ -33,6 +35,7 @@ class Store:
         self.org = OrgStore(self.db, self.meta)
         self.prices = PriceStore(self.db, self.meta)  # price versions, cost adjustments, hardware costs
         self.alerts = AlertHistory(self.db)
+        self.events = AdminEvents(self.db)  # who changed what (quotas and decisions so far)
 
     @property
     def url(self) -> str:

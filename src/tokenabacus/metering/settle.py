@@ -25,6 +25,7 @@ from tokenabacus.ledger.record import (
     UsageRecord,
     clear_usage,
 )
+from tokenabacus.metering.bounds import completion_bound, prompt_bound
 from tokenabacus.metering.figures import upstream_figures
 from tokenabacus.metering.tokenizers import Counter, has_uncountable_parts
 
@@ -136,9 +137,15 @@ class Meter:
         self._apply(rec, call, prompt, completion)
 
     def _apply(self, rec: UsageRecord, call: Call, prompt: int | None, completion: int | None) -> None:
-        """Decide the record's figures: the engine's ids, ours, the upstream's, or an estimate. A
-        request that failed (the serving layer sets ``rec.status`` to error before settling it) bills
-        what was generated, or nothing when nothing was."""
+        """Decide the record's figures: the engine's ids, ours, the upstream's, or an estimate,
+        never more than the request could use (``_cap``). A request that failed (the serving
+        layer sets ``rec.status`` to error before settling it) bills what was generated, or
+        nothing when nothing was."""
+        self._decide(rec, call, prompt, completion)
+        if not self.engine_counts and rec.usage_source is not None:
+            self._cap(rec, call, prompt)
+
+    def _decide(self, rec: UsageRecord, call: Call, prompt: int | None, completion: int | None) -> None:
         obs = call.observed
         if obs.model_version:
             rec.model_version = obs.model_version[:MAX_VERSION]
@@ -193,6 +200,37 @@ class Meter:
                 completion if completion is not None else (up_c if up_c is not None else estimate(obs.text))
             )
             rec.usage_source = SOURCE_ESTIMATED
+
+    @staticmethod
+    def _cap(rec: UsageRecord, call: Call, ours: int | None) -> None:
+        """Bill at most what the request could use (metering.bounds): an engine generates no
+        more than max_tokens × n, and a prompt we could not count holds no more than its size
+        allows. The upstream's claim stays in ``upstream_*``, so the record shows the difference."""
+        most = completion_bound(call)
+        if most is not None and rec.completion_tokens is not None and rec.completion_tokens > most:
+            if rec.usage_source != SOURCE_ESTIMATED:  # an estimate above the bound was only a guess
+                log.warning(
+                    "%s: %d completion tokens (%s) is more than max_tokens x n allows; billing %d",
+                    rec.request_id,
+                    rec.completion_tokens,
+                    rec.usage_source,
+                    most,
+                )
+            rec.completion_tokens = most
+        if rec.prompt_tokens is None or (ours is not None and rec.usage_source != SOURCE_UPSTREAM):
+            return  # our own count of the prompt is exact
+        bound = prompt_bound(call)
+        if bound is not None and rec.prompt_tokens > bound:
+            log.warning(  # a claim: our estimate (a quarter of the size) is always below the bound
+                "%s: %d prompt tokens (%s) is more than the prompt's size allows; billing %d",
+                rec.request_id,
+                rec.prompt_tokens,
+                rec.usage_source,
+                bound,
+            )
+            rec.prompt_tokens = bound
+            if rec.cached_tokens is not None and rec.cached_tokens > bound:
+                rec.cached_tokens = bound
 
     def _result_nowait(self, fut: asyncio.Future | None, call: Call) -> int | None:
         """The prompt count where awaiting is not possible (a cancelled request's cleanup)."""

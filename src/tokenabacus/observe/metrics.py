@@ -74,8 +74,15 @@ class Metrics:
         )  # fmt: skip
         self.compared = Counter(
             "tokenabacus_compared_tokens",
-            "Tokens of records that kept both counts: ours and the upstream's (drift = ours - upstream).",
+            "Tokens of records that kept both counts: ours (or a capped claim's bill) and the upstream's "
+            "(drift = ours - upstream).",
             ["model", "side", "type"], registry=r,
+        )  # fmt: skip
+        self.capped = Counter(
+            "tokenabacus_capped_claims",
+            "Records billed from an upstream's figures whose claim was more than the request could use "
+            "(max_tokens x n; a prompt's size when there is no tokenizer): billed at that bound, by type.",
+            ["model", "type"], registry=r,
         )  # fmt: skip
         self.mismatched = Counter(
             "tokenabacus_mismatched_requests", "Records whose count differed from the upstream's.", ["model"],
@@ -143,15 +150,29 @@ class Metrics:
             self.rejections.labels(model, code).inc()
         elif status == "error":
             self.upstream_errors.labels(model, code).inc()
+        self._compare(r, model)
+
+    def _compare(self, r: dict[str, Any], model: str) -> None:
+        """Our count against the upstream's, as the drift report compares them (ledger.rollups):
+        records billed from our tokenizer, and those billed below an upstream's capped claim."""
         up_p, up_c = r.get("upstream_prompt_tokens"), r.get("upstream_completion_tokens")
-        if r.get("usage_source") == "tokenizer" and up_p is not None and up_c is not None:
-            ours_p, ours_c = r.get("prompt_tokens") or 0, r.get("completion_tokens") or 0
-            self.compared.labels(model, "ours", "prompt").inc(ours_p)
-            self.compared.labels(model, "ours", "completion").inc(ours_c)
-            self.compared.labels(model, "upstream", "prompt").inc(up_p)
-            self.compared.labels(model, "upstream", "completion").inc(up_c)
-            if (ours_p, ours_c) != (up_p, up_c):
-                self.mismatched.labels(model).inc()
+        source = r.get("usage_source")
+        if up_p is None or up_c is None or source not in ("tokenizer", "upstream"):
+            return
+        ours_p, ours_c = r.get("prompt_tokens") or 0, r.get("completion_tokens") or 0
+        differs = (ours_p, ours_c) != (up_p, up_c)
+        if source == "upstream":
+            if not differs:
+                return
+            for kind, ours, theirs in (("prompt", ours_p, up_p), ("completion", ours_c, up_c)):
+                if ours < theirs:
+                    self.capped.labels(model, kind).inc()
+        self.compared.labels(model, "ours", "prompt").inc(ours_p)
+        self.compared.labels(model, "ours", "completion").inc(ours_c)
+        self.compared.labels(model, "upstream", "prompt").inc(up_p)
+        self.compared.labels(model, "upstream", "completion").inc(up_c)
+        if differs:
+            self.mismatched.labels(model).inc()
 
     def alert_dropped(self, channel: str) -> None:
         self.alerts_dropped.labels(channel).inc()  # channel names come from the config: bounded

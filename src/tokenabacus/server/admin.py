@@ -31,6 +31,7 @@ from tokenabacus.governance.keys import Identity, create_key, key_owner
 from tokenabacus.governance.orgstore import Conflict, NotFound, OrgError
 from tokenabacus.governance.roles import can_see_scope, key_scope, read_filters, require_admin, require_reader
 from tokenabacus.ledger.record import now_ms
+from tokenabacus.server.admin_audit import audit_routes
 from tokenabacus.server.admin_common import Caller, Format, export
 from tokenabacus.server.admin_plan import plan_routes
 from tokenabacus.server.admin_prices import price_routes
@@ -221,6 +222,7 @@ def create_admin_app(gw: Gateway, console: Console | None = None) -> FastAPI:
     app.include_router(plan_routes(gw), dependencies=[Depends(_reader)])  # forecast, estimate, reconcile
     app.include_router(report_routes(gw), dependencies=[Depends(_reader)])  # top, peaks, ..., chargeback
     app.include_router(usage_routes(gw), dependencies=[Depends(_reader)])  # the request log, alerts
+    app.include_router(audit_routes(gw), dependencies=[Depends(_admin)])  # admin events
     return app
 
 

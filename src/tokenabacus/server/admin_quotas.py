@@ -20,6 +20,7 @@ from tokenabacus.governance.counters import now_ms
 from tokenabacus.governance.keys import MEMBER, Identity
 from tokenabacus.governance.quotas import Limit
 from tokenabacus.governance.roles import can_see_scope, require_admin
+from tokenabacus.ledger.admin_events import Actor
 from tokenabacus.server.admin_common import Format, export
 
 if TYPE_CHECKING:
@@ -90,6 +91,13 @@ def _who(ident: Identity) -> str:
     return f"{ident.role}:{ident.name or ident.user or ident.key_id}"
 
 
+def actor_of(gw: Gateway, request: Request) -> Actor:
+    """The calling key and the client address the admin API judged, for admin events."""
+    ident: Identity = request.state.identity
+    peer = request.client.host if request.client else None
+    return Actor(ident.key_id, ident.name, gw.client_ip(request.scope, peer))
+
+
 def applies_to(ident: Identity, kind: str, value: str | None) -> bool:
     """A limit that judges this key's own requests (a member reads these)."""
     own = {"key": ident.key_id, "user": ident.user, "project": ident.project, "department": ident.department}
@@ -139,16 +147,24 @@ def quota_routes(gw: Gateway) -> APIRouter:
         ident: Identity = request.state.identity
         metric, amount = body.metric_amount()
         row = await asyncio.to_thread(
-            gw.store.quotas.set, body.scope, body.name, body.model, metric, body.period, amount, _who(ident)
+            gw.store.quotas.set,
+            body.scope,
+            body.name,
+            body.model,
+            metric,
+            body.period,
+            amount,
+            _who(ident),
+            actor_of(gw, request),
         )
         await gw.governance.refresh(force=True)  # this gateway at once; others within the refresh interval
         return row
 
     @router.delete("/quotas/{quota_id}", summary="Delete a limit set at run time", dependencies=[Depends(_admin_only)])
-    async def delete_limit(quota_id: str) -> dict:
+    async def delete_limit(request: Request, quota_id: str) -> dict:
         if quota_id.startswith("cfg_"):
             raise HTTPException(400, f"{quota_id} is declared in the config file: change it there")
-        if not await asyncio.to_thread(gw.store.quotas.delete, quota_id):
+        if not await asyncio.to_thread(gw.store.quotas.delete, quota_id, actor_of(gw, request)):
             raise HTTPException(404, f"no limit with id {quota_id!r}")
         await gw.governance.refresh(force=True)
         return {"quota_id": quota_id, "deleted": True}
@@ -197,7 +213,9 @@ def quota_routes(gw: Gateway) -> APIRouter:
             raise HTTPException(400, f"cannot grant more than the {pending['amount']} asked for")
         if not approve and not (body.reason or "").strip():
             raise HTTPException(400, "a denial needs a reason")
-        row = await asyncio.to_thread(gw.store.quotas.decide, request_id, approve, _who(ident), body.reason, granted)
+        row = await asyncio.to_thread(
+            gw.store.quotas.decide, request_id, approve, _who(ident), body.reason, granted, actor_of(gw, request)
+        )
         if row is None:
             raise HTTPException(409, f"quota request {request_id} was decided by someone else meanwhile")
         await gw.governance.refresh(force=True)
