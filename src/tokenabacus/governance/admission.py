@@ -27,12 +27,9 @@ from tokenabacus.governance.quotas import KEEP_MS, Limit, LimitSet
 from tokenabacus.governance.scheduler import FairScheduler, Slot
 from tokenabacus.governance.seeding import Target
 from tokenabacus.ledger.record import REJECTED, UsageRecord
+from tokenabacus.metering.bounds import TEMPLATE_ALLOWANCE, completion_bound, prompt_bound
 
 log = logging.getLogger(__name__)
-
-# With no tokenizer to count the prompt, its bound is its UTF-8 size (a byte-level BPE token
-# covers at least one byte) plus room for the chat template's own tokens.
-TEMPLATE_ALLOWANCE = 256
 
 
 @dataclass(slots=True)
@@ -216,11 +213,12 @@ class Admission:
         if call.max_tokens is None:
             call.body["max_tokens"] = self.default_max_tokens
         prompt = await count_prompt()
-        if prompt is None:
+        if prompt is None:  # the bound settle bills at most (metering/bounds.py), so the two agree
+            prompt = prompt_bound(call)
+        if prompt is None:  # image or audio parts: the text's size, as before (the upstream's count is billed)
             text = call.body.get("messages") if call.endpoint == CHAT else call.body.get("prompt")
             prompt = len(orjson.dumps(text)) + TEMPLATE_ALLOWANCE
-        n = call.body.get("n") or 1
-        return prompt, n * (call.max_tokens or self.default_max_tokens)
+        return prompt, completion_bound(call) or self.default_max_tokens
 
     def _refused(self, lim: Limit, ask: Ask, r: Refusal, now: int) -> Refused:
         _, end = self.limits.window(lim, now)

@@ -19,7 +19,7 @@ import orjson
 from tokenabacus.engines.base import CHAT, COMPLETIONS, Call
 from tokenabacus.metering.tokenizers import has_uncountable_parts
 
-# The same allowance governance.admission reserves for the template around a prompt it cannot count.
+# Room for the chat template around a prompt no tokenizer counted (admission reserves the same bound).
 TEMPLATE_ALLOWANCE = 256
 # Body fields besides the messages that a chat template may render into the prompt.
 RENDERED = ("tools", "functions", "documents", "chat_template_kwargs")
