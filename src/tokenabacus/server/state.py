@@ -262,6 +262,11 @@ class Gateway:
     def model_object(self, name: str) -> dict:
         return {"id": name, "object": "model", "created": self.started_at, "owned_by": "tokenabacus"}
 
+    def caller_ip(self, scope: Scope) -> str | None:
+        """The client IP of a request's scope (its socket peer, judged by client_ip)."""
+        client = scope.get("client")
+        return self.client_ip(scope, client[0] if client else None)
+
     def client_ip(self, scope: Scope, peer: str | None) -> str | None:
         """The address policies judge and the ledger records (see governance.access.ClientAddress)."""
         if not self.addresses.trusted:

@@ -21,8 +21,9 @@ from starlette.types import Receive, Scope, Send
 from tokenabacus.api.errors import APIError, bad_request, from_refusal, internal_error, model_not_found, unauthorized
 from tokenabacus.api.validation import validate_chat, validate_completion
 from tokenabacus.engines.base import CHAT, COMPLETIONS, Call, Engine
+from tokenabacus.governance.access import check_key_ip
 from tokenabacus.governance.admission import Ticket
-from tokenabacus.governance.errors import Refused
+from tokenabacus.governance.errors import Forbidden, Refused
 from tokenabacus.governance.keys import Identity
 from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED, UsageRecord, clear_usage, start_record
 from tokenabacus.metering.settle import Meter
@@ -123,8 +124,13 @@ class V1:
         await self._serve(ENDPOINTS[COMPLETIONS], scope, receive, send)
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ip = self.gw.caller_ip(scope)
         try:
             ident = await self._identify(header(scope, b"authorization"))
+            check_key_ip(ident, ip)  # the key's own allowlist, as admission applies it to chat
+        except Forbidden as e:
+            refused = from_refusal(e, "")
+            return await send_json(send, refused.status, refused.body())
         except APIError as e:
             return await send_json(send, e.status, e.body())
         visible = self.gw.governance.admission.visible
