@@ -1,5 +1,5 @@
-"""Hostile callers against a real gateway: /metrics labels for refusals, and a key's IP allowlist
-on /v1/models.
+"""Hostile callers against a real gateway: oversized bodies on every route, /metrics labels for
+refusals, and a key's IP allowlist on /v1/models.
 
 Client addresses are varied with X-Forwarded-For from a trusted proxy (127.0.0.1), as a gateway
 behind a load balancer sees them."""
@@ -7,8 +7,10 @@ behind a load balancer sees them."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import GatewayProc
 
 SAY = [{"role": "user", "content": "hi"}]
+MB = 1024 * 1024
 
 
 def config(base_url: str) -> dict:
@@ -54,6 +57,11 @@ def chat(gw: GatewayProc, key: str, headers: dict | None = None) -> httpx.Respon
     )
 
 
+def rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+
+
 def scrape(gw: GatewayProc) -> dict[tuple[str, tuple], float]:
     text = httpx.get(f"{root(gw)}/metrics", timeout=10).text
     out = {}
@@ -75,6 +83,60 @@ def wait_for_metric(gw: GatewayProc, name: str, at_least: float, **labels: str) 
         if value(samples, name, **labels) >= at_least or time.monotonic() > deadline:
             return samples
         time.sleep(0.1)
+
+
+# Item 7: one body limit everywhere ----------------------------------------------------------------
+def test_oversized_bodies_are_refused_early_on_every_route_and_memory_stays_flat(gw):
+    member = gw.create_key(user="big", project="bulk", department="ops")
+    admin = {"Authorization": f"Bearer {gw.admin_key}"}
+    limit = 4 * MB  # server.max_body_bytes' default
+    blob = b'{"reason": "' + b"x" * (50 * MB) + b'"}'
+    before = rss_kb(gw.proc.pid)
+    took = []
+    for _ in range(4):  # the reported attack: four 50 MB POSTs with a member key
+        t0 = time.monotonic()
+        r = httpx.post(
+            f"{root(gw)}/admin/quota-requests",
+            content=blob,
+            headers={"Authorization": f"Bearer {member}", "Content-Type": "application/json"},
+            timeout=60,
+        )
+        took.append(time.monotonic() - t0)
+        assert r.status_code == 413, r.text
+        assert r.json()["error"] == {
+            "message": f"The request body is larger than the limit of {limit} bytes.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "request_too_large",
+        }
+
+    # Declared too long: refused before a byte is read, whoever asks (even with no key at all).
+    for method, path in (
+        ("POST", "/admin/org/departments"),
+        ("POST", "/console/login"),
+        ("POST", "/console/logout"),
+        ("GET", "/v1/models"),
+    ):
+        r = httpx.request(method, root(gw) + path, content=blob, headers=ip(250), timeout=60)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", (path, r.text)
+
+    def chunked() -> Iterator[bytes]:  # no content-length: cut off at the limit while it arrives
+        for _ in range(50):
+            yield b"x" * MB
+
+    for headers in ({"Authorization": f"Bearer {member}"}, admin):
+        r = httpx.post(f"{root(gw)}/admin/quota-requests", content=chunked(), headers=headers, timeout=60)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+    r = httpx.post(f"{root(gw)}/admin/keys", content=chunked(), headers=admin, timeout=60)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+    # The sign-in form keeps its own, smaller limit (8 KiB).
+    assert httpx.post(f"{root(gw)}/console/login", content=chunked(), timeout=60).status_code == 413
+    grew_mb = (rss_kb(gw.proc.pid) - before) / 1024
+    print(f"RSS {before / 1024:.0f} MB -> +{grew_mb:.1f} MB; 50 MB POSTs answered in {[round(t, 3) for t in took]} s")
+    assert grew_mb < 40, grew_mb  # before the limit: +391 MB for the four POSTs, never released
+    # A body under the limit still works, and the gateway is healthy.
+    r = httpx.post(f"{root(gw)}/admin/org/departments", json={"name": "after-flood"}, headers=admin, timeout=30)
+    assert r.status_code == 201, r.text
 
 
 # Item 12: refusals labelled by kind ---------------------------------------------------------------

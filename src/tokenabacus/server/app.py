@@ -24,6 +24,7 @@ from tokenabacus.ledger.record import new_request_id
 from tokenabacus.ledger.store import Store
 from tokenabacus.server.admin import create_admin_app
 from tokenabacus.server.asgi import send_json
+from tokenabacus.server.bodylimit import BodyLimit
 from tokenabacus.server.console import Console
 from tokenabacus.server.state import Gateway
 from tokenabacus.server.v1 import V1
@@ -51,18 +52,21 @@ class _Endpoint:
 
 class GatewayApp:
     """The /v1 completion routes go straight to their handlers (no middleware or router walk on
-    the hot path); everything else, lifespan included, goes through Starlette."""
+    the hot path; they hold their bodies to the limit themselves); everything else, lifespan
+    included, goes through Starlette behind the same body limit."""
 
-    def __init__(self, app: Starlette, fast: dict[tuple[str, str], _Endpoint]) -> None:
+    def __init__(self, app: Starlette, fast: dict[tuple[str, str], _Endpoint], max_body: int) -> None:
         self.app = app
         self.fast = fast
         self.state = app.state
+        self.limited = BodyLimit(app, max_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             handler = self.fast.get((scope["method"], scope["path"]))
             if handler is not None:
                 return await handler(scope, receive, send)
+            return await self.limited(scope, receive, send)
         await self.app(scope, receive, send)
 
 
@@ -138,4 +142,5 @@ def create_app(settings: Settings, store: Store | None = None) -> GatewayApp:
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
     app.state.gateway = gw
-    return GatewayApp(app, {("POST", "/v1/chat/completions"): chat, ("POST", "/v1/completions"): completions})
+    fast = {("POST", "/v1/chat/completions"): chat, ("POST", "/v1/completions"): completions}
+    return GatewayApp(app, fast, settings.server.max_body_bytes)

@@ -66,6 +66,16 @@ def _cookie(scope: Scope, name: str) -> str | None:
     return None
 
 
+async def _form_body(request: Request) -> bytes | None:
+    """A form's body, or None past MAX_FORM bytes (read no further: a form is small)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            return None
+    return body
+
+
 class Console:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
@@ -139,11 +149,9 @@ class Console:
         return self._login_page(request.query_params.get("e", ""))
 
     async def login(self, request: Request) -> Response:
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM:
-                return self._login_page("bad_key", 413)
+        body = await _form_body(request)
+        if body is None:
+            return self._login_page("bad_key", 413)
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         expected = _cookie(request.scope, LOGIN_COOKIE) or ""
         if not expected or not hmac.compare_digest(form.get("csrf", "").encode(), expected.encode()):
@@ -166,7 +174,7 @@ class Console:
         return resp
 
     async def logout(self, request: Request) -> Response:
-        body = (await request.body())[:MAX_FORM]
+        body = await _form_body(request) or b""
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         token = _cookie(request.scope, COOKIE)
         session = await asyncio.to_thread(self.sessions.get, token) if token else None
