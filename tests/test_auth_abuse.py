@@ -1,5 +1,5 @@
-"""Hostile callers against a real gateway: oversized bodies on every route, /metrics labels for
-refusals, and a key's IP allowlist on /v1/models.
+"""Hostile callers against a real gateway: oversized bodies on every route, guessable admin keys,
+/metrics labels for refusals, and a key's IP allowlist on /v1/models.
 
 Client addresses are varied with X-Forwarded-For from a trusted proxy (127.0.0.1), as a gateway
 behind a load balancer sees them."""
@@ -7,7 +7,9 @@ behind a load balancer sees them."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import GatewayProc
+from conftest import BIN, GatewayProc
+from tokenabacus.governance.keystrength import weakness
 
 SAY = [{"role": "user", "content": "hi"}]
 MB = 1024 * 1024
@@ -137,6 +140,34 @@ def test_oversized_bodies_are_refused_early_on_every_route_and_memory_stays_flat
     # A body under the limit still works, and the gateway is healthy.
     r = httpx.post(f"{root(gw)}/admin/org/departments", json={"name": "after-flood"}, headers=admin, timeout=30)
     assert r.status_code == 201, r.text
+
+
+# Item 8: guessable admin keys ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "key",
+    ["admin", "a" * 40, "password" * 4, "sk-admin-" + "0123456789abcdef" * 3, "sk-admin-abcdefghijklmnopqrstuvwxyz"],
+)
+def test_a_weak_admin_key_is_refused_at_start_with_one_line(tmp_path, key):
+    env = {**os.environ, "TOKENABACUS_ADMIN_KEY": key}
+    r = subprocess.run(
+        [str(BIN), "serve", "--port", "1", "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: TOKENABACUS_ADMIN_KEY is too weak"), r.stderr
+    assert "secrets.token_hex(24)" in lines[0] and "Traceback" not in r.stderr
+    assert len(key) < 10 or key not in r.stderr  # the key itself is not echoed
+    assert not (tmp_path / "d").exists()  # refused before the port or the data dir was touched
+
+
+def test_key_strength_rules():
+    assert weakness("sk-admin-" + os.urandom(24).hex()) is None
+    assert weakness(os.urandom(16).hex()) is None  # `openssl rand -hex 16`
+    assert "31 characters" in weakness("sk-" + os.urandom(14).hex())
+    assert "different characters" in weakness("passwordpasswordpasswordpassword")
+    assert "repeats" in weakness("Tr0ub4dor&3-Tr0ub4dor&3-Tr0ub4dor&3-")
+    assert "neighbouring" in weakness("abcdefghijklmnopqrstuvwxyz012345")
 
 
 # Item 12: refusals labelled by kind ---------------------------------------------------------------

@@ -20,6 +20,7 @@ from tokenabacus.engines.embedded import EmbeddedEngine
 from tokenabacus.engines.upstream import UpstreamEngine
 from tokenabacus.governance.access import ClientAddress
 from tokenabacus.governance.keys import KeyCache, ensure_admin_key
+from tokenabacus.governance.keystrength import ADMIN_KEY_ENV
 from tokenabacus.governance.runtime import Governance
 from tokenabacus.ledger import lock
 from tokenabacus.ledger.deadletter import FILE_NAME as DEAD_LETTER_FILE
@@ -37,7 +38,6 @@ from tokenabacus.observe.metrics import LiveState, Metrics, segment_age_s
 from tokenabacus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
-ADMIN_KEY_ENV = "TOKENABACUS_ADMIN_KEY"
 PRICES_REFRESH_S = 1.0  # a price set at run time charges new records within about this long
 
 
