@@ -285,8 +285,3 @@ class KeyCache:
             return True
         ident = self._by_hash.get(h)
         return ident is not None and ident.role == ADMIN
-
-    def is_admin_header(self, authorization: str | None) -> bool:
-        """True if an Authorization header carries the admin key as a bearer token."""
-        auth = authorization or ""
-        return auth[:7].lower() == "bearer " and self.is_admin(auth[7:].strip())
