@@ -110,7 +110,7 @@ class GatewayProc:
         if config is not None:
             self.config_path = data_dir.parent / f"{data_dir.name}.yaml"
             self.config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
-        self.admin_key = "sk-admin-" + os.urandom(8).hex()
+        self.admin_key = "sk-admin-" + os.urandom(24).hex()  # strong: a weak one is refused at start
         self.env = {**os.environ, "TOKENABACUS_ADMIN_KEY": self.admin_key, **(env or {})}
         self.args = args or []
         self.log = data_dir.parent / f"{data_dir.name}.log"

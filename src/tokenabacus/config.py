@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tokenabacus.alerts.rules import AlertsConfig
+from tokenabacus.auth_config import AuthBrakeConfig
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 CONFIG_ENV = "TOKENABACUS_CONFIG"
@@ -43,6 +44,7 @@ class ServerConfig(_Strict):
     # Proxies whose X-Forwarded-For / X-Real-IP are believed (CIDRs); from anyone else the socket
     # peer is the client.
     trusted_proxies: list[str] = Field(default_factory=list)
+    auth_brake: AuthBrakeConfig = AuthBrakeConfig()  # failed authentications: see auth_config.py
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 from tokenabacus.cli.common import ConfigOpt, DataDirOpt, hold_spool, open_store, settings_for
 from tokenabacus.cli.output import fail
 from tokenabacus.config import ConfigError, parse_upstream_flag, with_models
+from tokenabacus.governance.keystrength import ADMIN_KEY_ENV, WeakAdminKey, check_admin_key
 
 
 def register(app: typer.Typer) -> None:
@@ -48,8 +50,15 @@ def serve(
             settings = with_models(settings, [parse_upstream_flag(u) for u in upstream])
         except ConfigError as e:
             fail(str(e))
-    # Preflight, each step failing with one line: the port, then the data dir's lock (held until
-    # exit), then the ledger (migrated here). Nothing is replayed before all three are ours.
+    # Preflight, each step failing with one line: a guessable admin key, the port, then the data
+    # dir's lock (held until exit), then the ledger (migrated here). Nothing is replayed before all
+    # of them are ours.
+    chosen = os.environ.get(ADMIN_KEY_ENV)
+    if chosen:
+        try:
+            check_admin_key(chosen)
+        except WeakAdminKey as e:
+            fail(str(e))
     sock = listen(settings.server.host, settings.server.port)
     hold_spool(settings)
     store = open_store(config, data_dir, settings)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from tokenabacus.config import KeyDefaults
+from tokenabacus.governance.keystrength import check_admin_key
 from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.store import Store
 from tokenabacus.tasks import cancel_and_wait
@@ -168,8 +169,10 @@ def create_key(
 
 
 def ensure_admin_key(store: Store, env_key: str | None) -> str | None:
-    """Set up the admin key. Returns the plaintext only when it was just generated (print it once)."""
+    """Set up the admin key. Returns the plaintext only when it was just generated (print it once).
+    A chosen key that is too weak raises WeakAdminKey before anything is stored."""
     if env_key:
+        check_admin_key(env_key)
         store.meta.set(ADMIN_KEY_HASH, hash_key(env_key))
         return None
     if store.meta.get(ADMIN_KEY_HASH):
@@ -282,8 +285,3 @@ class KeyCache:
             return True
         ident = self._by_hash.get(h)
         return ident is not None and ident.role == ADMIN
-
-    def is_admin_header(self, authorization: str | None) -> bool:
-        """True if an Authorization header carries the admin key as a bearer token."""
-        auth = authorization or ""
-        return auth[:7].lower() == "bearer " and self.is_admin(auth[7:].strip())

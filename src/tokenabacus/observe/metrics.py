@@ -193,9 +193,13 @@ class Metrics:
             self.suspicious.remove(*old)
 
     def _code(self, code: Any) -> str:
-        """An error code as a label: ours are a fixed set, but an upstream's own codes pass
+        """An error code as a label: its kind (``quota_exceeded:q_1f`` counts as ``quota_exceeded``:
+        one series per kind, not per quota). Ours are a fixed set, but an upstream's own codes pass
         through, so odd ones and any past the first ``MAX_CODES`` become "other"."""
-        if not isinstance(code, str) or not _CODE.fullmatch(code):
+        if not isinstance(code, str):
+            return OTHER
+        code = code.partition(":")[0]
+        if not _CODE.fullmatch(code):
             return OTHER
         if code not in self._codes:
             if len(self._codes) >= MAX_CODES:

@@ -9,7 +9,6 @@ runs in a worker thread; none of it is on the /v1 hot path.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import replace
 from datetime import UTC
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -21,17 +20,17 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tokenabacus.api.errors import APIError, bad_request, internal_error, unauthorized
+from tokenabacus.api.errors import APIError, bad_request
 from tokenabacus.billing.reports import COLUMNS as REPORT_COLUMNS
 from tokenabacus.billing.reports import build_query, check_status, parse_when, run_report
 from tokenabacus.config import check_cidrs
-from tokenabacus.governance.access import check_key_ip
 from tokenabacus.governance.errors import Forbidden
-from tokenabacus.governance.keys import Identity, create_key, key_owner
+from tokenabacus.governance.keys import create_key, key_owner
 from tokenabacus.governance.orgstore import Conflict, NotFound, OrgError
 from tokenabacus.governance.roles import can_see_scope, key_scope, read_filters, require_admin, require_reader
 from tokenabacus.ledger.record import now_ms
 from tokenabacus.server.admin_audit import audit_routes
+from tokenabacus.server.admin_auth import Authenticated, error_json, forbidden_error
 from tokenabacus.server.admin_common import Caller, Format, export
 from tokenabacus.server.admin_plan import plan_routes
 from tokenabacus.server.admin_prices import price_routes
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
     from tokenabacus.server.console import Console
     from tokenabacus.server.state import Gateway
 
-log = logging.getLogger(__name__)
 _CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed"}
 Name = Annotated[str, Field(max_length=200)]
 
@@ -87,74 +85,6 @@ class UserMove(BaseModel):
     project: str | None = None
 
 
-def _respond(err: APIError) -> Response:
-    """OpenAI's error JSON, built by the same APIError as every /v1 error."""
-    return Response(err.body(), err.status, media_type="application/json")
-
-
-def _bearer(scope) -> str | None:
-    auth = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), "")
-    if auth[:7].lower() != "bearer ":
-        return None
-    return auth[7:].strip() or None
-
-
-class _Authenticated:
-    """Resolves the caller's key before routing, so every path under /admin (present, future or
-    unknown) answers 401 without a valid one, and every failure inside answers OpenAI's error
-    JSON. The Identity goes into the request's state for the routes' role checks. Without a
-    bearer key, a console session cookie stands for the key that signed in (writes need the
-    session's CSRF token too)."""
-
-    def __init__(self, app, gw: Gateway, console: Console | None = None) -> None:
-        self.app = app
-        self.gw = gw
-        self.console = console
-
-    async def _identify(self, key: str) -> Identity | None:
-        return await self.gw.keys.identify(key)
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        key = _bearer(scope)
-        ident = await self._identify(key) if key else None
-        if key is None and self.console is not None:
-            found = await self.console.signed_in(scope)
-            if found is not None:
-                ident, session = found
-                if not self.console.csrf_ok(scope, session):
-                    err = APIError(403, "the console's CSRF token is missing or wrong", "permission_error", code="csrf")
-                    return await _respond(err)(scope, receive, send)
-        if ident is None:
-            revoked = key is not None and self.gw.keys.revoked_key_id(key) is not None
-            err = unauthorized("this API key has been revoked" if revoked else "a valid API key is required")
-            return await _respond(err)(scope, receive, send)
-        if ident.allow_ips is not None:
-            try:
-                check_key_ip(ident, self.gw.client_ip(scope, (scope.get("client") or (None,))[0]))
-            except Forbidden as e:
-                return await _respond(_forbidden(e))(scope, receive, send)
-        scope = {**scope, "state": {**(scope.get("state") or {}), "identity": ident}}
-        started = False
-
-        async def tracked(message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception:
-            log.exception("admin request %s %s failed", scope.get("method"), scope.get("path"))
-            if not started:
-                await _respond(internal_error())(scope, receive, send)
-
-
-def _forbidden(e: Forbidden) -> APIError:
-    return APIError(403, e.message, "permission_error", None, e.code)
-
-
 # Dependencies: who the caller is, and the role a group of routes needs -------------------------
 def _admin(ident: Caller) -> None:
     require_admin(ident)
@@ -179,7 +109,7 @@ def create_admin_app(gw: Gateway, console: Console | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",  # behind the middleware like everything else: any valid key reads it
     )
-    app.add_middleware(_Authenticated, gw=gw, console=console)
+    app.add_middleware(Authenticated, gw=gw, console=console)
 
     # Starlette's class, not FastAPI's subclass: unknown routes and wrong methods raise that one.
     @app.exception_handler(StarletteHTTPException)
@@ -189,7 +119,7 @@ def create_admin_app(gw: Gateway, console: Console | None = None) -> FastAPI:
         if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
             what = "Unknown route" if exc.status_code == 404 else "Method not allowed"
             message = f"{what}: {request.method} {request.url.path}"
-        resp = _respond(APIError(exc.status_code, message, code=code))
+        resp = error_json(APIError(exc.status_code, message, code=code))
         if exc.headers:
             resp.headers.update(exc.headers)  # Allow on 405
         return resp
@@ -198,18 +128,18 @@ def create_admin_app(gw: Gateway, console: Console | None = None) -> FastAPI:
     async def validation_error(_: Request, exc) -> Response:
         first = exc.errors()[0] if getattr(exc, "errors", None) else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _respond(bad_request(f"{where}: {first.get('msg', 'invalid request')}", code="invalid_request"))
+        return error_json(bad_request(f"{where}: {first.get('msg', 'invalid request')}", code="invalid_request"))
 
     @app.exception_handler(Forbidden)
     async def forbidden(_: Request, exc: Forbidden) -> Response:
-        return _respond(_forbidden(exc))
+        return error_json(forbidden_error(exc))
 
     @app.exception_handler(OrgError)
     async def org_error(_: Request, exc: OrgError) -> Response:
         status, code = (404, "not_found") if isinstance(exc, NotFound) else (400, "invalid_request")
         if isinstance(exc, Conflict):
             status, code = 409, "conflict"
-        return _respond(APIError(status, str(exc), code=code))
+        return error_json(APIError(status, str(exc), code=code))
 
     app.include_router(_me_routes(gw), tags=["me"])
     app.include_router(_read_routes(gw), dependencies=[Depends(_reader)])

@@ -23,7 +23,9 @@ from tokenabacus.config import Settings
 from tokenabacus.ledger.record import new_request_id
 from tokenabacus.ledger.store import Store
 from tokenabacus.server.admin import create_admin_app
+from tokenabacus.server.admin_auth import bearer
 from tokenabacus.server.asgi import send_json
+from tokenabacus.server.bodylimit import BodyLimit
 from tokenabacus.server.console import Console
 from tokenabacus.server.state import Gateway
 from tokenabacus.server.v1 import V1
@@ -51,18 +53,21 @@ class _Endpoint:
 
 class GatewayApp:
     """The /v1 completion routes go straight to their handlers (no middleware or router walk on
-    the hot path); everything else, lifespan included, goes through Starlette."""
+    the hot path; they hold their bodies to the limit themselves); everything else, lifespan
+    included, goes through Starlette behind the same body limit."""
 
-    def __init__(self, app: Starlette, fast: dict[tuple[str, str], _Endpoint]) -> None:
+    def __init__(self, app: Starlette, fast: dict[tuple[str, str], _Endpoint], max_body: int) -> None:
         self.app = app
         self.fast = fast
         self.state = app.state
+        self.limited = BodyLimit(app, max_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             handler = self.fast.get((scope["method"], scope["path"]))
             if handler is not None:
                 return await handler(scope, receive, send)
+            return await self.limited(scope, receive, send)
         await self.app(scope, receive, send)
 
 
@@ -74,7 +79,8 @@ def create_app(settings: Settings, store: Store | None = None) -> GatewayApp:
 
     async def health(request: Request) -> Response:
         # Open for load balancers; upstream addresses, file paths and errors only for the admin key.
-        detail = gw.keys.is_admin_header(request.headers.get("authorization"))
+        # A wrong key gets the open view, but counts as a failure: this must not be a free oracle.
+        detail = admin_view(gw, request.scope)
         return Response(orjson.dumps(gw.health(detail)), media_type="application/json")
 
     metrics_token = settings.metrics.bearer_token or os.environ.get(METRICS_TOKEN_ENV)
@@ -82,15 +88,10 @@ def create_app(settings: Settings, store: Store | None = None) -> GatewayApp:
     async def metrics(request: Request) -> Response:
         if not settings.metrics.enabled:
             return await not_found(request, HTTPException(404))
-        if metrics_token and not hmac.compare_digest(
-            request.headers.get("authorization", "").encode(), f"Bearer {metrics_token}".encode()
-        ):
-            return Response(
-                "metrics need `Authorization: Bearer <metrics token>`\n",
-                status_code=401,
-                media_type="text/plain",
-                headers={"www-authenticate": "Bearer"},
-            )
+        if metrics_token:
+            refused = scraper_refusal(gw, request.scope, metrics_token)
+            if refused is not None:
+                return refused
         # Reading live state touches the spool directory: off the event loop.
         body = await asyncio.to_thread(generate_latest, gw.metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -138,4 +139,41 @@ def create_app(settings: Settings, store: Store | None = None) -> GatewayApp:
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
     app.state.gateway = gw
-    return GatewayApp(app, {("POST", "/v1/chat/completions"): chat, ("POST", "/v1/completions"): completions})
+    fast = {("POST", "/v1/chat/completions"): chat, ("POST", "/v1/completions"): completions}
+    return GatewayApp(app, fast, settings.server.max_body_bytes)
+
+
+def admin_view(gw: Gateway, scope: Scope) -> bool:
+    """Does /health's caller hold the admin key? Behind the brake: a locked-out caller, or one
+    whose key is wrong (a failure counted), gets the open view."""
+    key = bearer(scope)
+    if key is None:
+        return False
+    ip = gw.caller_ip(scope)
+    if gw.auth.refusal("health", ip, key) is not None:
+        return False
+    if gw.keys.is_admin(key):
+        return True
+    if gw.keys.lookup(key) is None and gw.keys.revoked_key_id(key) is None:
+        gw.auth.failed("health", ip, key)  # a member's own key is not a guess
+    return False
+
+
+def scraper_refusal(gw: Gateway, scope: Scope, token: str) -> Response | None:
+    """None when /metrics' caller sends the metrics token; else a 401, or a 429 for a caller
+    locked out by the brake (a wrong token counts as a failed authentication)."""
+    sent = bearer(scope)
+    ip = gw.caller_ip(scope)
+    if sent is not None:
+        locked = gw.auth.refusal("metrics", ip, sent)
+        if locked is not None:
+            return Response(locked.body(), 429, locked.headers, media_type="application/json")
+        if hmac.compare_digest(sent.encode(), token.encode()):
+            return None
+        gw.auth.failed("metrics", ip, sent)
+    return Response(
+        "metrics need `Authorization: Bearer <metrics token>`\n",
+        status_code=401,
+        media_type="text/plain",
+        headers={"www-authenticate": "Bearer"},
+    )

@@ -36,7 +36,7 @@ COOKIE = "tokenabacus_session"
 LOGIN_COOKIE = "tokenabacus_signin"
 CSRF_HEADER = b"x-csrf-token"
 ROLES = (ADMIN, VIEWER)  # members call /v1; the console is for those who read the spend
-ERRORS = ("bad_key", "role", "csrf", "expired", "signed_out", "address")
+ERRORS = ("bad_key", "role", "csrf", "expired", "signed_out", "address", "locked")
 MAX_FORM = 8192
 READS = ("GET", "HEAD", "OPTIONS")
 STATIC = "/console/static"
@@ -64,6 +64,16 @@ def _cookie(scope: Scope, name: str) -> str | None:
             if found:
                 return found
     return None
+
+
+async def _form_body(request: Request) -> bytes | None:
+    """A form's body, or None past MAX_FORM bytes (read no further: a form is small)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            return None
+    return body
 
 
 class Console:
@@ -119,9 +129,10 @@ class Console:
             secure=self.config.secure_cookies,
         )
 
-    def _login_page(self, error: str = "", status: int = 200) -> Response:
+    def _login_page(self, error: str = "", status: int = 200, headers: dict[str, str] | None = None) -> Response:
         token = secrets.token_urlsafe(24)
         resp = self._page("login.html", status, csrf=token, error=error if error in ERRORS else "")
+        resp.headers.update(headers or {})
         self._cookie_headers(resp, LOGIN_COOKIE, token, 3600, "/console")
         return resp
 
@@ -139,24 +150,29 @@ class Console:
         return self._login_page(request.query_params.get("e", ""))
 
     async def login(self, request: Request) -> Response:
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM:
-                return self._login_page("bad_key", 413)
+        body = await _form_body(request)
+        if body is None:
+            return self._login_page("bad_key", 413)
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         expected = _cookie(request.scope, LOGIN_COOKIE) or ""
         if not expected or not hmac.compare_digest(form.get("csrf", "").encode(), expected.encode()):
             return self._login_page("csrf", 403)
         key = form.get("key", "").strip()
+        ip = self.gw.caller_ip(request.scope)
+        if key:
+            locked = self.gw.auth.refusal("console", ip, key)  # before the key is looked up
+            if locked is not None:
+                return self._login_page("locked", 429, locked.headers)
         ident = await self.gw.keys.identify(key) if key else None
         if ident is None:
+            if key and self.gw.keys.revoked_key_id(key) is None:
+                self.gw.auth.failed("console", ip, key)
             return self._login_page("bad_key", 401)
         if ident.role not in ROLES:
             return self._login_page("role", 403)
         if ident.allow_ips is not None:
             try:
-                check_key_ip(ident, self.gw.client_ip(request.scope, (request.scope.get("client") or (None,))[0]))
+                check_key_ip(ident, ip)
             except Forbidden:
                 return self._login_page("address", 403)
         token, _ = await asyncio.to_thread(self.sessions.open, hash_key(key), ident.key_id)
@@ -166,7 +182,7 @@ class Console:
         return resp
 
     async def logout(self, request: Request) -> Response:
-        body = (await request.body())[:MAX_FORM]
+        body = await _form_body(request) or b""
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         token = _cookie(request.scope, COOKIE)
         session = await asyncio.to_thread(self.sessions.get, token) if token else None

@@ -19,7 +19,9 @@ from tokenabacus.engines.base import Engine
 from tokenabacus.engines.embedded import EmbeddedEngine
 from tokenabacus.engines.upstream import UpstreamEngine
 from tokenabacus.governance.access import ClientAddress
+from tokenabacus.governance.brake import AuthBrake
 from tokenabacus.governance.keys import KeyCache, ensure_admin_key
+from tokenabacus.governance.keystrength import ADMIN_KEY_ENV
 from tokenabacus.governance.runtime import Governance
 from tokenabacus.ledger import lock
 from tokenabacus.ledger.deadletter import FILE_NAME as DEAD_LETTER_FILE
@@ -32,12 +34,13 @@ from tokenabacus.ledger.writer import LedgerWriter, replay_spool
 from tokenabacus.metering.reconcile import EngineWatch
 from tokenabacus.metering.settle import Meter
 from tokenabacus.metering.tokenizers import build_counter
+from tokenabacus.observe.auth_metrics import AuthMetrics
 from tokenabacus.observe.backlog import Backlog, Runner
 from tokenabacus.observe.metrics import LiveState, Metrics, segment_age_s
+from tokenabacus.server.auth_guard import AuthGuard
 from tokenabacus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
-ADMIN_KEY_ENV = "TOKENABACUS_ADMIN_KEY"
 PRICES_REFRESH_S = 1.0  # a price set at run time charges new records within about this long
 
 
@@ -80,6 +83,9 @@ class Gateway:
         # /metrics: counted from the records this process writes (a ledger sink), plus live state.
         self.metrics = Metrics(self.engines, settings.metrics.user_label)
         self.metrics.registry.register(LiveState(self.live_state))
+        # One brake on guessing keys for every route that takes a key (server/auth_guard.py).
+        brake = AuthBrake(settings.server.auth_brake)
+        self.auth = AuthGuard(brake, AuthMetrics(self.metrics.registry, brake.active))
         self.writer: LedgerWriter | None = None
         self.dead_letters = DeadLetters(settings.spool_path / DEAD_LETTER_FILE)
         self.new_admin_key: str | None = None
@@ -269,6 +275,11 @@ class Gateway:
 
     def model_object(self, name: str) -> dict:
         return {"id": name, "object": "model", "created": self.started_at, "owned_by": "tokenabacus"}
+
+    def caller_ip(self, scope: Scope) -> str | None:
+        """The client IP of a request's scope (its socket peer, judged by client_ip)."""
+        client = scope.get("client")
+        return self.client_ip(scope, client[0] if client else None)
 
     def client_ip(self, scope: Scope, peer: str | None) -> str | None:
         """The address policies judge and the ledger records (see governance.access.ClientAddress)."""

@@ -21,8 +21,9 @@ from starlette.types import Receive, Scope, Send
 from tokenabacus.api.errors import APIError, bad_request, from_refusal, internal_error, model_not_found, unauthorized
 from tokenabacus.api.validation import validate_chat, validate_completion
 from tokenabacus.engines.base import CHAT, COMPLETIONS, Call, Engine
+from tokenabacus.governance.access import check_key_ip
 from tokenabacus.governance.admission import Ticket
-from tokenabacus.governance.errors import Refused
+from tokenabacus.governance.errors import Forbidden, Refused
 from tokenabacus.governance.keys import Identity
 from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED, UsageRecord, clear_usage, start_record
 from tokenabacus.metering.settle import Meter
@@ -123,10 +124,15 @@ class V1:
         await self._serve(ENDPOINTS[COMPLETIONS], scope, receive, send)
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ip = self.gw.caller_ip(scope)
         try:
-            ident = await self._identify(header(scope, b"authorization"))
+            ident = await self._identify(header(scope, b"authorization"), ip)
+            check_key_ip(ident, ip)  # the key's own allowlist, as admission applies it to chat
+        except Forbidden as e:
+            refused = from_refusal(e, "")
+            return await send_json(send, refused.status, refused.body())
         except APIError as e:
-            return await send_json(send, e.status, e.body())
+            return await send_json(send, e.status, e.body(), extra=e.headers)
         visible = self.gw.governance.admission.visible
         path_model = scope.get("path_params", {}).get("model")
         if path_model is not None:
@@ -230,20 +236,26 @@ class V1:
                 self._spool(rec, ex)
             raise
 
-    async def _identify(self, auth: str | None, rec: UsageRecord | None = None) -> Identity:
+    async def _identify(self, auth: str | None, ip: str | None, rec: UsageRecord | None = None) -> Identity:
         if not auth or not auth[:7].lower() == "bearer ":
             raise unauthorized("Missing API key. Pass it as 'Authorization: Bearer sk-...'.")
         key = auth[7:].strip()
+        locked = self.gw.auth.refusal("v1", ip, key)  # before the key is looked up: a guesser learns nothing
+        if locked is not None:
+            raise locked
         ident = await self.gw.keys.identify(key)
         if ident is None:
+            revoked = self.gw.keys.revoked_key_id(key)  # who is still using a revoked key
             if rec is not None:
-                rec.key_id = self.gw.keys.revoked_key_id(key)  # who is still using a revoked key
+                rec.key_id = revoked
+            if revoked is None:  # a key nobody holds: a guess, or a typo
+                self.gw.auth.failed("v1", ip, key)
             raise unauthorized()
         return ident
 
     async def _admit(self, ep: Endpoint, auth: str | None, receive: Receive, rec: UsageRecord) -> Exchange:
         """Identify the caller, read and check the body, resolve the model, and pass admission."""
-        ident = await self._identify(auth, rec)
+        ident = await self._identify(auth, rec.client_ip, rec)
         rec.key_id, rec.user, rec.project, rec.department = ident.key_id, ident.user, ident.project, ident.department
         try:
             raw = await read_body(receive, self.limit)

@@ -47,6 +47,7 @@ const EN = {
   "login.error.expired": "Your session has ended. Please sign in again.",
   "login.error.signed_out": "You have signed out.",
   "login.error.address": "That key may not be used from this address.",
+  "login.error.locked": "Too many failed sign-ins from this address. Please wait a little and try again.",
 
   "overview.title": "Overview",
   "overview.today": "Today so far",
@@ -312,6 +313,7 @@ const ZH = {
   "login.error.expired": "会话已结束，请重新登录。",
   "login.error.signed_out": "您已退出登录。",
   "login.error.address": "该密钥不允许从此地址使用。",
+  "login.error.locked": "此地址登录失败次数过多，请稍后再试。",
 
   "overview.title": "概览",
   "overview.today": "今日截至目前",
