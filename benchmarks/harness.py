@@ -162,7 +162,7 @@ request = function()
   local parts = {}
   for i = 1, 6 do parts[i] = words[math.random(#words)] end
   local body = string.format('{"model":"MODEL","messages":[{"role":"user",' ..
-                             '"content":"写一段母亲节促销文案 #%d：%s"}],"max_tokens":16}',
+                             '"content":"写一段母亲节促销文案 #%d：%s"}],"max_tokens":32}',
                              n, table.concat(parts, " "))
   return wrk.format("POST", nil, nil, body)
 end

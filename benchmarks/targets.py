@@ -22,7 +22,11 @@ from pathlib import Path
 from harness import Bench, Startup, Target, free_port
 
 MODEL = "bench-model"
-BODY = {"model": MODEL, "messages": [{"role": "user", "content": "写一段母亲节促销文案"}], "max_tokens": 16}
+BODY = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "写一段母亲节促销文案"}],
+    "max_tokens": 32,
+}  # at least the canned reply's 20: an upstream generates no more than asked
 REPLY_TEXT = "母亲节特惠：全场鲜花礼盒八折，感恩有您，爱要说出口！"
 CANNED = {
     "id": "chatcmpl-bench",

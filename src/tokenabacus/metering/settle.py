@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +75,26 @@ class Meter:
         self.bill = bill
         self.engine_counts = engine_counts
         self.engine_prompt = engine_prompt
+        self._capped, self._capped_logged_at = 0, -60.0
+
+    def _over_bound(self, rec: UsageRecord, most: int) -> None:
+        """Logged at most once a minute per model: an upstream that always overclaims must not
+        flood the log (/metrics counts every capped claim)."""
+        self._capped += 1
+        now = time.monotonic()
+        if now - self._capped_logged_at < 60:
+            return
+        self._capped_logged_at = now
+        log.warning(
+            "%s: %d completion tokens (%s) is more than max_tokens x n allows; billing %d"
+            " (%d such records since the last warning)",
+            rec.request_id,
+            rec.completion_tokens,
+            rec.usage_source,
+            most,
+            self._capped,
+        )
+        self._capped = 0
 
     def health(self) -> dict:
         return {"counted_by": self.counter.engine if self.counter else None}
@@ -201,21 +222,14 @@ class Meter:
             )
             rec.usage_source = SOURCE_ESTIMATED
 
-    @staticmethod
-    def _cap(rec: UsageRecord, call: Call, ours: int | None) -> None:
+    def _cap(self, rec: UsageRecord, call: Call, ours: int | None) -> None:
         """Bill at most what the request could use (metering.bounds): an engine generates no
         more than max_tokens × n, and a prompt we could not count holds no more than its size
         allows. The upstream's claim stays in ``upstream_*``, so the record shows the difference."""
         most = completion_bound(call)
         if most is not None and rec.completion_tokens is not None and rec.completion_tokens > most:
             if rec.usage_source != SOURCE_ESTIMATED:  # an estimate above the bound was only a guess
-                log.warning(
-                    "%s: %d completion tokens (%s) is more than max_tokens x n allows; billing %d",
-                    rec.request_id,
-                    rec.completion_tokens,
-                    rec.usage_source,
-                    most,
-                )
+                self._over_bound(rec, most)
             rec.completion_tokens = most
         if rec.prompt_tokens is None or (ours is not None and rec.usage_source != SOURCE_UPSTREAM):
             return  # our own count of the prompt is exact
