@@ -4,13 +4,15 @@ A member puts formulas where the ledger keeps caller text (a refused model name,
 and an admin names the organization after formulas; every export (CSV and xlsx, over /admin for
 an admin and for a viewer, and from the CLI) keeps that text as text: no workbook cell is a
 formula, and a CSV field a spreadsheet would run starts with OWASP's single quote, while numbers
-(a -120.5 credit) stay numbers. Terminal tables show such text, never act on it.
+(a -120.5 credit) stay numbers. Terminal tables show such text, never act on it. Dates at the
+edges of the calendar and text that is not UTF-8 are one-line errors (exit 2) and 400s.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import subprocess
 import time
@@ -273,3 +275,111 @@ def test_cells_policy():
     assert text.splitlines()[1] == "'=1,-5,-5"
     wb = check_xlsx(xlsx_bytes([Sheet("=s", ["a", "b"], [{"a": "=1+1", "b": -5}], ["=head"])]), ["=1+1", "=head"])
     assert wb.active["B4"].value == -5 and wb.active["B4"].data_type == "n"
+
+
+# Item 13: edges of the calendar and text that is not UTF-8 --------------------------------------
+RANGE = "is out of range: give a"  # not Python's own "year 0 is out of range"
+
+
+def one_line_error(r: subprocess.CompletedProcess, needle: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (
+            ["report", "--by", "project,day", "--since", "0001-01-01", "--until", "9999-12-31"],
+            "--since '0001-01-01' is out of range: give a date from 1970-01-01 to 9998-12-31",
+        ),
+        (["report", "--by", "month", "--until", "9999-12-31"], "--until '9999-12-31' is out of range: give a"),
+        (["report", "top", "--since", "0001-01-01"], RANGE),
+        (["report", "chargeback", "--month", "9999-12"], "month '9999-12' is out of range: give a"),
+        (["report", "peaks", "--since", "2026-01-01", "--until", "9999-12-31"], RANGE),
+        (["usage", "--since", "0001-01-01"], RANGE),
+        (["forecast", "--as-of", "0001-01-01"], RANGE),
+        (["hardware", "apportion", "--month", "9999-12"], RANGE),
+        (["org", "department", "add", "\udced\udca0\udc80"], "argument 4 is not valid UTF-8"),
+    ],
+)
+def test_cli_edges_are_one_line_errors(hostile, args, needle):
+    gw, _, _ = hostile
+    one_line_error(gw.cli(*args, check=False), needle)
+
+
+def test_a_window_of_eight_thousand_years_is_the_ledgers_own(hostile):
+    """In range but absurdly wide: the report plans the days that hold records, quickly, and
+    equals the report with no window at all."""
+    _, admin, _ = hostile
+    started = time.monotonic()
+    wide = get(admin, "/report", by="project,day", since="1970-01-01", until="9998-12-31").json()
+    assert wide == get(admin, "/report", by="project,day").json() and wide
+    assert time.monotonic() - started < 10
+
+
+def bad_request(r: httpx.Response, needle: str) -> None:
+    assert r.status_code == 400, (r.status_code, r.text)
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and needle in err["message"], err
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/report", {"until": "9999-12-31", "by": "day"}),
+        ("/report", {"since": "0001-01-01", "by": "month"}),
+        ("/report", {"until": "9999-12-31T23:59:59-12:00", "by": "hour"}),
+        ("/report", {"month": "9999-12"}),
+        ("/reports/top", {"month": "0001-01"}),
+        ("/reports/peaks", {"since": "0001-01-01"}),
+        ("/reports/chargeback", {"month": "9999-12"}),
+        ("/usage", {"since": "0001-01-01"}),
+        ("/alerts", {"since": "9999-12-31"}),
+        ("/forecast", {"as_of": "0001-01-01"}),
+        ("/hardware/apportion", {"month": "9999-12"}),
+        ("/cost-adjustments", {"until": "9999-12-31"}),
+        ("/prices", {"at": "0001-01-01"}),
+    ],
+)
+def test_admin_date_edges_are_400s(hostile, path, params):
+    _, admin, _ = hostile
+    bad_request(admin.get(path, params=params), RANGE)
+
+
+def test_a_bill_dated_at_the_edge_is_a_400(hostile):
+    _, admin, _ = hostile
+    r = admin.post(
+        "/reconcile", content=b"date,model,tokens,amount\n9999-12-31,m,1,1\n", headers={"content-type": "text/csv"}
+    )
+    bad_request(r, "line 2: date '9999-12-31' is out of range")
+
+
+NAME_POSTS = [
+    ("post", "/org/departments", {"name": "X"}),
+    ("post", "/org/projects", {"name": "X", "department": DEPT}),
+    ("post", "/org/users", {"name": "X", "department": DEPT}),
+    ("patch", f"/org/users/{USER}", {"department": "X"}),
+    ("post", "/keys", {"user": USER, "project": PROJECT, "department": DEPT, "name": "X"}),
+    ("post", "/quotas", {"scope": "project", "name": "X", "tokens": 5, "period": "day"}),
+    ("post", "/quota-requests", {"scope": "project", "name": PROJECT, "tokens": 5, "reason": "X"}),
+    ("post", "/prices", {"model": "X", "per": "1m", "input": "1", "output": "2"}),
+    ("post", "/cost-adjustments", {"department": DEPT, "amount": "1", "reason": "X"}),
+    ("post", "/hardware", {"pool": "p", "models": ["X"], "monthly": "100"}),
+]
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["escaped", "raw-bytes"])
+@pytest.mark.parametrize(("method", "path", "body"), NAME_POSTS, ids=[f"{m} {p}" for m, p, _ in NAME_POSTS])
+def test_a_lone_surrogate_is_a_400_and_writes_nothing(hostile, method, path, body, raw):
+    """JSON's \\ud800 escape, or its raw bytes ED A0 80, decodes to text no database can hold."""
+    _, admin, _ = hostile
+    before = {p: admin.get(p).json() for p in ("/org/departments", "/org/users", "/keys", "/quotas")}
+    text = json.dumps(body).replace('"X"', '"\\ud800"')
+    content = text.replace("\\ud800", "\ud800").encode("utf-8", "surrogatepass") if raw else text.encode()
+    assert (b"\xed\xa0\x80" in content) == raw
+    r = admin.request(method, path, content=content, headers={"content-type": "application/json"})
+    bad_request(r, "must be valid UTF-8")
+    assert {p: admin.get(p).json() for p in before} == before

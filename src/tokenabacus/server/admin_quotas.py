@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from tokenabacus.governance import quotaview
 from tokenabacus.governance.counters import now_ms
 from tokenabacus.governance.keys import MEMBER, Identity
 from tokenabacus.governance.quotas import Limit
 from tokenabacus.governance.roles import can_see_scope, require_admin
-from tokenabacus.server.admin_common import Format, export
+from tokenabacus.server.admin_common import Body, Format, export
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 Scope = Literal["key", "user", "project", "department", "global"]
 
 
-class LimitBody(BaseModel):
+class LimitBody(Body):
     scope: Scope
     name: str | None = Field(None, max_length=200)
     model: str | None = Field(None, max_length=200)
@@ -51,7 +51,7 @@ class LimitBody(BaseModel):
         return quotaview.check_metric(tokens, requests, cost, self.currency)
 
 
-class AskBody(BaseModel):
+class AskBody(Body):
     scope: Literal["key", "user", "project", "department"]
     name: str = Field(..., min_length=1, max_length=200)
     model: str | None = Field(None, max_length=200)
@@ -72,7 +72,7 @@ class AskBody(BaseModel):
         return quotaview.check_metric(self.tokens, self.requests, cost, self.currency)
 
 
-class Decision(BaseModel):
+class Decision(Body):
     tokens: int | None = Field(None, gt=0)
     requests: int | None = Field(None, gt=0)
     cost: str | int | float | None = None  # money granted, in the request's currency
