@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from tokenabacus.billing.forecast import DaySum, daily_sums
 from tokenabacus.billing.prices import DEFAULT_CURRENCY, MICROS, check_currency, parse_amount
+from tokenabacus.dates import check_day
 
 if TYPE_CHECKING:
     from tokenabacus.ledger.database import Database
@@ -98,9 +99,14 @@ def _date(text: str, line: int) -> date:
     try:
         if m is None:
             raise ValueError
-        return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        day = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
     except ValueError:
         raise BillError(f"line {line}: date {text.strip()!r} is not a date like 2026-11-01") from None
+    try:
+        check_day(day, "date", s)
+    except ValueError as e:
+        raise BillError(f"line {line}: {e}") from None
+    return day
 
 
 def _tokens(text: str, line: int) -> int:

@@ -1,7 +1,8 @@
 """Report files: CSV and Excel workbooks from rows, the same bytes for the CLI and /admin.
 
 Money goes into a workbook as exact decimals (openpyxl writes a Decimal's digits as they are), so
-a sheet's sums equal the ledger's to the micro-unit; CSV and JSON keep the integer micros.
+a sheet's sums equal the ledger's to the micro-unit; CSV and JSON keep the integer micros. Every
+cell passes through billing/cells.py: text from callers is never a formula in either format.
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from tokenabacus.billing.cells import csv_field, formula_like, xlsx_text
+
+if TYPE_CHECKING:
+    from openpyxl.worksheet.worksheet import Worksheet
 
 MICROS = 1_000_000
 # Cells of rows marked so in their "row" column are bold (sub-totals and totals).
 BOLD_ROWS = frozenset({"subtotal", "total"})
-_SHEET_BAD = re.compile(r"[\[\]:*?/\\]")
+_SHEET_BAD = re.compile(r"[\[\]:*?/\\\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -37,7 +43,7 @@ def csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows({c: csv_field(r.get(c)) for c in columns} for r in rows)
     return buf.getvalue()
 
 
@@ -56,6 +62,18 @@ def _amount(micros: Any) -> Any:
     return Decimal(int(micros)).scaleb(-6) if isinstance(micros, int) and not isinstance(micros, bool) else micros
 
 
+def _append(ws: Worksheet, values: Sequence[Any]) -> None:
+    """A row of cells; text stays text (openpyxl would make one starting with "=" a formula)."""
+    ws.append([xlsx_text(v) if isinstance(v, str) else v for v in values])
+    row = ws.max_row
+    for j, v in enumerate(values, start=1):
+        if isinstance(v, str):
+            cell = ws.cell(row=row, column=j)
+            cell.data_type = "s"
+            if formula_like(v):  # Excel's leading apostrophe: still text when someone edits the cell
+                cell.quotePrefix = True
+
+
 def xlsx_bytes(sheets: Sequence[Sheet], title: str | None = None) -> bytes:
     """A workbook with one sheet per ``Sheet``: a bold header row, frozen below it, numbers as
     numbers, sub-total and total rows in bold."""
@@ -71,17 +89,17 @@ def xlsx_bytes(sheets: Sequence[Sheet], title: str | None = None) -> bytes:
         assert ws is not None
         ws.title = sheet_title(sh.title, taken)
         for line in sh.heading:
-            ws.append([line])
+            _append(ws, [line])
         if sh.heading:
             ws.cell(row=1, column=1).font = bold
             ws.append([])
-        ws.append(sh.columns)
+        _append(ws, sh.columns)
         header = ws.max_row
         for cell in ws[header]:
             cell.font = bold
         money_cols = [j for j, c in enumerate(sh.columns, start=1) if c in sh.money]
         for r in sh.rows:
-            ws.append([_amount(r.get(c)) if c in sh.money else r.get(c) for c in sh.columns])
+            _append(ws, [_amount(r.get(c)) if c in sh.money else r.get(c) for c in sh.columns])
             if r.get("row") in BOLD_ROWS:
                 for cell in ws[ws.max_row]:
                     cell.font = bold
@@ -91,7 +109,7 @@ def xlsx_bytes(sheets: Sequence[Sheet], title: str | None = None) -> bytes:
         for j, c in enumerate(sh.columns, start=1):
             ws.column_dimensions[get_column_letter(j)].width = max(10, min(40, len(c) + 2))
     if title:
-        wb.properties.title = title
+        wb.properties.title = xlsx_text(title)
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()

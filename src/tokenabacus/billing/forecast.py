@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import BigInteger, func, literal_column, select
 
+from tokenabacus.dates import check_day
+from tokenabacus.ledger import rollups
 from tokenabacus.ledger.record import REJECTED
 from tokenabacus.ledger.schema import usage_records as usage
 
@@ -81,9 +83,11 @@ def midnight_ms(day: date, zone: tzinfo) -> int:
 
 def parse_day(text: str, what: str) -> date:
     try:
-        return date.fromisoformat(text.strip())
+        day = date.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(f"{what} {text!r}: expected a date like 2026-11-01") from None
+    check_day(day, what, text)
+    return day
 
 
 # The daily sums -----------------------------------------------------------------------------------
@@ -119,6 +123,14 @@ def daily_sums(
     """Sums per (value of column ``by``, currency, local day) over the days ``first`` to ``end``
     (exclusive), every status but rejected; ``filters`` are column == value, ``values`` limits
     ``by`` to those values. One query; the database sums per UTC bucket, Python names the day."""
+    span = rollups.span(db)
+    if span is None:
+        return {}
+    # Only the days holding records: a bill dated 1970 to 9998 is not 3 million days of offsets.
+    first = max(first, datetime.fromtimestamp(span[0] / 1000, zone).date())
+    end = min(end, datetime.fromtimestamp(span[1] / 1000, zone).date() + timedelta(days=1))
+    if first >= end:
+        return {}
     since, until = midnight_ms(first, zone), midnight_ms(end, zone)
     size = _bucket_ms(first, end, zone)
     c = usage.c

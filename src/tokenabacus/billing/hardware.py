@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, tzinfo
 from sqlalchemy import func, select
 
 from tokenabacus.billing.prices import format_money
+from tokenabacus.dates import check_month
 from tokenabacus.ledger.record import REJECTED
 from tokenabacus.ledger.schema import usage_records as t
 from tokenabacus.ledger.store import Store
@@ -18,12 +19,20 @@ from tokenabacus.ledger.store import Store
 BASES = ("tokens", "busy_time")
 
 
-def month_bounds(month: str, tz: tzinfo) -> tuple[int, int]:
-    """(start, end) of ``month`` (YYYY-MM) in ``tz``, as UTC ms; end is the next month's start."""
+def month_start(month: str) -> datetime:
+    """The first day of ``month`` (YYYY-MM); ValueError for a malformed or out-of-range one."""
     try:
         first = datetime.strptime(month.strip(), "%Y-%m")
     except ValueError:
         raise ValueError(f"month {month!r}: expected YYYY-MM such as 2026-11") from None
+    check_month(first.year, first.month, "month", month)
+    return first
+
+
+def month_bounds(month: str | datetime, tz: tzinfo) -> tuple[int, int]:
+    """(start, end) of ``month`` (YYYY-MM, or its first day) in ``tz``, as UTC ms; end is the
+    next month's start."""
+    first = month_start(month) if isinstance(month, str) else month
     after = (first + timedelta(days=32)).replace(day=1)
     return _ms(first, tz), _ms(after, tz)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import func, literal_column, select
 
-from tokenabacus.billing.hardware import month_bounds
+from tokenabacus.billing.hardware import month_bounds, month_start
 from tokenabacus.billing.prices import format_money
 from tokenabacus.billing.reports import DIMENSIONS, Report, ReportQuery, run_report, zone_named
 from tokenabacus.ledger.schema import usage_records as raw
@@ -81,8 +81,9 @@ def window(
     if until and not since:
         raise ValueError("--until needs --since")
     if month:
-        a, b = month_bounds(month, zone)
-        prev_start = month_bounds(_month_before(month), zone)[0]
+        start = month_start(month)
+        a, b = month_bounds(start, zone)
+        prev_start = month_bounds((start - timedelta(days=1)).replace(day=1), zone)[0]
         return Window(a, b, tz, month, (prev_start, a))
     if since:
         a = parse_when(since, zone, "--since")
@@ -106,11 +107,6 @@ def window(
     if previous:
         first = (first - timedelta(days=1)).replace(day=1)
     return window(tz, month=first.strftime("%Y-%m"))
-
-
-def _month_before(month: str) -> str:
-    first = datetime.strptime(month.strip(), "%Y-%m").date()
-    return (first - timedelta(days=1)).strftime("%Y-%m")
 
 
 def _query(win: Window, by: tuple[str, ...], filters: Mapping[str, Sequence[str]] | None, **kw: Any) -> ReportQuery:

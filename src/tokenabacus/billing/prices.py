@@ -17,6 +17,7 @@ from datetime import date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
+from tokenabacus.dates import check_day
 from tokenabacus.ledger.record import UsageRecord
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ def parse_time(value: str | date | datetime, zone: tzinfo, what: str) -> int:
             raise ValueError(
                 f"{what} {value!r}: expected a time like 2026-11, 2026-11-01 or 2026-11-01T08:00"
             ) from None
+    check_day(dt.date(), what, str(value))
     return int((dt if dt.tzinfo else dt.replace(tzinfo=zone)).timestamp() * 1000)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import case
 from sqlalchemy.sql.elements import ColumnElement
 
+from tokenabacus.dates import check_day
 from tokenabacus.ledger import rollups
 from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED
 from tokenabacus.ledger.store import Store
@@ -127,6 +128,7 @@ def parse_when(text: str, zone, name: str) -> int:
         dt = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{name} {text!r}: expected a date like 2026-11-01 or 2026-11-01T08:00") from None
+    check_day(dt.date(), name, text)
     return int((dt if dt.tzinfo else dt.replace(tzinfo=zone)).timestamp() * 1000)
 
 
@@ -266,11 +268,15 @@ def run_report(store: Store, q: ReportQuery) -> Report:
     only = _figures_read(q)
     idx = tuple(i for i, c in enumerate(rollups.SUMS) if c in only)
     complete = rollups.complete(db)
-    if since is None or until is None:  # open ends: the ledger's own first and last hour
-        span = rollups.span(db)
-        if span is not None:
-            since = since if since is not None else span[0] - span[0] % HOUR_MS
-            until = until if until is not None else span[1] - span[1] % HOUR_MS + HOUR_MS
+    # Open ends are the ledger's own first and last hour, and so is any end beyond them: the
+    # days and months planned below are those holding records, not all of 1970 to 9998.
+    span = rollups.span(db)
+    if span is None:
+        since = until = None
+    else:
+        first, last = span[0] - span[0] % HOUR_MS, span[1] - span[1] % HOUR_MS + HOUR_MS
+        since = first if since is None else max(since, first)
+        until = last if until is None else min(until, last)
     if since is not None and until is not None and since < until:
         offsets = _offsets(zone, since, until)
         keys = {d: None if d in DIMENSIONS else _time_key(d, offsets, _months(zone, since, until)) for d in q.by}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from tokenabacus.cli import (
@@ -54,6 +56,14 @@ def create_app() -> typer.Typer:
 
 
 def main() -> None:
+    # Bytes that are not UTF-8 arrive as lone surrogates no database, file or JSON can hold:
+    # one line and exit 2 here, instead of a UnicodeEncodeError wherever the text lands.
+    for i, arg in enumerate(sys.argv[1:], start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            typer.echo(f"error: argument {i} is not valid UTF-8 text", err=True)
+            raise SystemExit(2) from None
     create_app()()
 
 

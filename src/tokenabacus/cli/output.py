@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from datetime import UTC, datetime, tzinfo
@@ -15,6 +13,10 @@ import typer
 from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from tokenabacus.billing.cells import visible
+from tokenabacus.billing.exports import csv_text
 
 # Right-aligned in tables, with thousands separators.
 NUMERIC = frozenset(
@@ -30,7 +32,7 @@ class Fmt(StrEnum):
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Every error is one line on stderr and exit code 2: no traceback reaches the user."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {visible(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -59,17 +61,15 @@ def _json(rows: list[dict], cols: list[str]) -> None:
 
 
 def _csv(rows: list[dict], cols: list[str]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    sys.stdout.write(buf.getvalue())
+    sys.stdout.write(csv_text(rows, cols))  # the exports' writer: no cell is a formula
 
 
 def _table(rows: list[dict], cols: list[str], title: str | None) -> None:
     cells = [
         [
-            "" if r.get(c) is None else (f"{r[c]:,}" if isinstance(r.get(c), int) and c in NUMERIC else str(r[c]))
+            ""
+            if r.get(c) is None
+            else (f"{r[c]:,}" if isinstance(r.get(c), int) and c in NUMERIC else visible(str(r[c])))
             for c in cols
         ]
         for r in rows
@@ -80,9 +80,9 @@ def _table(rows: list[dict], cols: list[str], title: str | None) -> None:
     if not rows:
         console.print("[dim]no records[/dim]")
         return
-    table = Table(title=title)
+    table = Table(title=Text(visible(title)) if title else None)
     for c in cols:
         table.add_column(c, justify="right" if c in NUMERIC else "left")
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))  # text, never Rich markup: "[/x]" in a model name is a name
     console.print(table)

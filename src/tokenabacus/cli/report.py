@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
+from tokenabacus.billing.cells import visible
 from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store, settings_for
 from tokenabacus.cli.output import fail
 
@@ -390,7 +391,7 @@ def chargeback(
 
 # Output ----------------------------------------------------------------------------------------
 def _note(text: str) -> None:
-    typer.echo(f"note: {text}", err=True)
+    typer.echo(f"note: {visible(text)}", err=True)
 
 
 def _check_output(fmt: ReportFmt, output: Path | None) -> None:
@@ -449,6 +450,7 @@ def _table(rows: list[dict], cols: list[str], title: str) -> None:
     from rich.cells import cell_len
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     numeric = {c for c in cols if any(_is_number(r.get(c)) for r in rows)}
 
@@ -456,7 +458,7 @@ def _table(rows: list[dict], cols: list[str], title: str) -> None:
         v = r.get(c)
         if v is None:
             return ""
-        return f"{v:,}" if c in numeric and _is_number(v) and c != "hour" else str(v)
+        return f"{v:,}" if c in numeric and _is_number(v) and c != "hour" else visible(str(v))
 
     cells = [[cell(r, c) for c in cols] for r in rows]
     # A terminal gets Rich's fitting; piped or redirected output keeps every cell whole.
@@ -465,12 +467,13 @@ def _table(rows: list[dict], cols: list[str], title: str) -> None:
     if not rows or all(r.get("row") in ("total", "grand total") and not r.get("requests") for r in rows):
         console.print("[dim]no records[/dim]")
         return
-    table = Table(title=title)
+    table = Table(title=Text(visible(title)))
     for c in cols:
         table.add_column(c, justify="right" if c in numeric else "left")
     for r, row in zip(rows, cells, strict=True):
         kind = r.get("row")
         if kind in ("total", "grand total") and table.rows:
             table.add_section()
-        table.add_row(*row, style="bold" if kind in ("subtotal", "total", "grand total") else None)
+        # Text, never Rich markup: "[/x]" in a model name is a name, not a closing tag.
+        table.add_row(*map(Text, row), style="bold" if kind in ("subtotal", "total", "grand total") else None)
     console.print(table)

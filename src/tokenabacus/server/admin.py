@@ -17,7 +17,7 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokenabacus.api.errors import APIError, bad_request
@@ -31,7 +31,7 @@ from tokenabacus.governance.roles import can_see_scope, key_scope, read_filters,
 from tokenabacus.ledger.record import now_ms
 from tokenabacus.server.admin_audit import audit_routes
 from tokenabacus.server.admin_auth import Authenticated, error_json, forbidden_error
-from tokenabacus.server.admin_common import Caller, Format, export
+from tokenabacus.server.admin_common import Body, Caller, Format, export
 from tokenabacus.server.admin_plan import plan_routes
 from tokenabacus.server.admin_prices import price_routes
 from tokenabacus.server.admin_quotas import quota_routes
@@ -46,12 +46,12 @@ _CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed"}
 Name = Annotated[str, Field(max_length=200)]
 
 
-class Scope(BaseModel):
+class Scope(Body):
     kind: Literal["department", "project"]
     value: str = Field(min_length=1, max_length=200)
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(Body):
     user: Name | None = None
     project: Name | None = None
     department: Name | None = None
@@ -61,26 +61,26 @@ class KeyCreate(BaseModel):
     allow_ips: list[str] | None = Field(None, min_length=1, max_length=256)  # CIDRs; absent: anywhere
 
 
-class DepartmentIn(BaseModel):
+class DepartmentIn(Body):
     name: str
 
 
-class ProjectIn(BaseModel):
+class ProjectIn(Body):
     name: str
     department: str
 
 
-class ProjectMove(BaseModel):
+class ProjectMove(Body):
     department: str
 
 
-class UserIn(BaseModel):
+class UserIn(Body):
     name: str
     department: str | None = None
     project: str | None = None
 
 
-class UserMove(BaseModel):
+class UserMove(Body):
     department: str | None = None
     project: str | None = None
 

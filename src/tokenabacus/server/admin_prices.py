@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from tokenabacus.billing import hardware, prices
 from tokenabacus.billing.pricestore import DIMENSIONS, UnknownRequest
@@ -21,7 +21,7 @@ from tokenabacus.billing.reports import zone_named
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import read_filters
 from tokenabacus.ledger.record import now_ms
-from tokenabacus.server.admin_common import Caller
+from tokenabacus.server.admin_common import Body, Caller
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 Amount = str | int | float
 
 
-class PriceIn(BaseModel):
+class PriceIn(Body):
     model_config = ConfigDict(populate_by_name=True)
 
     model: str = Field(min_length=1, max_length=200)
@@ -44,7 +44,7 @@ class PriceIn(BaseModel):
     note: str | None = Field(None, max_length=2000)
 
 
-class AdjustmentIn(BaseModel):
+class AdjustmentIn(Body):
     """Either ``request_id`` (its dimensions come from the record) or at least one dimension."""
 
     request_id: str | None = Field(None, max_length=64)
@@ -58,7 +58,7 @@ class AdjustmentIn(BaseModel):
     at: str | None = Field(None, description="When it counts (default now).")
 
 
-class HardwareIn(BaseModel):
+class HardwareIn(Body):
     model_config = ConfigDict(populate_by_name=True)
 
     pool: str = Field(min_length=1, max_length=200)

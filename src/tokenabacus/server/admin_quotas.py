@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from tokenabacus.governance import quotaview
 from tokenabacus.governance.counters import now_ms
@@ -21,7 +21,7 @@ from tokenabacus.governance.keys import MEMBER, Identity
 from tokenabacus.governance.quotas import Limit
 from tokenabacus.governance.roles import can_see_scope, require_admin
 from tokenabacus.ledger.admin_events import Actor
-from tokenabacus.server.admin_common import Format, export
+from tokenabacus.server.admin_common import Body, Format, export
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 Scope = Literal["key", "user", "project", "department", "global"]
 
 
-class LimitBody(BaseModel):
+class LimitBody(Body):
     scope: Scope
     name: str | None = Field(None, max_length=200)
     model: str | None = Field(None, max_length=200)
@@ -52,7 +52,7 @@ class LimitBody(BaseModel):
         return quotaview.check_metric(tokens, requests, cost, self.currency)
 
 
-class AskBody(BaseModel):
+class AskBody(Body):
     scope: Literal["key", "user", "project", "department"]
     name: str = Field(..., min_length=1, max_length=200)
     model: str | None = Field(None, max_length=200)
@@ -73,7 +73,7 @@ class AskBody(BaseModel):
         return quotaview.check_metric(self.tokens, self.requests, cost, self.currency)
 
 
-class Decision(BaseModel):
+class Decision(Body):
     tokens: int | None = Field(None, gt=0)
     requests: int | None = Field(None, gt=0)
     cost: str | int | float | None = None  # money granted, in the request's currency
