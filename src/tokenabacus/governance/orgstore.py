@@ -36,8 +36,9 @@ class Conflict(OrgError):
 def check_name(kind: str, name: str) -> str:
     if not 1 <= len(name) <= MAX_NAME:
         raise OrgError(f"a {kind} name must be 1 to {MAX_NAME} characters long")
-    if any(unicodedata.category(c) == "Cc" for c in name):
-        raise OrgError(f"a {kind} name cannot contain control characters")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        # Cs: a lone surrogate is no character (it cannot be stored as UTF-8); the entry points refuse it too.
+        raise OrgError(f"a {kind} name cannot contain control characters or lone surrogates")
     return name
 
 
