@@ -23,7 +23,6 @@ import pytest
 from openpyxl import load_workbook
 
 from conftest import GatewayProc
-from tokenabacus.alerts import history
 from tokenabacus.billing.cells import csv_field, formula_like
 from tokenabacus.billing.exports import Sheet, csv_text, xlsx_bytes
 from tokenabacus.ledger.record import new_request_id, now_ms, start_record
@@ -129,8 +128,7 @@ def hostile(tmp_path_factory):
         store = gw.store()
         try:
             store.usage.insert(served(20))
-            history.claim(
-                store.db,
+            store.alerts.claim(
                 {
                     "rule": "spike",
                     "kind": "spike",
@@ -143,6 +141,7 @@ def hostile(tmp_path_factory):
                     "threshold": 3.0,
                     "message": REASON,
                 },
+                [],
             )
         finally:
             store.close()
