@@ -247,7 +247,7 @@ class QuotaDecl(_Strict):
         if sum(x is not None for x in (self.tokens, self.requests, self.cost)) != 1:
             raise ValueError("give exactly one of tokens, requests or cost")
         if self.cost is not None:
-            from tokenabacus.billing.prices import check_currency, parse_amount
+            from tokenabacus.money import check_currency, parse_amount
 
             parse_amount(self.cost, "cost")
             self.currency = check_currency(self.currency)
@@ -266,7 +266,7 @@ class QuotaDecl(_Strict):
         if self.tokens is not None:
             return "tokens", self.tokens
         if self.cost is not None:
-            from tokenabacus.billing.prices import parse_amount
+            from tokenabacus.money import parse_amount
 
             return f"cost:{self.currency}", parse_amount(self.cost, "cost")
         return "requests", self.requests or 0
@@ -373,7 +373,8 @@ class PriceDecl(_Strict):
 
     @model_validator(mode="after")
     def _exact(self) -> PriceDecl:
-        from tokenabacus.billing.prices import check_currency, parse_time
+        from tokenabacus.calendar import parse_time
+        from tokenabacus.money import check_currency
 
         self.micros()
         self.currency = check_currency(self.currency)
@@ -383,7 +384,7 @@ class PriceDecl(_Strict):
 
     def micros(self) -> tuple[int, int | None, int]:
         """(input, cached, output) in micros per 1M tokens; ValueError names a bad one."""
-        from tokenabacus.billing.prices import parse_price
+        from tokenabacus.money import parse_price
 
         cached = None if self.cached is None else parse_price(self.cached, self.per, "cached")
         return parse_price(self.input, self.per, "input"), cached, parse_price(self.output, self.per, "output")

@@ -10,11 +10,11 @@ from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy import func, select
 
-from tokenabacus.billing.prices import format_money
 from tokenabacus.dates import check_month
 from tokenabacus.ledger.record import REJECTED
 from tokenabacus.ledger.schema import usage_records as t
 from tokenabacus.ledger.store import Store
+from tokenabacus.money import format_money
 
 BASES = ("tokens", "busy_time")
 

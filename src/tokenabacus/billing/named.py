@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import func, literal_column, select
 
 from tokenabacus.billing.hardware import month_bounds, month_start
-from tokenabacus.billing.prices import format_money
 from tokenabacus.billing.reports import DIMENSIONS, Report, ReportQuery, run_report, zone_named
 from tokenabacus.ledger.schema import usage_records as raw
 from tokenabacus.ledger.store import Store
+from tokenabacus.money import format_money
 
 MINUTE_MS = 60_000
 PERIODS = ("today", "week", "month")

@@ -45,7 +45,7 @@ def demo_zone(s: Settings, tz: str | None) -> ZoneInfo:
 
 def until_ms(until: str | None, zone: ZoneInfo) -> int | None:
     """--until as UTC ms (None: now); a time to come is refused."""
-    from tokenabacus.billing.prices import parse_time
+    from tokenabacus.calendar import parse_time
     from tokenabacus.ledger.record import now_ms
 
     if until is None:
@@ -118,8 +118,8 @@ def seed(
 
 def summary(done: Seeded, s: Settings, zone: ZoneInfo, options: str = "") -> None:
     """What was seeded, and the next step (``options``: the --config/--data-dir given)."""
-    from tokenabacus.billing.prices import format_money
     from tokenabacus.cli.output import iso
+    from tokenabacus.money import format_money
 
     t = done.tally
     cost = ", ".join(format_money(v, cur) or "" for cur, v in sorted(t.cost.items())) or "nothing"

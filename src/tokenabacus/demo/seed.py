@@ -133,7 +133,7 @@ def seed_keys(store: Store, profile: Profile, pop: Population) -> dict[str, str]
 
 def seed_prices(store: Store, book: PriceBook, profile: Profile, prices: Iterable[DemoPrice]) -> None:
     """The demo's prices, for models the book has no price for (an operator's prices stay)."""
-    from tokenabacus.billing.prices import check_currency, parse_price
+    from tokenabacus.money import check_currency, parse_price
 
     bare = {p.model for p in prices if not book.history(p.model)}
     for p in prices:

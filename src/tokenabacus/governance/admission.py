@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from tokenabacus.billing.prices import PriceVersion, format_money
+from tokenabacus.billing.prices import PriceVersion
 from tokenabacus.engines.base import CHAT, Call
 from tokenabacus.governance.access import ModelAccess, check_key_ip
 from tokenabacus.governance.counters import Ask, Commit, Counters, Missing, Refusal, now_ms
@@ -28,6 +28,7 @@ from tokenabacus.governance.scheduler import FairScheduler, Slot
 from tokenabacus.governance.seeding import Target
 from tokenabacus.ledger.record import REJECTED, UsageRecord
 from tokenabacus.metering.bounds import TEMPLATE_ALLOWANCE, completion_bound, prompt_bound
+from tokenabacus.money import format_money
 
 log = logging.getLogger(__name__)
 

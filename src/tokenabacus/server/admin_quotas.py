@@ -81,7 +81,7 @@ class Decision(Body):
 
     def amount(self) -> int | None:
         if self.cost is not None:
-            from tokenabacus.billing.prices import parse_amount
+            from tokenabacus.money import parse_amount
 
             return parse_amount(str(self.cost), "cost")
         return self.tokens if self.tokens is not None else self.requests
