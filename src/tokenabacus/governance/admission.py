@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from tokenabacus.api.call import CHAT, Call
 from tokenabacus.billing.prices import PriceVersion
-from tokenabacus.engines.base import CHAT, Call
 from tokenabacus.governance.access import ModelAccess, check_key_ip
 from tokenabacus.governance.counters import Ask, Commit, Counters, Missing, Refusal, now_ms
 from tokenabacus.governance.errors import CountersUnavailable, QuotaExceeded, RateLimited, Refused
