@@ -15,7 +15,8 @@ from typing import Any
 
 from sqlalchemy import func, literal_column, select
 
-from tokenabacus.alerts.rules import (
+from tokenabacus.billing.reports import ReportQuery, run_report, zone_named
+from tokenabacus.config.alerts import (
     BurstRule,
     DriftRule,
     ErrorRateRule,
@@ -23,7 +24,6 @@ from tokenabacus.alerts.rules import (
     SpikeRule,
     UpstreamDownRule,
 )
-from tokenabacus.billing.reports import ReportQuery, run_report, zone_named
 from tokenabacus.ledger.record import ERROR
 from tokenabacus.ledger.schema import usage_records as raw
 from tokenabacus.ledger.store import Store

@@ -21,9 +21,9 @@ from tokenabacus.ledger.record import (
 )
 
 if TYPE_CHECKING:
-    from tokenabacus.alerts.rules import Rule
     from tokenabacus.billing.prices import PriceBook
     from tokenabacus.config import Settings
+    from tokenabacus.config.alerts import Rule
     from tokenabacus.ledger.store import Store
 
 from tokenabacus.demo.story import (
@@ -229,7 +229,7 @@ PENDING_REQUESTS = 3  # what seed_quotas asks for
 
 def alert_moments(profile: Profile, moments: Moments, now: int) -> list[tuple[int, Rule]]:
     """(when, rule): the real engine is run at each event's end, with the rule that sees it."""
-    from tokenabacus.alerts.rules import BurstRule, ErrorRateRule, QuotaRule, SpikeRule
+    from tokenabacus.config.alerts import BurstRule, ErrorRateRule, QuotaRule, SpikeRule
 
     burst_rule = BurstRule(type="burst", name="高频调用", by="key_id", requests_per_minute=60, window_minutes=5)
     out: list[tuple[int, Rule]] = [
