@@ -23,11 +23,10 @@ from tokenabacus.alerts.engine import holder_id, notifiers, send
 from tokenabacus.alerts.notifiers import Attachment, Message
 from tokenabacus.billing import named
 from tokenabacus.billing.exports import Sheet, csv_text, xlsx_bytes
-from tokenabacus.billing.reports import zone_named
+from tokenabacus.calendar import now_ms, zone_named
 from tokenabacus.config import Settings
 from tokenabacus.config.alerts import ScheduleConfig
 from tokenabacus.ledger.leases import Lease
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.schema import report_runs
 from tokenabacus.ledger.store import Store
 from tokenabacus.money import format_money

@@ -177,7 +177,7 @@ def hardware_list(
 ) -> None:
     """GPU pools and the monthly cost in force for each."""
     from tokenabacus.billing.hardware import in_force
-    from tokenabacus.ledger.record import now_ms
+    from tokenabacus.calendar import now_ms
     from tokenabacus.money import format_money
 
     s = settings_for(config, data_dir)

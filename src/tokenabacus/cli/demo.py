@@ -32,7 +32,7 @@ def demo_zone(s: Settings, tz: str | None) -> ZoneInfo:
     """--tz, else the config's governance.timezone when it names one, else Asia/Shanghai."""
     from zoneinfo import ZoneInfo
 
-    from tokenabacus.billing.reports import zone_named
+    from tokenabacus.calendar import zone_named
 
     explicit = "timezone" in s.governance.model_fields_set
     name = tz or (s.governance.timezone if explicit else DEMO_ZONE)
@@ -45,8 +45,7 @@ def demo_zone(s: Settings, tz: str | None) -> ZoneInfo:
 
 def until_ms(until: str | None, zone: ZoneInfo) -> int | None:
     """--until as UTC ms (None: now); a time to come is refused."""
-    from tokenabacus.calendar import parse_time
-    from tokenabacus.ledger.record import now_ms
+    from tokenabacus.calendar import now_ms, parse_time
 
     if until is None:
         return None

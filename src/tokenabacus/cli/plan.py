@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _zone(s: Settings, tz: str | None) -> tzinfo:
-    from tokenabacus.billing.forecast import zone_named
+    from tokenabacus.calendar import zone_named
 
     try:
         return zone_named(tz or s.governance.timezone)
@@ -157,8 +157,8 @@ def estimate(
     """Tokens and cost of a workload at the price in force now, as the gateway would charge it."""
     from tokenabacus.billing.estimate import NoPrice, price_book
     from tokenabacus.billing.estimate import estimate as plan
+    from tokenabacus.calendar import now_ms
     from tokenabacus.ledger.database import LedgerMissing
-    from tokenabacus.ledger.record import now_ms
     from tokenabacus.ledger.store import Store
 
     s = settings_for(config, data_dir)

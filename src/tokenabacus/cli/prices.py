@@ -49,7 +49,7 @@ def who() -> str:
 
 
 def zone_of(s: Settings, tz: str | None) -> tzinfo:
-    from tokenabacus.billing.reports import zone_named
+    from tokenabacus.calendar import zone_named
 
     try:
         return zone_named(tz or s.governance.timezone)
@@ -115,7 +115,7 @@ def set_(
 ) -> None:
     """Set a model's price from a time on (a new version: earlier records keep their cost)."""
     from tokenabacus import calendar, money
-    from tokenabacus.ledger.record import now_ms
+    from tokenabacus.calendar import now_ms
 
     s = settings_for(config, data_dir)
     zone = zone_of(s, tz)
@@ -147,8 +147,7 @@ def list_(
     data_dir: DataDirOpt = None,
 ) -> None:
     """The price version in force per model: the config file's and those set at run time."""
-    from tokenabacus.calendar import parse_time
-    from tokenabacus.ledger.record import now_ms
+    from tokenabacus.calendar import now_ms, parse_time
 
     s = settings_for(config, data_dir)
     zone = zone_of(s, tz)
@@ -172,7 +171,7 @@ def history(
 ) -> None:
     """Every price version of a model, oldest first: charging, past, future, or replaced (by a
     version set at run time with the same start)."""
-    from tokenabacus.ledger.record import now_ms
+    from tokenabacus.calendar import now_ms
 
     s = settings_for(config, data_dir)
     zone = zone_of(s, tz)

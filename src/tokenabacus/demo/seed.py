@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tokenabacus.config.alerts import Rule
     from tokenabacus.ledger.store import Store
 
+from tokenabacus.calendar import MINUTE_MS
 from tokenabacus.demo.story import (
     SPIKE_PROJECT,
     DemoPrice,
@@ -38,7 +39,7 @@ from tokenabacus.demo.story import (
     plan,
     user_names,
 )
-from tokenabacus.demo.traffic import MINUTE_MS, Population, Profile, charged, day_records, ingest, request_ids
+from tokenabacus.demo.traffic import Population, Profile, charged, day_records, ingest, request_ids
 
 
 # Seeding a ledger -----------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ def _round_up(x: float, step: int) -> int:
 def near_limit(store: Store, project: str, tz: ZoneInfo, now: int) -> tuple[str, int]:
     """(period, limit) of a token limit on ``project`` at about 92% used: the month, or the week
     when more of it falls in this week (early in a month)."""
-    from tokenabacus.governance.periods import bounds
+    from tokenabacus.calendar import period_bounds as bounds
     from tokenabacus.ledger.usage import used_since
 
     used = {
@@ -188,7 +189,7 @@ def near_limit(store: Store, project: str, tz: ZoneInfo, now: int) -> tuple[str,
 def seed_quotas(store: Store, settings: Settings, profile: Profile, pop: Population, now: int) -> int:
     """A few limits (one near its limit) and three pending requests to raise them; the number of
     limits set."""
-    from tokenabacus.governance.periods import bounds
+    from tokenabacus.calendar import period_bounds as bounds
     from tokenabacus.ledger.usage import used_since
 
     tz = ZoneInfo(settings.governance.timezone)

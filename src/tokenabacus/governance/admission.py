@@ -19,8 +19,9 @@ import orjson
 
 from tokenabacus.api.call import CHAT, Call
 from tokenabacus.billing.prices import PriceVersion
+from tokenabacus.calendar import now_ms
 from tokenabacus.governance.access import ModelAccess, check_key_ip
-from tokenabacus.governance.counters import Ask, Commit, Counters, Missing, Refusal, now_ms
+from tokenabacus.governance.counters import Ask, Commit, Counters, Missing, Refusal
 from tokenabacus.governance.errors import CountersUnavailable, QuotaExceeded, RateLimited, Refused
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.quotas import KEEP_MS, Limit, LimitSet

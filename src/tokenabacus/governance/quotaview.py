@@ -11,9 +11,9 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from tokenabacus.calendar import now_ms
 from tokenabacus.config import SCOPES, Settings
 from tokenabacus.governance.quotas import Grant, Limit, LimitSet, config_limits, row_limit
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.store import Store
 from tokenabacus.ledger.usage import used_since
 

@@ -18,10 +18,9 @@ from pydantic import ConfigDict, Field
 from tokenabacus import calendar, money
 from tokenabacus.billing import hardware, prices
 from tokenabacus.billing.pricestore import DIMENSIONS, UnknownRequest
-from tokenabacus.billing.reports import zone_named
+from tokenabacus.calendar import now_ms, zone_named
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import read_filters
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.server.admin_common import Body, Caller
 
 if TYPE_CHECKING:
