@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select
 
+from tokenabacus.calendar import now_ms
 from tokenabacus.ledger.database import Database
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.schema import console_sessions as t
 
 

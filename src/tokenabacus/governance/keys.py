@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from tokenabacus.calendar import now_ms
 from tokenabacus.config import KeyDefaults
 from tokenabacus.governance.keystrength import check_admin_key
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.store import Store
 from tokenabacus.tasks import cancel_and_wait
 
