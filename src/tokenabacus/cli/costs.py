@@ -72,7 +72,7 @@ def adjust(
 ) -> None:
     """Store a signed cost adjustment for a request, or for a model/department/project/user."""
     from tokenabacus.billing.prices import check_currency, format_money, parse_amount, parse_time
-    from tokenabacus.billing.pricestore import UnknownRequest
+    from tokenabacus.ledger.prices import UnknownRequest
 
     dims = {"model": model, "department": department, "project": project, "user": user}
     if (request_id is None) == (not any(dims.values())):

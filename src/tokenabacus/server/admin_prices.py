@@ -16,10 +16,10 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import ConfigDict, Field
 
 from tokenabacus.billing import hardware, prices
-from tokenabacus.billing.pricestore import DIMENSIONS, UnknownRequest
 from tokenabacus.billing.reports import zone_named
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import read_filters
+from tokenabacus.ledger.prices import DIMENSIONS, UnknownRequest
 from tokenabacus.ledger.record import now_ms
 from tokenabacus.server.admin_common import Body, Caller
 
