@@ -71,8 +71,8 @@ def adjust(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Store a signed cost adjustment for a request, or for a model/department/project/user."""
-    from tokenabacus.billing.pricestore import UnknownRequest
     from tokenabacus.calendar import parse_time
+    from tokenabacus.ledger.prices import UnknownRequest
     from tokenabacus.money import check_currency, format_money, parse_amount
 
     dims = {"model": model, "department": department, "project": project, "user": user}

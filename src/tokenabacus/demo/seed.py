@@ -97,7 +97,7 @@ class Options:
 
 def seed_org(store: Store, profile: Profile, pop: Population) -> None:
     """Departments, projects and users; those that exist already (a --force run) are kept."""
-    from tokenabacus.governance.orgstore import Conflict
+    from tokenabacus.ledger.org import Conflict
 
     def add(fn: Callable[..., object], *args: str | None) -> None:
         try:

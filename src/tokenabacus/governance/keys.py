@@ -21,7 +21,7 @@ from tokenabacus.ledger.store import Store
 from tokenabacus.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from tokenabacus.governance.orgstore import OrgStore
+    from tokenabacus.ledger.org import OrgStore
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "sk-"

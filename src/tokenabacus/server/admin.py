@@ -27,8 +27,8 @@ from tokenabacus.calendar import now_ms
 from tokenabacus.config import check_cidrs
 from tokenabacus.governance.errors import Forbidden
 from tokenabacus.governance.keys import create_key, key_owner
-from tokenabacus.governance.orgstore import Conflict, NotFound, OrgError
 from tokenabacus.governance.roles import can_see_scope, key_scope, read_filters, require_admin, require_reader
+from tokenabacus.ledger.org import Conflict, NotFound, OrgError
 from tokenabacus.server.admin_audit import audit_routes
 from tokenabacus.server.admin_auth import Authenticated, error_json, forbidden_error
 from tokenabacus.server.admin_common import Body, Caller, Format, export

@@ -17,10 +17,10 @@ from pydantic import ConfigDict, Field
 
 from tokenabacus import calendar, money
 from tokenabacus.billing import hardware, prices
-from tokenabacus.billing.pricestore import DIMENSIONS, UnknownRequest
 from tokenabacus.calendar import now_ms, zone_named
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import read_filters
+from tokenabacus.ledger.prices import DIMENSIONS, UnknownRequest
 from tokenabacus.server.admin_common import Body, Caller
 
 if TYPE_CHECKING:
