@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from admission import LIMITS
+from tokenabacus.api.call import Call
 from tokenabacus.config import GovernanceConfig
-from tokenabacus.engines.base import Call
 from tokenabacus.governance.admission import Admission
 from tokenabacus.governance.counters import MemoryCounters
 from tokenabacus.governance.keys import Identity

@@ -27,7 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from tokenabacus.governance.counters import Ask, Commit, Counters, MemoryCounters, now_ms  # noqa: E402
+from tokenabacus.calendar import now_ms
+from tokenabacus.governance.counters import Ask, Commit, Counters, MemoryCounters  # noqa: E402
 from tokenabacus.governance.errors import CountersUnavailable  # noqa: E402
 
 BIG = 10**15

@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BIN, GatewayProc
-from tokenabacus.auth_config import AuthBrakeConfig
+from tokenabacus.config.auth import AuthBrakeConfig
 from tokenabacus.governance.brake import AuthBrake
 from tokenabacus.governance.keystrength import weakness
 

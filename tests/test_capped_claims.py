@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from conftest import GatewayProc
-from tokenabacus.engines.base import CHAT, COMPLETIONS, Call
+from tokenabacus.api.call import CHAT, COMPLETIONS, Call
 from tokenabacus.metering.bounds import completion_bound, prompt_bound
 
 MESSAGES = [{"role": "user", "content": "Say hello to everyone in the room, please."}]

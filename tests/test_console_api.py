@@ -20,7 +20,8 @@ import pytest
 from sqlalchemy import select
 
 from conftest import GatewayProc
-from tokenabacus.ledger.record import new_request_id, now_ms, start_record
+from tokenabacus.calendar import now_ms
+from tokenabacus.ledger.record import new_request_id, start_record
 from tokenabacus.ledger.schema import console_sessions
 
 ZONE = "Asia/Shanghai"

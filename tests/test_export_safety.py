@@ -25,7 +25,8 @@ from openpyxl import load_workbook
 from conftest import GatewayProc
 from tokenabacus.billing.cells import csv_field, formula_like
 from tokenabacus.billing.exports import Sheet, csv_text, xlsx_bytes
-from tokenabacus.ledger.record import new_request_id, now_ms, start_record
+from tokenabacus.calendar import now_ms
+from tokenabacus.ledger.record import new_request_id, start_record
 
 DEPT = "=1+2"
 PROJECT = "@SUM(1,1)"

@@ -20,8 +20,10 @@ import yaml
 from conftest import BIN, EMBEDDED, GatewayProc
 from records import sample_records
 from tokenabacus.billing.hardware import apportion, largest_remainder
-from tokenabacus.billing.prices import config_version_id, cost_micros, parse_price, parse_time
+from tokenabacus.billing.prices import config_version_id, cost_micros
+from tokenabacus.calendar import parse_time
 from tokenabacus.ledger.store import Store
+from tokenabacus.money import parse_price
 
 SAY = [{"role": "user", "content": "Say hi"}]
 COST_FIELDS = ("cost_micros", "price_version", "currency")

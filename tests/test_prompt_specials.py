@@ -8,8 +8,8 @@ import json
 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
+from tokenabacus.api.call import COMPLETIONS, Call
 from tokenabacus.config import TokenizerConfig
-from tokenabacus.engines.base import COMPLETIONS, Call
 from tokenabacus.metering.settle import Meter
 from tokenabacus.metering.tokenizers import build_counter
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import EMBEDDED, GatewayProc
-from tokenabacus.governance.periods import bounds
+from tokenabacus.calendar import period_bounds as bounds
 from tokenabacus.ledger.schema import usage_records as t
 
 SAY = [{"role": "user", "content": "Say hi"}]

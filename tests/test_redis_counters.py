@@ -14,7 +14,8 @@ import redis
 
 from conftest import service_available
 from procs import free_port
-from tokenabacus.governance.counters import SEED, SEEDED, WAIT, Ask, Commit, Missing, Refusal, now_ms
+from tokenabacus.calendar import now_ms
+from tokenabacus.governance.counters import SEED, SEEDED, WAIT, Ask, Commit, Missing, Refusal
 from tokenabacus.governance.errors import CountersUnavailable
 from tokenabacus.governance.redis_counters import BATCH_CAP, RedisCounters
 

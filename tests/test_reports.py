@@ -21,7 +21,8 @@ from openpyxl import load_workbook
 from conftest import BIN
 from test_rollups import HOUR, START, random_records
 from tokenabacus.billing import reports
-from tokenabacus.billing.reports import GROUPS, ReportQuery, build_query, run_report, zone_named
+from tokenabacus.billing.reports import GROUPS, ReportQuery, build_query, run_report
+from tokenabacus.calendar import zone_named
 from tokenabacus.ledger import rollups
 from tokenabacus.ledger.store import Store
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from sqlalchemy import func, literal_column, select
 
-from tokenabacus.alerts.rules import (
+from tokenabacus.billing.reports import ReportQuery, run_report
+from tokenabacus.calendar import HOUR_MS, MINUTE_MS, day_start, midnight_ms, zone_named
+from tokenabacus.config.alerts import (
     BurstRule,
     DriftRule,
     ErrorRateRule,
@@ -23,13 +25,9 @@ from tokenabacus.alerts.rules import (
     SpikeRule,
     UpstreamDownRule,
 )
-from tokenabacus.billing.reports import ReportQuery, run_report, zone_named
 from tokenabacus.ledger.record import ERROR
 from tokenabacus.ledger.schema import usage_records as raw
 from tokenabacus.ledger.store import Store
-
-DAY_MS = 86_400_000
-MINUTE_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -45,23 +43,16 @@ class Firing:
     detail: dict[str, Any]
 
 
-def _day_start(now_ms: int, tz: str) -> tuple[int, datetime]:
-    zone = zone_named(tz)
-    local = datetime.fromtimestamp(now_ms / 1000, zone)
-    midnight = datetime(local.year, local.month, local.day, tzinfo=zone)
-    return int(midnight.timestamp() * 1000), local
-
-
 def spikes(store: Store, rule: SpikeRule, tz: str, now_ms: int) -> list[Firing]:
     """Today's usage per scope against its trailing daily mean: fires when today so far, or today
     projected to its end (once ``project_after_hours`` have passed), reaches ``factor_pct``."""
-    start, local = _day_start(now_ms, tz)
     zone = zone_named(tz)
+    start, local = day_start(now_ms, zone)
     day0 = local.date() - timedelta(days=rule.baseline_days)
-    base_start = int(datetime(day0.year, day0.month, day0.day, tzinfo=zone).timestamp() * 1000)
+    base_start = midnight_ms(day0, zone)
     today = {r[rule.scope]: r for r in run_report(store, ReportQuery((rule.scope,), start, now_ms, tz)).rows}
     before = {r[rule.scope]: r for r in run_report(store, ReportQuery((rule.scope,), base_start, start, tz)).rows}
-    elapsed_h = max((now_ms - start) / 3_600_000, 1e-9)
+    elapsed_h = max((now_ms - start) / HOUR_MS, 1e-9)
     out = []
     for name, r in today.items():
         if name is None or r["total_tokens"] < rule.min_tokens or r["requests"] < rule.min_requests:
@@ -166,7 +157,7 @@ def bursts(store: Store, rule: BurstRule, tz: str, now_ms: int) -> list[Firing]:
 
 def drift(store: Store, rule: DriftRule, tz: str, now_ms: int) -> list[Firing]:
     """Today's count against the upstream's per model: fires past ``tolerance_pct``."""
-    start, local = _day_start(now_ms, tz)
+    start, local = day_start(now_ms, zone_named(tz))
     rep = run_report(store, ReportQuery(("model",), start, now_ms, tz, drift=True))
     out = []
     for r in rep.rows:

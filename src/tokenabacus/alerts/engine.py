@@ -20,10 +20,10 @@ from tokenabacus.alerts import detect, messages
 from tokenabacus.alerts.detect import Firing
 from tokenabacus.alerts.notifiers import Message, Notifier, NotifyError, build_notifier
 from tokenabacus.alerts.outbox import Outbox
-from tokenabacus.alerts.rules import AlertsConfig, QuotaRule, Rule, UpstreamDownRule
+from tokenabacus.calendar import now_ms
 from tokenabacus.config import Settings
+from tokenabacus.config.alerts import AlertsConfig, QuotaRule, Rule, UpstreamDownRule
 from tokenabacus.ledger.leases import Lease
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.store import Store
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable, Mapping
 
 from tokenabacus.alerts import messages
 from tokenabacus.alerts.notifiers import Notifier, NotifyError
-from tokenabacus.alerts.rules import AlertsConfig
+from tokenabacus.calendar import now_ms
+from tokenabacus.config.alerts import AlertsConfig
 from tokenabacus.ledger.alerts import AlertHistory, Delivery
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

@@ -21,16 +21,15 @@ from sqlalchemy import exc, insert, select, update
 
 from tokenabacus.alerts.engine import holder_id, notifiers, send
 from tokenabacus.alerts.notifiers import Attachment, Message
-from tokenabacus.alerts.rules import ScheduleConfig
 from tokenabacus.billing import named
 from tokenabacus.billing.exports import Sheet, csv_text, xlsx_bytes
-from tokenabacus.billing.prices import format_money
-from tokenabacus.billing.reports import zone_named
+from tokenabacus.calendar import now_ms, zone_named
 from tokenabacus.config import Settings
+from tokenabacus.config.alerts import ScheduleConfig
 from tokenabacus.ledger.leases import Lease
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.schema import report_runs
 from tokenabacus.ledger.store import Store
+from tokenabacus.money import format_money
 
 log = logging.getLogger(__name__)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -22,8 +22,8 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 from tokenabacus.billing.forecast import DaySum, daily_sums
-from tokenabacus.billing.prices import DEFAULT_CURRENCY, MICROS, check_currency, parse_amount
 from tokenabacus.dates import check_day
+from tokenabacus.money import DEFAULT_CURRENCY, MICROS, check_currency, parse_amount
 
 if TYPE_CHECKING:
     from tokenabacus.ledger.database import Database

@@ -18,9 +18,11 @@ from typing import Any
 
 from tokenabacus.billing.exports import Sheet, xlsx_bytes
 from tokenabacus.billing.named import Window, window
-from tokenabacus.billing.prices import PriceVersion, format_money, format_rate
-from tokenabacus.billing.reports import ReportQuery, run_report, zone_named
+from tokenabacus.billing.prices import PriceVersion
+from tokenabacus.billing.reports import ReportQuery, run_report
+from tokenabacus.calendar import zone_named
 from tokenabacus.ledger.store import Store
+from tokenabacus.money import format_money, format_rate
 
 DETAIL = ("project", "user", "model")
 FIGURES = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tokenabacus.billing.prices import PriceBook, PriceVersion, config_versions, cost_micros
+from tokenabacus.calendar import DAY_MS
 
 if TYPE_CHECKING:
     from tokenabacus.config import Settings
     from tokenabacus.ledger.store import Store
 
-DAY_MS = 86_400_000
 MAX_DAYS = 3660
 MAX_COUNT = 10**12  # requests per day or tokens per request: beyond is a typo
 

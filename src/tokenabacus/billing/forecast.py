@@ -24,12 +24,13 @@ import re
 import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 from sqlalchemy import BigInteger, func, literal_column, select
 
+from tokenabacus.calendar import HOUR_MS, MINUTE_MS, midnight_ms
 from tokenabacus.dates import check_day
 from tokenabacus.ledger import rollups
 from tokenabacus.ledger.record import REJECTED
@@ -44,8 +45,6 @@ SEASON = 7  # days in the seasonal cycle
 LOOKBACK_DAYS = 365  # history read: a year is plenty for a trend and a week
 MAX_HORIZON_DAYS = 366
 GROUPS = ("project", "department")
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 _NDAYS = re.compile(r"^(\d{1,3})\s*d(ays?)?$")
 
 
@@ -62,23 +61,6 @@ MONTH_END += ["so_far_cost_micros", "month_cost_micros", "month_cost_low_micros"
 def columns(by: str, horizon: str = "") -> list[str]:
     extra = MONTH_END if horizon.strip().lower() == "month-end" else []
     return [by, *COLUMNS, *MONEY, *extra, "note"]
-
-
-def zone_named(name: str) -> tzinfo:
-    """UTC or an IANA zone; ValueError (one line) for anything else."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    if name.strip().upper() == "UTC":
-        return UTC
-    try:
-        return ZoneInfo(name.strip())
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
-
-
-def midnight_ms(day: date, zone: tzinfo) -> int:
-    """The UTC ms at which ``day`` starts in ``zone``."""
-    return int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp() * 1000)
 
 
 def parse_day(text: str, what: str) -> date:
@@ -104,7 +86,7 @@ def _bucket_ms(first: date, end: date, zone: tzinfo) -> int:
     [first, end] falls: an hour for most zones, 30 or 15 minutes for India, Nepal, Chatham."""
     size = HOUR_MS
     day = first
-    while day <= end and size > 60_000:
+    while day <= end and size > MINUTE_MS:
         offset = datetime(day.year, day.month, day.day, tzinfo=zone).utcoffset() or timedelta(0)
         size = math.gcd(size, abs(int(offset.total_seconds() * 1000)) % HOUR_MS or HOUR_MS)
         day += timedelta(days=1)

@@ -10,11 +10,12 @@ from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy import func, select
 
-from tokenabacus.billing.prices import format_money
+from tokenabacus.calendar import wall_ms, zone_named
 from tokenabacus.dates import check_month
 from tokenabacus.ledger.record import REJECTED
 from tokenabacus.ledger.schema import usage_records as t
 from tokenabacus.ledger.store import Store
+from tokenabacus.money import format_money
 
 BASES = ("tokens", "busy_time")
 
@@ -34,11 +35,7 @@ def month_bounds(month: str | datetime, tz: tzinfo) -> tuple[int, int]:
     next month's start."""
     first = month_start(month) if isinstance(month, str) else month
     after = (first + timedelta(days=32)).replace(day=1)
-    return _ms(first, tz), _ms(after, tz)
-
-
-def _ms(naive: datetime, tz: tzinfo) -> int:
-    return int(naive.replace(tzinfo=tz).timestamp() * 1000)
+    return wall_ms(first, tz), wall_ms(after, tz)
 
 
 def in_force(rows: list[dict], at_ms: int) -> list[dict]:
@@ -100,8 +97,6 @@ def _usage(
 def apportion(store: Store, month: str, tz: tzinfo | str) -> list[dict]:
     """Every pool's cost for ``month`` (YYYY-MM, cut at midnight in ``tz``) split by department
     and project. Each pool's rows' ``cost_micros`` add up exactly to its monthly amount."""
-    from tokenabacus.billing.reports import zone_named
-
     start, end = month_bounds(month, zone_named(tz) if isinstance(tz, str) else tz)
     out = []
     for cost in for_month(store.prices.hardware(), start, end):

@@ -10,21 +10,21 @@ Each returns a ``Table``, which the CLI prints or exports and /admin returns, un
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, literal_column, select
 
+from tokenabacus import calendar
 from tokenabacus.billing.hardware import month_bounds, month_start
-from tokenabacus.billing.prices import format_money
-from tokenabacus.billing.reports import DIMENSIONS, Report, ReportQuery, run_report, zone_named
+from tokenabacus.billing.reports import DIMENSIONS, Report, ReportQuery, run_report
+from tokenabacus.calendar import DAY_MS, MINUTE_MS, midnight_ms, zone_named
 from tokenabacus.ledger.schema import usage_records as raw
 from tokenabacus.ledger.store import Store
+from tokenabacus.money import format_money
 
-MINUTE_MS = 60_000
 PERIODS = ("today", "week", "month")
 CALLERS = ("key_id", "user", "project", "department", "client_ip")
 
@@ -54,10 +54,6 @@ class Window:
     before: tuple[int, int]
 
 
-def _midnight(d: date, zone: tzinfo) -> int:
-    return int(datetime(d.year, d.month, d.day, tzinfo=zone).timestamp() * 1000)
-
-
 def window(
     tz: str,
     period: str | None = None,
@@ -74,7 +70,7 @@ def window(
     from tokenabacus.billing.reports import parse_when
 
     zone = zone_named(tz)
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = calendar.now_ms() if now_ms is None else now_ms
     chosen = [x for x in (period, month, since) if x]
     if len(chosen) > 1:
         raise ValueError("give one of a period (--today, --week, --month), --month YYYY-MM or --since")
@@ -97,12 +93,12 @@ def window(
     today = datetime.fromtimestamp(now / 1000, zone).date()
     if period == "today":
         day = today - timedelta(days=1) if previous else today
-        a, b = _midnight(day, zone), _midnight(day + timedelta(days=1), zone)
-        return Window(a, b, tz, day.isoformat(), (_midnight(day - timedelta(days=1), zone), a))
+        a, b = midnight_ms(day, zone), midnight_ms(day + timedelta(days=1), zone)
+        return Window(a, b, tz, day.isoformat(), (midnight_ms(day - timedelta(days=1), zone), a))
     if period == "week":
         monday = today - timedelta(days=today.weekday()) - timedelta(weeks=1 if previous else 0)
-        a, b = _midnight(monday, zone), _midnight(monday + timedelta(weeks=1), zone)
-        return Window(a, b, tz, f"week of {monday.isoformat()}", (_midnight(monday - timedelta(weeks=1), zone), a))
+        a, b = midnight_ms(monday, zone), midnight_ms(monday + timedelta(weeks=1), zone)
+        return Window(a, b, tz, f"week of {monday.isoformat()}", (midnight_ms(monday - timedelta(weeks=1), zone), a))
     first = today.replace(day=1)
     if previous:
         first = (first - timedelta(days=1)).replace(day=1)
@@ -152,7 +148,7 @@ def top(
         raise ValueError("rank by tokens or cost")
     now = _by_currency(run_report(store, _query(win, (by, "currency"), filters, latency=False)), by)
     b0, b1 = win.before
-    clock = int(time.time() * 1000)
+    clock = calendar.now_ms()
     if win.since_ms <= clock < win.until_ms:
         # A period still running is compared with the same stretch of the one before (this week
         # so far against last week up to the same hour), not with the whole of it.
@@ -411,7 +407,7 @@ def suspicious(
         conds += [raw.c[d].in_(list(v)) for d, v in (filters or {}).items()]
         return conds
 
-    base_from = win.since_ms - baseline_days * 86_400_000
+    base_from = win.since_ms - baseline_days * DAY_MS
     per_minute = (
         select(col, minute, func.count(), tokens).where(*where(win.since_ms, win.until_ms)).group_by(col, minute)
     )

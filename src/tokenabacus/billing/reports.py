@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import case
 from sqlalchemy.sql.elements import ColumnElement
 
+from tokenabacus.calendar import DAY_MS, HOUR_MS, zone_named
 from tokenabacus.dates import check_day
 from tokenabacus.ledger import rollups
 from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED
@@ -45,8 +46,6 @@ COLUMNS = (
 )
 SORTABLE = tuple(c for c in COLUMNS if c != "currency")
 MIXED = "mixed"
-HOUR_MS = rollups.HOUR_MS
-DAY_MS = 24 * HOUR_MS
 WEEK_MS = 7 * DAY_MS
 MONDAY_SHIFT_MS = 3 * DAY_MS  # 1970-01-01 was a Thursday: shifted by 3 days, weeks start on Mondays
 # More cut hours than this and one raw scan of the range is simpler than excluding each.
@@ -108,18 +107,6 @@ class Report:
 def check_status(status: str | None) -> None:
     if status is not None and status not in STATUSES:
         raise ValueError(f"unknown status {status!r}; choose from {', '.join(STATUSES)}")
-
-
-def zone_named(name: str):
-    """UTC or an IANA zone (Asia/Shanghai); ValueError for anything else."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    if name.upper() == "UTC":
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
 
 
 def parse_when(text: str, zone, name: str) -> int:

@@ -58,7 +58,8 @@ def show_history(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Alerts fired, newest first, with each channel's outcome (delivered, failed and why, pending)."""
-    from tokenabacus.billing.reports import parse_when, zone_named
+    from tokenabacus.billing.reports import parse_when
+    from tokenabacus.calendar import zone_named
 
     s = settings_for(config, data_dir)
     zone = zone_named(s.governance.timezone)
@@ -108,7 +109,7 @@ def check(
 ) -> None:
     """Evaluate every rule against the ledger now and show what fires."""
     from tokenabacus.alerts.engine import AlertEngine
-    from tokenabacus.ledger.record import now_ms
+    from tokenabacus.calendar import now_ms
 
     s = settings_for(config, data_dir)
     store = open_store(config, data_dir, settings=s, create=False)

@@ -38,7 +38,8 @@ def events(
     command line and the admin API."""
     import orjson
 
-    from tokenabacus.billing.reports import parse_when, zone_named
+    from tokenabacus.billing.reports import parse_when
+    from tokenabacus.calendar import zone_named
 
     if not 1 <= limit <= MAX_ROWS:
         fail(f"--limit must be between 1 and {MAX_ROWS}, got {limit}")

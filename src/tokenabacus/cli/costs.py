@@ -71,8 +71,9 @@ def adjust(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Store a signed cost adjustment for a request, or for a model/department/project/user."""
-    from tokenabacus.billing.prices import check_currency, format_money, parse_amount, parse_time
-    from tokenabacus.billing.pricestore import UnknownRequest
+    from tokenabacus.calendar import parse_time
+    from tokenabacus.ledger.prices import UnknownRequest
+    from tokenabacus.money import check_currency, format_money, parse_amount
 
     dims = {"model": model, "department": department, "project": project, "user": user}
     if (request_id is None) == (not any(dims.values())):
@@ -105,7 +106,8 @@ def adjustments(
     data_dir: DataDirOpt = None,
 ) -> None:
     """List cost adjustments, oldest first, with who made them, when and why."""
-    from tokenabacus.billing.prices import format_money, parse_time
+    from tokenabacus.calendar import parse_time
+    from tokenabacus.money import format_money
 
     s = settings_for(config, data_dir)
     zone = zone_of(s, tz)
@@ -141,7 +143,8 @@ def hardware_set(
     from datetime import datetime
 
     from tokenabacus.billing.hardware import BASES
-    from tokenabacus.billing.prices import check_currency, format_money, parse_amount, parse_time
+    from tokenabacus.calendar import parse_time
+    from tokenabacus.money import check_currency, format_money, parse_amount
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:
@@ -174,8 +177,8 @@ def hardware_list(
 ) -> None:
     """GPU pools and the monthly cost in force for each."""
     from tokenabacus.billing.hardware import in_force
-    from tokenabacus.billing.prices import format_money
-    from tokenabacus.ledger.record import now_ms
+    from tokenabacus.calendar import now_ms
+    from tokenabacus.money import format_money
 
     s = settings_for(config, data_dir)
     zone = zone_of(s, tz)

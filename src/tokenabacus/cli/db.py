@@ -22,8 +22,8 @@ def replay(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Move spooled records into the ledger and the sinks (refused while a gateway runs on the
     data dir; start does this too). Records that cannot be written go to the dead-letter file."""
     from tokenabacus.ledger.deadletter import FILE_NAME, DeadLetters
-    from tokenabacus.ledger.sinks import build_sinks
     from tokenabacus.ledger.writer import replay_spool
+    from tokenabacus.observe.wiring import build_sinks
 
     s = settings_for(config, data_dir)
     hold_spool(s)

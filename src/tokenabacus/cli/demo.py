@@ -32,7 +32,7 @@ def demo_zone(s: Settings, tz: str | None) -> ZoneInfo:
     """--tz, else the config's governance.timezone when it names one, else Asia/Shanghai."""
     from zoneinfo import ZoneInfo
 
-    from tokenabacus.billing.reports import zone_named
+    from tokenabacus.calendar import zone_named
 
     explicit = "timezone" in s.governance.model_fields_set
     name = tz or (s.governance.timezone if explicit else DEMO_ZONE)
@@ -45,8 +45,7 @@ def demo_zone(s: Settings, tz: str | None) -> ZoneInfo:
 
 def until_ms(until: str | None, zone: ZoneInfo) -> int | None:
     """--until as UTC ms (None: now); a time to come is refused."""
-    from tokenabacus.billing.prices import parse_time
-    from tokenabacus.ledger.record import now_ms
+    from tokenabacus.calendar import now_ms, parse_time
 
     if until is None:
         return None
@@ -118,8 +117,8 @@ def seed(
 
 def summary(done: Seeded, s: Settings, zone: ZoneInfo, options: str = "") -> None:
     """What was seeded, and the next step (``options``: the --config/--data-dir given)."""
-    from tokenabacus.billing.prices import format_money
     from tokenabacus.cli.output import iso
+    from tokenabacus.money import format_money
 
     t = done.tally
     cost = ", ".join(format_money(v, cur) or "" for cur, v in sorted(t.cost.items())) or "nothing"

@@ -8,9 +8,9 @@ from typing import Annotated
 import orjson
 import typer
 
+from tokenabacus.calendar import now_ms
 from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store, settings_for
 from tokenabacus.cli.output import Fmt, emit, fail, iso
-from tokenabacus.ledger.record import now_ms
 
 LIST_COLS = [
     "key_id",

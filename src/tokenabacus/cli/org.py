@@ -11,7 +11,7 @@ from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store
 from tokenabacus.cli.output import Fmt, emit, fail, iso
 
 if TYPE_CHECKING:
-    from tokenabacus.governance.orgstore import OrgStore
+    from tokenabacus.ledger.org import OrgStore
 
 T = TypeVar("T")
 FormatOpt = Annotated[Fmt, typer.Option("--format", help="table, json or csv.")]
@@ -51,7 +51,7 @@ def _org(config: str | None, data_dir: str | None, create: bool = True) -> OrgSt
 
 def _do(call: Callable[[], T]) -> T:
     """Run a change or read; a refusal is one line on stderr."""
-    from tokenabacus.governance.orgstore import OrgError
+    from tokenabacus.ledger.org import OrgError
 
     try:
         return call()

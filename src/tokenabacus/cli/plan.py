@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _zone(s: Settings, tz: str | None) -> tzinfo:
-    from tokenabacus.billing.forecast import zone_named
+    from tokenabacus.calendar import zone_named
 
     try:
         return zone_named(tz or s.governance.timezone)
@@ -64,7 +64,7 @@ def _n(v: int | None, signed: bool = False) -> str | None:
 
 
 def _money(micros: int | None, currency: str | None, signed: bool = False) -> str | None:
-    from tokenabacus.billing.prices import format_money
+    from tokenabacus.money import format_money
 
     text = format_money(micros, currency)
     return f"+{text}" if signed and text is not None and micros and micros > 0 else text
@@ -157,8 +157,8 @@ def estimate(
     """Tokens and cost of a workload at the price in force now, as the gateway would charge it."""
     from tokenabacus.billing.estimate import NoPrice, price_book
     from tokenabacus.billing.estimate import estimate as plan
+    from tokenabacus.calendar import now_ms
     from tokenabacus.ledger.database import LedgerMissing
-    from tokenabacus.ledger.record import now_ms
     from tokenabacus.ledger.store import Store
 
     s = settings_for(config, data_dir)
@@ -219,7 +219,7 @@ def reconcile(
     and model: tokens, cost, their differences and a verdict, and the totals."""
     from tokenabacus.billing import bill as b
     from tokenabacus.billing.forecast import parse_day
-    from tokenabacus.billing.prices import check_currency
+    from tokenabacus.money import check_currency
 
     s = settings_for(config, data_dir)
     zone = _zone(s, tz)

@@ -49,7 +49,7 @@ def who() -> str:
 
 
 def zone_of(s: Settings, tz: str | None) -> tzinfo:
-    from tokenabacus.billing.reports import zone_named
+    from tokenabacus.calendar import zone_named
 
     try:
         return zone_named(tz or s.governance.timezone)
@@ -66,7 +66,7 @@ def book_of(store: Store, s: Settings) -> PriceBook:
 
 def shown(row: dict, per: str, zone: tzinfo) -> dict:
     """A version row with its prices per ``per`` in its currency and its start as a time."""
-    from tokenabacus.billing.prices import format_rate, per_label
+    from tokenabacus.money import format_rate, per_label
 
     cur = row["currency"]
     return {
@@ -88,7 +88,7 @@ def _cols(fmt: Fmt, extra: list[str]) -> list[str]:
 
 
 def _check_per(per: str) -> str:
-    from tokenabacus.billing.prices import per_label
+    from tokenabacus.money import per_label
 
     try:
         return per_label(per)
@@ -114,19 +114,19 @@ def set_(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Set a model's price from a time on (a new version: earlier records keep their cost)."""
-    from tokenabacus.billing import prices
-    from tokenabacus.ledger.record import now_ms
+    from tokenabacus import calendar, money
+    from tokenabacus.calendar import now_ms
 
     s = settings_for(config, data_dir)
     zone = zone_of(s, tz)
     if not model.strip() or len(model) > 200:
         fail("the model name must be 1 to 200 characters long")
     try:
-        inp = prices.parse_price(input_, per, "--input")
-        out = prices.parse_price(output, per, "--output")
-        cache = None if cached is None else prices.parse_price(cached, per, "--cached")
-        cur = prices.check_currency(currency)
-        start = prices.parse_time(from_, zone, "--from") if from_ else now_ms()
+        inp = money.parse_price(input_, per, "--input")
+        out = money.parse_price(output, per, "--output")
+        cache = None if cached is None else money.parse_price(cached, per, "--cached")
+        cur = money.check_currency(currency)
+        start = calendar.parse_time(from_, zone, "--from") if from_ else now_ms()
     except ValueError as e:
         fail(str(e))
     row = open_store(config, data_dir, s).prices.add(model, cur, inp, cache, out, start, who(), note)
@@ -147,8 +147,7 @@ def list_(
     data_dir: DataDirOpt = None,
 ) -> None:
     """The price version in force per model: the config file's and those set at run time."""
-    from tokenabacus.billing.prices import parse_time
-    from tokenabacus.ledger.record import now_ms
+    from tokenabacus.calendar import now_ms, parse_time
 
     s = settings_for(config, data_dir)
     zone = zone_of(s, tz)
@@ -172,7 +171,7 @@ def history(
 ) -> None:
     """Every price version of a model, oldest first: charging, past, future, or replaced (by a
     version set at run time with the same start)."""
-    from tokenabacus.ledger.record import now_ms
+    from tokenabacus.calendar import now_ms
 
     s = settings_for(config, data_dir)
     zone = zone_of(s, tz)

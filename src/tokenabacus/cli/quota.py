@@ -197,7 +197,7 @@ def approve(
         fail(f"no pending quota request with id {request_id!r} (see `tokenabacus quota requests`)")
     granted = tokens if tokens is not None else requests
     if cost is not None:
-        from tokenabacus.billing.prices import parse_amount
+        from tokenabacus.money import parse_amount
 
         try:
             granted = parse_amount(cost, "--cost")

@@ -147,7 +147,7 @@ def _run(
     make: Callable[[Store, Window, dict[str, tuple[str, ...]]], Table],
 ) -> None:
     """What every named report does: check the arguments, read the ledger once, print or export."""
-    from tokenabacus.billing.reports import zone_named
+    from tokenabacus.calendar import zone_named
 
     s = settings_for(config, data_dir)
     zone = tz or s.governance.timezone

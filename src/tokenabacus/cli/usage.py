@@ -44,7 +44,8 @@ def usage(
     data_dir: DataDirOpt = None,
 ) -> None:
     """List the latest ledger records, newest first."""
-    from tokenabacus.billing.reports import check_status, parse_when, zone_named
+    from tokenabacus.billing.reports import check_status, parse_when
+    from tokenabacus.calendar import zone_named
 
     try:
         check_status(status)

@@ -21,11 +21,12 @@ from tokenabacus.ledger.record import (
 )
 
 if TYPE_CHECKING:
-    from tokenabacus.alerts.rules import Rule
     from tokenabacus.billing.prices import PriceBook
     from tokenabacus.config import Settings
+    from tokenabacus.config.alerts import Rule
     from tokenabacus.ledger.store import Store
 
+from tokenabacus.calendar import MINUTE_MS
 from tokenabacus.demo.story import (
     SPIKE_PROJECT,
     DemoPrice,
@@ -38,7 +39,7 @@ from tokenabacus.demo.story import (
     plan,
     user_names,
 )
-from tokenabacus.demo.traffic import MINUTE_MS, Population, Profile, charged, day_records, ingest, request_ids
+from tokenabacus.demo.traffic import Population, Profile, charged, day_records, ingest, request_ids
 
 
 # Seeding a ledger -----------------------------------------------------------------------------------
@@ -96,7 +97,7 @@ class Options:
 
 def seed_org(store: Store, profile: Profile, pop: Population) -> None:
     """Departments, projects and users; those that exist already (a --force run) are kept."""
-    from tokenabacus.governance.orgstore import Conflict
+    from tokenabacus.ledger.org import Conflict
 
     def add(fn: Callable[..., object], *args: str | None) -> None:
         try:
@@ -133,7 +134,7 @@ def seed_keys(store: Store, profile: Profile, pop: Population) -> dict[str, str]
 
 def seed_prices(store: Store, book: PriceBook, profile: Profile, prices: Iterable[DemoPrice]) -> None:
     """The demo's prices, for models the book has no price for (an operator's prices stay)."""
-    from tokenabacus.billing.prices import check_currency, parse_price
+    from tokenabacus.money import check_currency, parse_price
 
     bare = {p.model for p in prices if not book.history(p.model)}
     for p in prices:
@@ -175,7 +176,7 @@ def _round_up(x: float, step: int) -> int:
 def near_limit(store: Store, project: str, tz: ZoneInfo, now: int) -> tuple[str, int]:
     """(period, limit) of a token limit on ``project`` at about 92% used: the month, or the week
     when more of it falls in this week (early in a month)."""
-    from tokenabacus.governance.periods import bounds
+    from tokenabacus.calendar import period_bounds as bounds
     from tokenabacus.ledger.usage import used_since
 
     used = {
@@ -188,7 +189,7 @@ def near_limit(store: Store, project: str, tz: ZoneInfo, now: int) -> tuple[str,
 def seed_quotas(store: Store, settings: Settings, profile: Profile, pop: Population, now: int) -> int:
     """A few limits (one near its limit) and three pending requests to raise them; the number of
     limits set."""
-    from tokenabacus.governance.periods import bounds
+    from tokenabacus.calendar import period_bounds as bounds
     from tokenabacus.ledger.usage import used_since
 
     tz = ZoneInfo(settings.governance.timezone)
@@ -229,7 +230,7 @@ PENDING_REQUESTS = 3  # what seed_quotas asks for
 
 def alert_moments(profile: Profile, moments: Moments, now: int) -> list[tuple[int, Rule]]:
     """(when, rule): the real engine is run at each event's end, with the rule that sees it."""
-    from tokenabacus.alerts.rules import BurstRule, ErrorRateRule, QuotaRule, SpikeRule
+    from tokenabacus.config.alerts import BurstRule, ErrorRateRule, QuotaRule, SpikeRule
 
     burst_rule = BurstRule(type="burst", name="高频调用", by="key_id", requests_per_minute=60, window_minutes=5)
     out: list[tuple[int, Rule]] = [

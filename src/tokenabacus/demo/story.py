@@ -21,7 +21,8 @@ from tokenabacus.ledger.record import (
 if TYPE_CHECKING:
     pass
 
-from tokenabacus.demo.traffic import HOUR_MS, MINUTE_MS, STATUSES, Draws, ModelShape, Population, Profile, build
+from tokenabacus.calendar import HOUR_MS, MINUTE_MS
+from tokenabacus.demo.traffic import STATUSES, Draws, ModelShape, Population, Profile, build
 
 # The demo's organization, models and prices -------------------------------------------------------
 DEPARTMENTS = ("marketing", "sales", "rd", "finance", "support", "hr")

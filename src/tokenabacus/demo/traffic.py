@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import orjson
 
+from tokenabacus.calendar import DAY_MS, HOUR_MS
 from tokenabacus.ledger.deadletter import DeadLetters
 from tokenabacus.ledger.record import (
     CANCELLED,
@@ -53,9 +54,6 @@ if TYPE_CHECKING:
     from tokenabacus.billing.prices import PriceBook
     from tokenabacus.ledger.store import Store
 
-HOUR_MS = 3_600_000
-MINUTE_MS = 60_000
-DAY_MS = 86_400_000
 # Requests by local hour of day (business hours, a lunch dip, evening tail) and by weekday.
 HOURLY = np.array([2, 1, 1, 1, 1, 2, 4, 9, 16, 22, 24, 20, 12, 18, 23, 24, 21, 16, 10, 8, 7, 6, 4, 3], float)
 WEEKDAY = np.array([1.0, 1.05, 1.05, 1.0, 0.9, 0.35, 0.3])

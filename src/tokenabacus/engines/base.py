@@ -1,35 +1,16 @@
 """What every engine offers the serving layer.
 
-Engines serve and observe; they do not bill. Each fills the call's ``Observed`` with the raw
-figures it saw (its own ids, the upstream's usage claim, the generated text), and one settle step
-in ``metering`` turns them into the record's billed figures, for every engine alike.
+Engines serve and observe; they do not bill. Each fills the call's ``Observed`` (api/call.py)
+with the raw figures it saw (its own ids, the upstream's usage claim, the generated text), and one
+settle step in ``metering`` turns them into the record's billed figures, for every engine alike.
 """
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
 
-from tokenabacus.metering.observed import Observed
-
-CHAT, COMPLETIONS = "chat", "completions"
-
-
-@dataclass(slots=True)
-class Call:
-    """One request as the engine sees it."""
-
-    endpoint: str  # CHAT or COMPLETIONS
-    body: dict  # the validated client body; body["model"] is the public name
-    stream: bool = False
-    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    observed: Observed = field(default_factory=Observed)
-
-    @property
-    def max_tokens(self) -> int | None:
-        return self.body.get("max_completion_tokens") or self.body.get("max_tokens")
+from tokenabacus.api.call import Call
 
 
 class Engine(ABC):

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokenabacus.api.call import CHAT, Call
 from tokenabacus.api.errors import APIError, bad_request
 from tokenabacus.config import EmbeddedModel
-from tokenabacus.engines.base import CHAT, Call, Engine
+from tokenabacus.engines.base import Engine
 from tokenabacus.engines.llama_prompt import LlamaPromptCounter
 from tokenabacus.metering.tokenizers import flatten_content
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenabacus.engines.base import CHAT, Call
+from tokenabacus.api.call import CHAT, Call
 
 
 class LlamaPromptCounter:

@@ -19,9 +19,10 @@ import aiohttp
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 
+from tokenabacus.api.call import CHAT, Call
 from tokenabacus.api.errors import APIError, upstream_error, upstream_timeout
 from tokenabacus.config import UpstreamModel
-from tokenabacus.engines.base import CHAT, Call, Engine
+from tokenabacus.engines.base import Engine
 from tokenabacus.metering.stream import (
     MalformedUpstream,
     StreamAccountant,

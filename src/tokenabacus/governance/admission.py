@@ -17,10 +17,11 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from tokenabacus.billing.prices import PriceVersion, format_money
-from tokenabacus.engines.base import CHAT, Call
+from tokenabacus.api.call import CHAT, Call
+from tokenabacus.billing.prices import PriceVersion
+from tokenabacus.calendar import now_ms
 from tokenabacus.governance.access import ModelAccess, check_key_ip
-from tokenabacus.governance.counters import Ask, Commit, Counters, Missing, Refusal, now_ms
+from tokenabacus.governance.counters import Ask, Commit, Counters, Missing, Refusal
 from tokenabacus.governance.errors import CountersUnavailable, QuotaExceeded, RateLimited, Refused
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.quotas import KEEP_MS, Limit, LimitSet
@@ -28,6 +29,7 @@ from tokenabacus.governance.scheduler import FairScheduler, Slot
 from tokenabacus.governance.seeding import Target
 from tokenabacus.ledger.record import REJECTED, UsageRecord
 from tokenabacus.metering.bounds import TEMPLATE_ALLOWANCE, completion_bound, prompt_bound
+from tokenabacus.money import format_money
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from tokenabacus.auth_config import AuthBrakeConfig
+from tokenabacus.config.auth import AuthBrakeConfig
 from tokenabacus.governance.access import parse_ip
 
 PREFIX_CHARS = 12  # what identifies a guessed key: "sk-" and 9 random characters

@@ -16,10 +16,11 @@ set again) is rebuilt before anyone reserves on it, never judged from zero.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
+
+from tokenabacus.calendar import now_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +104,6 @@ class Counters(Protocol):
     def health(self) -> dict: ...
 
     async def close(self) -> None: ...
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(slots=True)

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from tokenabacus.calendar import now_ms
 from tokenabacus.config import KeyDefaults
 from tokenabacus.governance.keystrength import check_admin_key
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.store import Store
 from tokenabacus.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from tokenabacus.governance.orgstore import OrgStore
+    from tokenabacus.ledger.org import OrgStore
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "sk-"

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from tokenabacus.calendar import period_bounds
 from tokenabacus.config import QuotaDecl
 from tokenabacus.governance.keys import Identity
-from tokenabacus.governance.periods import bounds
 from tokenabacus.ledger.record import REJECTED, UsageRecord
 
 RATE_PERIOD = "minute"
@@ -113,7 +113,7 @@ class Grant:
             self.metric,
         ):
             return False
-        start, end = bounds(lim.period, now_ms, tz)
+        start, end = period_bounds(lim.period, now_ms, tz)
         return start <= self.approved_at_ms < end
 
 
@@ -183,5 +183,5 @@ class LimitSet:
     def window(self, lim: Limit, now_ms: int) -> tuple[int, int]:
         w = self._windows.get(lim.period)
         if w is None or not w[0] <= now_ms < w[1]:
-            w = self._windows[lim.period] = bounds(lim.period, now_ms, self.tz)
+            w = self._windows[lim.period] = period_bounds(lim.period, now_ms, self.tz)
         return w

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from tokenabacus.calendar import now_ms
 from tokenabacus.config import SCOPES, Settings
 from tokenabacus.governance.quotas import Grant, Limit, LimitSet, config_limits, row_limit
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.store import Store
 from tokenabacus.ledger.usage import used_since
 
@@ -41,7 +41,7 @@ def check_metric(
     if sum(x is not None for x in (tokens, requests, cost)) != 1:
         raise ValueError("give exactly one of --tokens, --requests or --cost")
     if cost is not None:
-        from tokenabacus.billing.prices import check_currency, parse_amount
+        from tokenabacus.money import check_currency, parse_amount
 
         return f"cost:{check_currency(currency)}", parse_amount(cost, "--cost")
     amount = tokens if tokens is not None else requests
@@ -56,7 +56,7 @@ def check_metric(
 def show_amount(metric: str, amount: int) -> str:
     """A limit's figure as people read it: a count, or money for a cost limit."""
     if metric.startswith("cost:"):
-        from tokenabacus.billing.prices import format_money
+        from tokenabacus.money import format_money
 
         return format_money(amount, metric[5:]) or ""
     return f"{amount:,}"

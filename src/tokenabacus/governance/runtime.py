@@ -11,10 +11,11 @@ import logging
 import socket
 from zoneinfo import ZoneInfo
 
+from tokenabacus.calendar import now_ms
 from tokenabacus.config import EmbeddedModel, Settings, UpstreamModel
 from tokenabacus.governance.access import ModelAccess
 from tokenabacus.governance.admission import Admission
-from tokenabacus.governance.counters import Counters, MemoryCounters, now_ms
+from tokenabacus.governance.counters import Counters, MemoryCounters
 from tokenabacus.governance.quotas import KEEP_MS, Limit, LimitSet, config_limits, row_limit
 from tokenabacus.governance.quotaview import grants_of
 from tokenabacus.governance.scheduler import FairScheduler

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, select
 
+from tokenabacus.calendar import now_ms
 from tokenabacus.ledger.database import Database
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.schema import admin_events
 
 CLI = "cli"  # the actor key id of a command run on the gateway's machine

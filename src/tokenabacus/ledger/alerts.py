@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import and_, exc, func, insert, select, update
 
+from tokenabacus.calendar import now_ms
 from tokenabacus.ledger.database import Database
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.schema import alert_deliveries, alert_events
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"

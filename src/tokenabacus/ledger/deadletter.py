@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from tokenabacus.ledger.record import now_ms
+from tokenabacus.calendar import now_ms
 
 log = logging.getLogger(__name__)
 FILE_NAME = "dead-letter.jsonl"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import exc, insert, or_, select, update
 
+from tokenabacus.calendar import now_ms
 from tokenabacus.ledger.database import Database
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.schema import leases
 
 

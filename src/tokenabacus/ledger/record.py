@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenabacus.calendar import now_ms
+
 # Statuses a record can carry.
 OK, ERROR, CANCELLED, REJECTED = "ok", "error", "cancelled", "rejected"
 # Where the token figures came from.
@@ -31,10 +33,6 @@ os.register_at_fork(after_in_child=_reseed)  # forked workers must not share a p
 
 def new_request_id() -> str:
     return f"{_PREFIX}{next(_COUNTER):012x}"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)

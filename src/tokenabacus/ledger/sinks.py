@@ -1,5 +1,6 @@
 """Sinks receive every record after it reaches the database. JSONL: one object per line with the
-contract's field names, rotated by size or by UTC day, ready for Filebeat/ELK."""
+contract's field names, rotated by size or by UTC day, ready for Filebeat/ELK. Which sinks a
+process uses is decided above the ledger (observe/wiring.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
-
-from tokenabacus.config import Settings
 
 
 class Sink(Protocol):
@@ -66,26 +65,3 @@ class JsonlSink:
 
     def close(self) -> None:
         self._fh.close()
-
-
-OBSERVERS_DIR = "observers"
-
-
-def backlog_path(settings: Settings, name: str) -> Path:
-    """Where records wait for the observer ``name`` (observe/backlog.py)."""
-    return settings.spool_path / OBSERVERS_DIR / name
-
-
-def build_sinks(settings: Settings) -> list[Sink]:
-    """The sinks the settings ask for; `serve` and `db replay` both use this, so every record
-    reaches every sink whichever of them moves it. A durable observer (Kafka) is a backlog here:
-    its records wait on disk until the gateway's runner delivers them."""
-    from tokenabacus.observe.backlog import Backlog
-
-    sinks: list[Sink] = []
-    j = settings.sinks.jsonl
-    if j.enabled:
-        sinks.append(JsonlSink(settings.jsonl_path, j.rotate_bytes, j.rotate_daily, j.keep))
-    if settings.sinks.kafka.enabled:
-        sinks.append(Backlog(backlog_path(settings, "kafka")))
-    return sinks

@@ -2,24 +2,25 @@
 
 ``Store(url)`` opens (and migrates) the database once; callers reach rows through their kind:
 ``store.usage`` (usage records), ``store.keys`` (API keys), ``store.quotas`` (limits and
-approvals), ``store.alerts`` (alerts fired and their deliveries), ``store.events`` (admin events),
-``store.meta`` (named values). A new
-kind of row (quotas, prices, alerts, audit, org) is a module of its own, added here as one more
-attribute on the same database.
+approvals), ``store.org`` (departments, projects, users), ``store.prices`` (price versions, cost
+adjustments, hardware costs), ``store.alerts`` (alerts fired and their deliveries),
+``store.events`` (admin events), ``store.meta`` (named values). Every kind of row is a ledger
+module of its own, added here as one more attribute on the same database; this module imports
+nothing above the ledger.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from tokenabacus.billing.pricestore import PriceStore
-from tokenabacus.governance.keystore import KeyStore
-from tokenabacus.governance.orgstore import OrgStore
-from tokenabacus.governance.quotastore import QuotaStore
 from tokenabacus.ledger.admin_events import AdminEvents
 from tokenabacus.ledger.alerts import AlertHistory
 from tokenabacus.ledger.database import Database
+from tokenabacus.ledger.keys import KeyStore
 from tokenabacus.ledger.meta import Meta
+from tokenabacus.ledger.org import OrgStore
+from tokenabacus.ledger.prices import PriceStore
+from tokenabacus.ledger.quotas import QuotaStore
 from tokenabacus.ledger.usage import UsageRecords
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import orjson
 
-from tokenabacus.engines.base import CHAT, COMPLETIONS, Call
+from tokenabacus.api.call import CHAT, COMPLETIONS, Call
 from tokenabacus.metering.tokenizers import has_uncountable_parts
 
 # Room for the chat template around a prompt no tokenizer counted (admission reserves the same bound).

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from tokenabacus.engines.base import CHAT, Call
+from tokenabacus.api.call import CHAT, Call
 from tokenabacus.ledger.record import (
     ERROR,
     SOURCE_ENGINE,

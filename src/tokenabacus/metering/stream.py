@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 import orjson
 
-from tokenabacus.metering.observed import Observed
+from tokenabacus.api.call import Observed
 
 
 class MalformedUpstream(ValueError):

@@ -1,8 +1,8 @@
 """The observe seam for consumers that must see every record (a Kafka topic, a webhook): each has
 a backlog directory of its own, and a runner that delivers it.
 
-The writer gives a backlog the records that reached the database (it is a ledger sink, see
-ledger/sinks.py): ``Backlog.write`` stores them as one new file, fsynced, before the writer deletes
+The writer gives a backlog the records that reached the database (it is a ledger sink, wired in
+observe/wiring.py): ``Backlog.write`` stores them as one new file, fsynced, before the writer deletes
 the spool segment they came from. The runner delivers the files oldest first and deletes each
 only once its consumer has taken all of it. So a crash, a restart or a consumer that is down
 (a broker restarting) delays delivery but loses nothing: at least once, each consumer at its own

@@ -23,12 +23,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tokenabacus.api.errors import APIError, bad_request
 from tokenabacus.billing.reports import COLUMNS as REPORT_COLUMNS
 from tokenabacus.billing.reports import build_query, check_status, parse_when, run_report
+from tokenabacus.calendar import now_ms
 from tokenabacus.config import check_cidrs
 from tokenabacus.governance.errors import Forbidden
 from tokenabacus.governance.keys import create_key, key_owner
-from tokenabacus.governance.orgstore import Conflict, NotFound, OrgError
 from tokenabacus.governance.roles import can_see_scope, key_scope, read_filters, require_admin, require_reader
-from tokenabacus.ledger.record import now_ms
+from tokenabacus.ledger.org import Conflict, NotFound, OrgError
 from tokenabacus.server.admin_audit import audit_routes
 from tokenabacus.server.admin_auth import Authenticated, error_json, forbidden_error
 from tokenabacus.server.admin_common import Body, Caller, Format, export

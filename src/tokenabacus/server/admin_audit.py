@@ -10,7 +10,8 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
-from tokenabacus.billing.reports import parse_when, zone_named
+from tokenabacus.billing.reports import parse_when
+from tokenabacus.calendar import zone_named
 from tokenabacus.server.admin_common import Format, export
 
 if TYPE_CHECKING:

@@ -20,9 +20,9 @@ from tokenabacus.billing import bill as b
 from tokenabacus.billing import forecast as fc
 from tokenabacus.billing.estimate import MAX_DAYS, NoPrice
 from tokenabacus.billing.estimate import estimate as plan
-from tokenabacus.billing.prices import check_currency
+from tokenabacus.calendar import now_ms, zone_named
 from tokenabacus.governance.roles import read_filters, require_admin
-from tokenabacus.ledger.record import now_ms
+from tokenabacus.money import check_currency
 from tokenabacus.server.admin_common import Caller, Format, export
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def plan_routes(gw: Gateway) -> APIRouter:
 
     def zone(tz: str | None):
         try:
-            return fc.zone_named(tz or gw.settings.governance.timezone)
+            return zone_named(tz or gw.settings.governance.timezone)
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
 

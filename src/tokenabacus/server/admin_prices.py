@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import ConfigDict, Field
 
+from tokenabacus import calendar, money
 from tokenabacus.billing import hardware, prices
-from tokenabacus.billing.pricestore import DIMENSIONS, UnknownRequest
-from tokenabacus.billing.reports import zone_named
+from tokenabacus.calendar import now_ms, zone_named
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import read_filters
-from tokenabacus.ledger.record import now_ms
+from tokenabacus.ledger.prices import DIMENSIONS, UnknownRequest
 from tokenabacus.server.admin_common import Body, Caller
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def price_routes(gw: Gateway) -> tuple[APIRouter, APIRouter]:
     )
     async def list_prices(at: str | None = None) -> list[dict]:
         try:
-            at_ms = prices.parse_time(at, zone, "at") if at else now_ms()
+            at_ms = calendar.parse_time(at, zone, "at") if at else now_ms()
         except ValueError as e:
             raise _bad(e) from None
         return [v.row() for v in gw.prices.in_force(at_ms)]
@@ -101,11 +101,11 @@ def price_routes(gw: Gateway) -> tuple[APIRouter, APIRouter]:
     @writes.post("/prices", status_code=201, summary="Set a new price version for a model", tags=["prices"])
     async def set_price(body: PriceIn, ident: Caller) -> dict:
         try:
-            cached = None if body.cached is None else prices.parse_price(body.cached, body.per, "cached")
-            inp = prices.parse_price(body.input, body.per, "input")
-            out = prices.parse_price(body.output, body.per, "output")
-            cur = prices.check_currency(body.currency)
-            start = prices.parse_time(body.from_, zone, "from") if body.from_ else now_ms()
+            cached = None if body.cached is None else money.parse_price(body.cached, body.per, "cached")
+            inp = money.parse_price(body.input, body.per, "input")
+            out = money.parse_price(body.output, body.per, "output")
+            cur = money.check_currency(body.currency)
+            start = calendar.parse_time(body.from_, zone, "from") if body.from_ else now_ms()
         except ValueError as e:
             raise _bad(e) from None
         row = await asyncio.to_thread(
@@ -124,8 +124,8 @@ def price_routes(gw: Gateway) -> tuple[APIRouter, APIRouter]:
         project: str | None = None,
     ) -> list[dict]:
         try:
-            since_ms = prices.parse_time(since, zone, "since") if since else None
-            until_ms = prices.parse_time(until, zone, "until") if until else None
+            since_ms = calendar.parse_time(since, zone, "since") if since else None
+            until_ms = calendar.parse_time(until, zone, "until") if until else None
         except ValueError as e:
             raise _bad(e) from None
 
@@ -142,9 +142,9 @@ def price_routes(gw: Gateway) -> tuple[APIRouter, APIRouter]:
         if (body.request_id is None) == (not any(dims.values())):
             raise HTTPException(400, "give either request_id or at least one of model, department, project, user")
         try:
-            amount = prices.parse_amount(body.amount, "amount", signed=True)
-            cur = prices.check_currency(body.currency) if body.currency else None
-            at = prices.parse_time(body.at, zone, "at") if body.at else None
+            amount = money.parse_amount(body.amount, "amount", signed=True)
+            cur = money.check_currency(body.currency) if body.currency else None
+            at = calendar.parse_time(body.at, zone, "at") if body.at else None
             reason = body.reason.strip()
             if not reason:
                 raise ValueError("reason: say why the cost is corrected")
@@ -168,9 +168,9 @@ def price_routes(gw: Gateway) -> tuple[APIRouter, APIRouter]:
     @writes.post("/hardware", status_code=201, summary="Set a GPU pool's monthly cost", tags=["hardware"])
     async def set_hardware(body: HardwareIn, ident: Caller) -> dict:
         try:
-            monthly = prices.parse_amount(body.monthly, "monthly")
-            cur = prices.check_currency(body.currency)
-            start = prices.parse_time(body.from_ or _this_month(zone), zone, "from")
+            monthly = money.parse_amount(body.monthly, "monthly")
+            cur = money.check_currency(body.currency)
+            start = calendar.parse_time(body.from_ or _this_month(zone), zone, "from")
         except ValueError as e:
             raise _bad(e) from None
         models = [m.strip() for m in body.models if m.strip()]

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import Field, model_validator
 
+from tokenabacus.calendar import now_ms
 from tokenabacus.governance import quotaview
-from tokenabacus.governance.counters import now_ms
 from tokenabacus.governance.keys import MEMBER, Identity
 from tokenabacus.governance.quotas import Limit
 from tokenabacus.governance.roles import can_see_scope, require_admin
@@ -81,7 +81,7 @@ class Decision(Body):
 
     def amount(self) -> int | None:
         if self.cost is not None:
-            from tokenabacus.billing.prices import parse_amount
+            from tokenabacus.money import parse_amount
 
             return parse_amount(str(self.cost), "cost")
         return self.tokens if self.tokens is not None else self.requests

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from tokenabacus.billing import chargeback as cb
 from tokenabacus.billing import named
 from tokenabacus.billing import overview as ov
-from tokenabacus.billing.reports import zone_named
+from tokenabacus.calendar import zone_named
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import read_filters
 from tokenabacus.ledger.store import Store

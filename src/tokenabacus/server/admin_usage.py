@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
-from tokenabacus.billing.reports import check_status, parse_when, zone_named
+from tokenabacus.billing.reports import check_status, parse_when
+from tokenabacus.calendar import zone_named
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import can_see_scope, read_filters
 from tokenabacus.ledger.record import FIELDS

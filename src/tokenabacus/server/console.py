@@ -24,10 +24,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from tokenabacus.console.sessions import Session, Sessions
 from tokenabacus.governance.access import check_key_ip
 from tokenabacus.governance.errors import Forbidden
 from tokenabacus.governance.keys import ADMIN, VIEWER, Identity, hash_key
+from tokenabacus.ledger.sessions import Session, Sessions
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway

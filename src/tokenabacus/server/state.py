@@ -27,7 +27,7 @@ from tokenabacus.ledger import lock
 from tokenabacus.ledger.deadletter import FILE_NAME as DEAD_LETTER_FILE
 from tokenabacus.ledger.deadletter import DeadLetters
 from tokenabacus.ledger.record import UsageRecord
-from tokenabacus.ledger.sinks import Sink, build_sinks
+from tokenabacus.ledger.sinks import Sink
 from tokenabacus.ledger.spool import Spool
 from tokenabacus.ledger.store import Store
 from tokenabacus.ledger.writer import LedgerWriter, replay_spool
@@ -35,8 +35,9 @@ from tokenabacus.metering.reconcile import EngineWatch
 from tokenabacus.metering.settle import Meter
 from tokenabacus.metering.tokenizers import build_counter
 from tokenabacus.observe.auth_metrics import AuthMetrics
-from tokenabacus.observe.backlog import Backlog, Runner
+from tokenabacus.observe.backlog import Runner
 from tokenabacus.observe.metrics import LiveState, Metrics, segment_age_s
+from tokenabacus.observe.wiring import build_observers, build_sinks
 from tokenabacus.server.auth_guard import AuthGuard
 from tokenabacus.tasks import cancel_and_wait
 
@@ -315,15 +316,3 @@ class Gateway:
             },
             "governance": self.governance.health(),
         }
-
-
-def build_observers(settings: Settings, sinks: list[Sink]) -> list[Runner]:
-    """A runner per durable observer the settings enable, over the backlog its sink fills."""
-    out: list[Runner] = []
-    k = settings.sinks.kafka
-    if k.enabled:
-        from tokenabacus.observe.kafka import KafkaConsumer
-
-        backlog = next(s for s in sinks if isinstance(s, Backlog) and s.root.name == "kafka")
-        out.append(Runner(KafkaConsumer(k), backlog, retry_max_s=k.retry_max_s))
-    return out

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from tokenabacus.api.call import CHAT, COMPLETIONS, Call
 from tokenabacus.api.errors import APIError, bad_request, from_refusal, internal_error, model_not_found, unauthorized
 from tokenabacus.api.validation import validate_chat, validate_completion
-from tokenabacus.engines.base import CHAT, COMPLETIONS, Call, Engine
+from tokenabacus.engines.base import Engine
 from tokenabacus.governance.access import check_key_ip
 from tokenabacus.governance.admission import Ticket
 from tokenabacus.governance.errors import Forbidden, Refused

@@ -7,8 +7,7 @@ attempt(message)`, one try, for the alert outbox that keeps its retries in the l
 
 from __future__ import annotations
 
-from .base import Notifier, NotifyError, RetryPolicy, deliver, redact_url
-from .config import (
+from tokenabacus.config.channels import (
     ChannelConfig,
     DingTalkConfig,
     EmailConfig,
@@ -18,6 +17,8 @@ from .config import (
     WeComConfig,
     parse_channel,
 )
+
+from .base import Notifier, NotifyError, RetryPolicy, deliver, redact_url
 from .dingtalk import DingTalkNotifier, dingtalk_sign
 from .feishu import FeishuNotifier, feishu_sign
 from .message import Attachment, Message, Severity, render_markdown, render_mrkdwn, render_text, truncate_utf8

@@ -6,9 +6,10 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+from tokenabacus.config.channels import RetryPolicy
 
 from .message import Message
 
@@ -50,22 +51,6 @@ class Notifier(Protocol):
     async def attempt(self, message: Message) -> None:
         """One try, no retry: the alert outbox schedules retries itself (durably)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff: attempt n waits base_delay_s * 2**(n-1) before it (0.5 s, 1 s, 2 s, ...)."""
-
-    attempts: int = 3
-    base_delay_s: float = 0.5
-    max_delay_s: float = 30.0
-
-    def delay(self, failed_attempt: int, retry_after: float | None = None) -> float:
-        wait = self.base_delay_s * 2 ** (failed_attempt - 1)
-        if retry_after is not None:
-            # The platform said when it will accept again (HTTP 429 Retry-After); waiting less is wasted.
-            wait = max(wait, retry_after)
-        return min(wait, self.max_delay_s)
 
 
 async def deliver(

@@ -20,7 +20,8 @@ from urllib.parse import quote_plus
 
 import aiohttp
 
-from .config import DingTalkConfig
+from tokenabacus.config.channels import DingTalkConfig
+
 from .http import HttpNotifier, Request, json_body
 from .message import Message, render_markdown
 

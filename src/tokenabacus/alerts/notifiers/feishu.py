@@ -19,7 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from .config import FeishuConfig
+from tokenabacus.config.channels import FeishuConfig
+
 from .http import HttpNotifier, Request, json_body
 from .message import Message, render_markdown, truncate_utf8
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import aiohttp
 
+from tokenabacus.config.channels import ChannelConfig, parse_channel
+
 from .base import Notifier
-from .config import ChannelConfig, parse_channel
 from .dingtalk import DingTalkNotifier
 from .feishu import FeishuNotifier
 from .slack import SlackNotifier

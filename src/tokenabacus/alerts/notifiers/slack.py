@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from .config import SlackConfig
+from tokenabacus.config.channels import SlackConfig
+
 from .http import HttpNotifier, Request, json_body
 from .message import Message, render_mrkdwn
 

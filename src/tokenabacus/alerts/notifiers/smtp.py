@@ -14,8 +14,9 @@ from email.utils import formatdate, make_msgid, parseaddr
 
 import aiohttp
 
+from tokenabacus.config.channels import EmailConfig
+
 from .base import NotifyError, deliver, scrub
-from .config import EmailConfig
 from .message import Message, render_text
 
 

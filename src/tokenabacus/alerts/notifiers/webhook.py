@@ -16,7 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from .config import WebhookConfig
+from tokenabacus.config.channels import WebhookConfig
+
 from .http import HttpNotifier, Request, json_body
 from .message import Message, render_text
 

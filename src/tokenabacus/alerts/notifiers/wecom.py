@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from .config import WeComConfig
+from tokenabacus.config.channels import WeComConfig
+
 from .http import HttpNotifier, Request, json_body
 from .message import Message, render_markdown, truncate_utf8
 

@@ -1,4 +1,5 @@
-"""Channel configuration: one pydantic model per channel type, a union discriminated on `type`.
+"""Alert channels as the config declares them (``alerts.channels``): one pydantic model per channel
+type, a union discriminated on `type`, and the retry policy a channel asks for.
 
 The gateway's config can embed `alerts: channels: [ChannelConfig, ...]`. Secrets are SecretStr and URLs are
 left out of repr, and validation errors never echo the input, so a bad config never prints a webhook key
@@ -9,13 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, model_validator
-
-from .base import RetryPolicy
 
 
 def _http_url(value: str) -> str:
@@ -39,6 +39,22 @@ def _address(value: str) -> str:
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 EmailAddress = Annotated[str, AfterValidator(_address)]
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff: attempt n waits base_delay_s * 2**(n-1) before it (0.5 s, 1 s, 2 s, ...)."""
+
+    attempts: int = 3
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+
+    def delay(self, failed_attempt: int, retry_after: float | None = None) -> float:
+        wait = self.base_delay_s * 2 ** (failed_attempt - 1)
+        if retry_after is not None:
+            # The platform said when it will accept again (HTTP 429 Retry-After); waiting less is wasted.
+            wait = max(wait, retry_after)
+        return min(wait, self.max_delay_s)
 
 
 class _Channel(BaseModel):

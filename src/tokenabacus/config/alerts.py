@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tokenabacus.alerts.notifiers.config import ChannelConfig
+from tokenabacus.config.channels import ChannelConfig
 
 Severity = Literal["info", "warning", "critical"]
 

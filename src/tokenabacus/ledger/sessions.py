@@ -1,4 +1,4 @@
-"""Console sessions: a random token in an HttpOnly cookie, stored only as its hash, bound to the
+"""Console session rows: a random token in an HttpOnly cookie, stored only as its hash, bound to the
 key that signed in (by that key's hash, so revoking or rotating the key ends the session), with
 a CSRF token for the requests that change something, and an absolute expiry."""
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select
 
+from tokenabacus.calendar import now_ms
 from tokenabacus.ledger.database import Database
-from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.schema import console_sessions as t
 
 

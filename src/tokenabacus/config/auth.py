@@ -1,7 +1,6 @@
 """The brake on guessing keys, as declared in the config (``server.auth_brake``).
 
-Kept apart from config.py (which imports it) so the settings tree's biggest module does not grow;
-pure declarations, like the rest of the ground layer."""
+Pure declarations, like the rest of the config package."""
 
 from __future__ import annotations
 
