@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from conftest import BIN, GatewayProc
-from procs import free_port
+from procs import free_port, wait_for
 from receivers import Receiver
 from tokenabacus.alerts.engine import AlertEngine
 from tokenabacus.config import Settings
@@ -37,13 +37,7 @@ NOON = int((datetime(2026, 11, 25, tzinfo=ZoneInfo(ZONE)) + timedelta(hours=12))
 
 
 def poll(what: str, check: Callable[[], object], timeout: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout}s: {what}")
+    return wait_for(check, timeout, what)
 
 
 def down_models(n: int) -> list[dict]:

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from conftest import DATABASES, EMBEDDED, GatewayProc, drop_ledger, service_available
-from procs import ProcessExited
+from procs import ProcessExited, wait_for
 from test_quotas import STEADY, ask, ledger, tokens_used
 from test_quotas_redis import private_redis, redis_config, start_slow_stream  # noqa: F401  (a fixture)
 
@@ -77,16 +77,6 @@ def burst(client: openai.OpenAI, n: int, threads: int = 8, max_tokens: int = 6) 
     with ThreadPoolExecutor(threads) as pool:
         results = list(pool.map(one, range(n)))
     return sum(results), n - sum(results)
-
-
-def wait_for(fn, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = fn()
-        if out:
-            return out
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not met within {timeout} s")
 
 
 def set_quota(gw: GatewayProc, project: str, tokens: int) -> str:

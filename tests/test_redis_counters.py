@@ -15,9 +15,10 @@ import redis
 from conftest import service_available
 from procs import free_port
 from tokenabacus.calendar import now_ms
+from tokenabacus.governance.batcher import BATCH_CAP
 from tokenabacus.governance.counters import SEED, SEEDED, WAIT, Ask, Commit, Missing, Refusal
 from tokenabacus.governance.errors import CountersUnavailable
-from tokenabacus.governance.redis_counters import BATCH_CAP, RedisCounters
+from tokenabacus.governance.redis_counters import RedisCounters
 
 URL = "redis://127.0.0.1:6379/0"
 EXPIRE = now_ms() + 3_600_000

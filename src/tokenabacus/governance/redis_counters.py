@@ -30,10 +30,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -44,13 +43,13 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from tokenabacus.governance import redis_scripts as lua
+from tokenabacus.governance.batcher import Batcher, Down
 from tokenabacus.governance.counters import SEED, SEEDED, WAIT, Ask, Commit, MemoryCounters, Missing, Refusal
 from tokenabacus.governance.errors import CountersUnavailable
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 1.0  # while Redis is down, try it again at most this often
-BATCH_CAP = 256  # requests per script call: bounds the time one script holds Redis
 SEED_LEASE_MS = 10_000  # a seeder that died mid-seed is taken over after this long
 
 
@@ -61,91 +60,6 @@ def mask_password(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-class _Down(Exception):
-    """Redis did not answer (or is known to be down and not due for a retry)."""
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class _Batcher(Generic[T, R]):
-    """Coalesces concurrent calls into batches with one in flight at a time: what queues while a
-    batch is in flight goes out as the next. An idle batcher starts its sender task at once; the
-    task's first step runs at the end of the current loop turn, so a lone call waits for no timer
-    and calls made in the same turn share its batch.
-
-    ``send`` gets the items in arrival order and returns one result per item, or raises (the
-    exception goes to every caller in the batch). A caller that stops waiting is handled by
-    ``drop_unsent`` (its item is not sent if still queued) and ``orphan`` (called with the item
-    and result when its result arrives after all)."""
-
-    def __init__(
-        self,
-        send: Callable[[list[T]], Awaitable[list[R]]],
-        drop_unsent: bool,
-        orphan: Callable[[T, R], None] | None = None,
-        cap: int = BATCH_CAP,
-    ) -> None:
-        self._send = send
-        self._drop_unsent = drop_unsent
-        self._orphan = orphan
-        self._cap = cap
-        self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
-        self._sender: asyncio.Task[None] | None = None
-
-    def submit(self, item: T) -> asyncio.Future[R]:
-        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, fut))
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._run())
-        return fut
-
-    async def drain(self) -> None:
-        """Wait until everything queued so far has been sent and answered."""
-        while self._sender is not None:
-            await asyncio.shield(self._sender)
-
-    async def _run(self) -> None:
-        try:
-            while self._queue:
-                batch = self._take()
-                if batch:
-                    await self._flush(batch)
-        finally:
-            # Normally empty; if this task was cancelled (its loop is closing), nothing else would answer these.
-            self._sender = None
-            while self._queue:
-                _, fut = self._queue.popleft()
-                if not fut.done():
-                    fut.set_exception(_Down())
-
-    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
-        batch: list[tuple[T, asyncio.Future[R]]] = []
-        while self._queue and len(batch) < self._cap:
-            item, fut = self._queue.popleft()
-            if not (self._drop_unsent and fut.done()):  # done before sending: its caller was cancelled
-                batch.append((item, fut))
-        return batch
-
-    async def _flush(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        try:
-            results = await self._send([item for item, _ in batch])
-        except BaseException as e:
-            # The sender itself cancelled (loop closing) counts as Redis not answering.
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(e if isinstance(e, Exception) else _Down())
-            if not isinstance(e, Exception):
-                raise
-            return
-        for (item, fut), result in zip(batch, results, strict=True):
-            if not fut.done():
-                fut.set_result(result)
-            elif self._orphan is not None:
-                self._orphan(item, result)
 
 
 _Reserve = tuple[str, list[Ask]]
@@ -187,10 +101,10 @@ class RedisCounters:
         self._seed = self._redis.register_script(lua.SEED)
         self._invalidate = self._redis.register_script(lua.INVALIDATE)
         self._usage = self._redis.register_script(lua.USAGE)
-        self._reserves: _Batcher[_Reserve, Refusal | Missing | None] = _Batcher(
+        self._reserves: Batcher[_Reserve, Refusal | Missing | None] = Batcher(
             self._send_reserves, drop_unsent=True, orphan=self._orphaned
         )
-        self._settles: _Batcher[_Settle, None] = _Batcher(self._send_settles, drop_unsent=False)
+        self._settles: Batcher[_Settle, None] = Batcher(self._send_settles, drop_unsent=False)
         self._fallback = MemoryCounters(reservation_ttl_s)
         # Requests whose reservation the fallback holds (monotonic deadline): they settle there too.
         self._local: dict[str, float] = {}
@@ -216,7 +130,7 @@ class RedisCounters:
         now = time.monotonic()
         if self._down_since is not None:
             if now < self._retry_at:
-                raise _Down
+                raise Down
             self._retry_at = now + RETRY_S  # this call probes; others wait for the next second
         try:
             result = await script(keys=keys, args=args)
@@ -227,7 +141,7 @@ class RedisCounters:
                 self._down_since = datetime.now(UTC)
                 then = "using local counters" if self.on_error == "open" else "refusing requests under limits"
                 log.warning("redis unavailable at %s (%s): %s until it is back", self.url, e, then)
-            raise _Down from e
+            raise Down from e
         if self._down_since is not None:
             log.info("redis is back at %s (down since %s)", self.url, self._down_since.isoformat())
             self._down_since = None
@@ -244,7 +158,7 @@ class RedisCounters:
         fut = self._reserves.submit((request_id, asks))
         try:
             result = await fut
-        except _Down:
+        except Down:
             return await self._reserve_down(request_id, asks)
         except asyncio.CancelledError:
             # Cancelled after the answer came but before this resumed: the reservation is made. (A cancel
@@ -289,14 +203,14 @@ class RedisCounters:
             data = orjson.dumps(list(self._live.items()))
             try:
                 await self._eval(self._renew, [], [self.prefix, self.ttl_ms, data])
-            except _Down:
+            except Down:
                 pass  # tried again next time; a lease that lapses meanwhile frees its room early
 
     async def reclaim(self) -> int:
         """Release every reservation a previous life of this owner left (it has none running)."""
         try:
             return int(await self._eval(self._reclaim, [], [self.prefix, self.owner]))
-        except _Down:
+        except Down:
             return 0  # its leases lapse on their own
 
     async def _reserve_down(self, request_id: str, asks: list[Ask]) -> Refusal | Missing | None:
@@ -325,7 +239,7 @@ class RedisCounters:
         else:
             try:
                 await self._settles.submit((request_id, commits))
-            except _Down:  # only when the sender was cancelled: a shutdown
+            except Down:  # only when the sender was cancelled: a shutdown
                 log.warning("redis settle cut short: use of request %s is not counted in Redis", request_id)
 
     async def _send_settles(self, batch: list[_Settle]) -> list[None]:
@@ -333,7 +247,7 @@ class RedisCounters:
         try:
             data = [(rid, [(c.key, c.used, c.expire_at_ms) for c in commits]) for rid, commits in batch]
             await self._eval(self._settle, [], [self.prefix, self.owner, orjson.dumps(data)])
-        except _Down:
+        except Down:
             for request_id, commits in batch:
                 self._settle_down(request_id, commits)
         return [None] * len(batch)
@@ -348,7 +262,7 @@ class RedisCounters:
         token = uuid.uuid4().hex
         try:
             got = await self._eval(self._begin_seed, [self._c(key)], [expire_at_ms, SEED_LEASE_MS, token])
-        except _Down:
+        except Down:
             if self.on_error == "closed":
                 raise self._unavailable() from None
             return await self._fallback.begin_seed(key, expire_at_ms)
@@ -363,26 +277,26 @@ class RedisCounters:
             return await self._fallback.finish_seed(key, amount)
         try:
             await self._eval(self._finish_seed, [self._c(key)], [amount, token])
-        except _Down:
+        except Down:
             pass  # the seeding lapses and whoever reserves next seeds again
 
     async def correct(self, key: str, amount: int) -> None:
         try:
             await self._eval(self._correct, [self._c(key)], [amount])
-        except _Down:
+        except Down:
             await self._fallback.correct(key, amount)
 
     async def invalidate(self, key: str) -> None:
         await self._fallback.invalidate(key)
         try:
             await self._eval(self._invalidate, [self._c(key)], [])
-        except _Down:
+        except Down:
             pass  # when it is back, the counter there is checked by the reconciliation
 
     async def seed(self, key: str, used: int, expire_at_ms: int) -> None:
         try:
             await self._eval(self._seed, [self._c(key)], [used, expire_at_ms])
-        except _Down:
+        except Down:
             await self._fallback.seed(key, used, expire_at_ms)  # the local counters start from the ledger too
 
     async def usage(self, keys: list[str]) -> list[tuple[int, int]]:
@@ -390,7 +304,7 @@ class RedisCounters:
             return []
         try:
             result = await self._eval(self._usage, [k for key in keys for k in (self._c(key), self._d(key))], [])
-        except _Down:
+        except Down:
             if self.on_error == "closed":
                 raise self._unavailable() from None
             return await self._fallback.usage(keys)
