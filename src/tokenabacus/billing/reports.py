@@ -4,7 +4,7 @@ total. ``run_report`` is the one query the CLI and /admin/report share.
 
 The ledger gives the figures per group (ledger/rollups/plan.py: whole hours from the rollups, the
 rest from raw records, so every figure equals a computation over the raw records); this module
-adds them up, prices nothing, and shapes rows, sub-totals and labels. p95 comes from the rollups'
+adds them up per group and shapes rows, sub-totals and labels. p95 comes from the rollups'
 latency histogram (rollups.p95).
 """
 
