@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-from sqlalchemy import exc, insert, select, update
 
 from tokenabacus.alerts.engine import holder_id, notifiers, send
 from tokenabacus.alerts.notifiers import Attachment, Message
@@ -26,8 +23,8 @@ from tokenabacus.billing.exports import Sheet, csv_text, xlsx_bytes
 from tokenabacus.calendar import now_ms, zone_named
 from tokenabacus.config import Settings
 from tokenabacus.config.alerts import ScheduleConfig
+from tokenabacus.ledger import report_runs
 from tokenabacus.ledger.leases import Lease
-from tokenabacus.ledger.schema import report_runs
 from tokenabacus.ledger.store import Store
 from tokenabacus.money import format_money
 
@@ -171,28 +168,9 @@ def _attachments(
     return (Attachment(f"{stem}.xlsx", xlsx_bytes(sheets, stem), XLSX),)
 
 
-def claim(store: Store, name: str, period: str) -> int | None:
-    try:
-        with store.db.begin() as conn:
-            res = conn.execute(
-                insert(report_runs).values(schedule=name, period=period, sent_at=now_ms(), deliveries="{}")
-            )
-            return int(res.inserted_primary_key[0])  # type: ignore[index]
-    except exc.IntegrityError:
-        return None
-
-
-def record(store: Store, run_id: int, deliveries: dict[str, str]) -> None:
-    with store.db.begin() as conn:
-        conn.execute(update(report_runs).where(report_runs.c.id == run_id).values(deliveries=json.dumps(deliveries)))
-
-
 def runs(store: Store, name: str | None = None) -> list[dict[str, Any]]:
-    q = select(report_runs).order_by(report_runs.c.sent_at.desc()).limit(100)
-    if name:
-        q = q.where(report_runs.c.schedule == name)
-    with store.db.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(q)]
+    """The latest reports sent (of schedule ``name``, or of all), newest first."""
+    return report_runs.recent(store.db, name)
 
 
 async def send_now(store: Store, settings: Settings, name: str, at: datetime | None = None) -> dict[str, Any]:
@@ -203,10 +181,10 @@ async def send_now(store: Store, settings: Settings, name: str, at: datetime | N
         raise LookupError(f"no scheduled report named {name!r} ({known})")
     due = last_due(s, s.timezone or settings.governance.timezone, at or datetime.now(UTC))
     msg = await asyncio.to_thread(build, store, settings, s, due)
-    run_id = await asyncio.to_thread(claim, store, s.name, f"{due.period} (on demand {now_ms()})"[:64])
+    run_id = await asyncio.to_thread(report_runs.claim, store.db, s.name, f"{due.period} (on demand {now_ms()})"[:64])
     deliveries = await send(notifiers(settings.alerts), s.channels, msg)
     if run_id is not None:
-        await asyncio.to_thread(record, store, run_id, deliveries)
+        await asyncio.to_thread(report_runs.record, store.db, run_id, deliveries)
     return {"schedule": s.name, "period": due.period, "deliveries": deliveries}
 
 
@@ -251,10 +229,10 @@ class ReportScheduler:
             if any(r["period"] == due.period for r in await asyncio.to_thread(runs, self.store, s.name)):
                 continue
             msg = await asyncio.to_thread(build, self.store, self.settings, s, due)
-            run_id = await asyncio.to_thread(claim, self.store, s.name, due.period)
+            run_id = await asyncio.to_thread(report_runs.claim, self.store.db, s.name, due.period)
             if run_id is None:
                 continue  # sent already, by another process
             deliveries = await send(self.channels, s.channels, msg)
-            await asyncio.to_thread(record, self.store, run_id, deliveries)
+            await asyncio.to_thread(report_runs.record, self.store.db, run_id, deliveries)
             sent.append(f"{s.name}:{due.period}")
         return sent
