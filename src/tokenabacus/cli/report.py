@@ -9,7 +9,7 @@ import inspect
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from tokenabacus.billing.catalog import REPORTS, NamedReport, Source
 from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store, settings_for
 from tokenabacus.cli.output import fail
 from tokenabacus.cli.report_output import ReportFmt, check_output, note, write, write_answer
+
+if TYPE_CHECKING:
+    from tokenabacus.billing.windows import Window
 
 FmtOpt = Annotated[ReportFmt, typer.Option("--format", help="table, csv, json or xlsx.")]
 OutputOpt = Annotated[
@@ -151,7 +154,8 @@ def _options(entry: NamedReport) -> list[inspect.Parameter]:
     else:
         span = [_option("month", TheMonthOpt, None)]
     fmts = _formats(entry)
-    formats = ", ".join(entry.formats[:-1]) + f" or {entry.formats[-1]}." if len(entry.formats) > 1 else "."
+    *first, last = entry.formats
+    formats = f"{', '.join(first)} or {last}." if first else f"{last}."
     shared = [
         _option("filters", FilterOpt, None),
         _option("tz", TzOpt, None),
@@ -178,15 +182,10 @@ def command_for(entry: NamedReport) -> Callable[..., None]:
 def _run(entry: NamedReport, given: dict[str, Any]) -> None:
     """What every named report does: check the arguments, read the ledger once, print or export."""
     from tokenabacus.billing.estimate import price_book
-    from tokenabacus.billing.windows import Window, month_window
     from tokenabacus.calendar import zone_named
 
     own = {p.name: given[p.name] for p in entry.params}
-    pick: Callable[[str], Window]
-    if entry.period:
-        pick = _period(given, entry.period)
-    else:
-        pick = lambda zone: month_window(zone, given["month"])  # noqa: E731
+    pick = _window(given, entry.period)
     config, data_dir, output, fmt = given["config"], given["data_dir"], given["output"], given["fmt"]
     s = settings_for(config, data_dir)
     zone = given["tz"] or s.governance.timezone
@@ -220,11 +219,14 @@ def _filters(items: list[str] | None) -> dict[str, tuple[str, ...]]:
     return wanted
 
 
-def _period(given: dict[str, Any], default: str) -> Callable[[str], Any]:
-    """The window the flags name (``default`` when none), checked as far as it can be before the
-    time zone is known."""
-    from tokenabacus.billing.windows import window
+def _window(given: dict[str, Any], default: str | None) -> Callable[[str], Window]:
+    """The window the options name, in a time zone: the period flags or since/until (``default``
+    when none), or for a monthly report ``--month`` (default: last month). The flags are checked
+    here, before the zone is known."""
+    from tokenabacus.billing.windows import month_window, window
 
+    if default is None:
+        return lambda zone: month_window(zone, given["month"])
     flags = [p for p in ("today", "week", "month") if given[p]]
     if len(flags) > 1:
         fail("give one of --today, --week and --month")
