@@ -1,6 +1,7 @@
 """Detectors: each rule kind judged against the ledger, answering what fires now. They read the
-same report code as `tokenabacus report` (rollups for days, raw records for minutes) and return
-``Firing``s; deduplication, cool-down and delivery are the engine's (alerts/engine.py).
+same code as `tokenabacus report`: the rollups for days, the ledger's per-minute activity
+(ledger/activity.py, as the suspicious report does) for minutes. They return ``Firing``s;
+deduplication, cool-down and delivery are the engine's (alerts/engine.py).
 
 ``period`` is what makes an alert once-only: a spike fires once per scope and day, a quota
 threshold once per limit, threshold and period, a burst once per caller and minute.
