@@ -18,8 +18,9 @@ from typing import Any
 
 from tokenabacus.alerts.engine import holder_id, notifiers, send
 from tokenabacus.alerts.notifiers import Attachment, Message
-from tokenabacus.billing import named
+from tokenabacus.billing import rankings, windows
 from tokenabacus.billing.exports import Sheet, csv_text, xlsx_bytes
+from tokenabacus.billing.table import Table
 from tokenabacus.calendar import now_ms, zone_named
 from tokenabacus.config import Settings
 from tokenabacus.config.alerts import ScheduleConfig
@@ -37,7 +38,7 @@ LATE_S = 6 * 3600  # a send missed by longer (the gateway was down) is skipped, 
 @dataclass(frozen=True)
 class Due:
     period: str  # e.g. 2026-12-03, week of 2026-11-23, 2026-11
-    window: named.Window
+    window: windows.Window
     send_at: datetime
 
 
@@ -59,11 +60,11 @@ def last_due(s: ScheduleConfig, tz: str, now: datetime) -> Due:
         day -= timedelta(days=1)
     now_ms_at = int(at.timestamp() * 1000)
     if s.every == "day":
-        win = named.window(tz, "today", previous=True, now_ms=now_ms_at)
+        win = windows.window(tz, "today", previous=True, now_ms=now_ms_at)
     elif s.every == "week":
-        win = named.window(tz, "week", previous=True, now_ms=now_ms_at)
+        win = windows.window(tz, "week", previous=True, now_ms=now_ms_at)
     else:
-        win = named.window(tz, "month", previous=True, now_ms=now_ms_at)
+        win = windows.window(tz, "month", previous=True, now_ms=now_ms_at)
     return Due(win.label, win, at)
 
 
@@ -71,9 +72,9 @@ def build(store: Store, settings: Settings, s: ScheduleConfig, due: Due) -> Mess
     """The report for ``due``: the message (markdown lines) with its attachment."""
     zh = settings.alerts.language == "zh"
     win = due.window
-    depts = named.top(store, "department", win, limit=s.top)
-    projects = named.top(store, "project", win, limit=s.top)
-    peaks = named.peaks(store, win)
+    depts = rankings.top(store, "department", win, limit=s.top)
+    projects = rankings.top(store, "project", win, limit=s.top)
+    peaks = rankings.peaks(store, win)
     total = depts.rows[-1]
     lines = [
         (f"周期：{win.label}（{win.tz}）" if zh else f"Period: {win.label} ({win.tz})"),
@@ -116,7 +117,7 @@ def build(store: Store, settings: Settings, s: ScheduleConfig, due: Due) -> Mess
                    link=settings.alerts.dashboard_url, attachments=attachments)  # fmt: skip
 
 
-def _ranked(t: named.Table, by: str, zh: bool) -> list[str]:
+def _ranked(t: Table, by: str, zh: bool) -> list[str]:
     out = []
     for r in t.rows:
         if r.get("row") != "group":
@@ -151,7 +152,7 @@ def _quota_lines(store: Store, settings: Settings, zh: bool) -> list[str]:
 
 
 def _attachments(
-    s: ScheduleConfig, depts: named.Table, projects: named.Table, peaks: named.Table, win: named.Window
+    s: ScheduleConfig, depts: Table, projects: Table, peaks: Table, win: windows.Window
 ) -> tuple[Attachment, ...]:
     if s.attach == "none":
         return ()
