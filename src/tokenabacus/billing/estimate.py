@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tokenabacus.billing.prices import PriceBook, PriceVersion, config_versions, cost_micros
+from tokenabacus.billing.prices import PriceBook, book_of, config_versions, cost_micros
 from tokenabacus.calendar import DAY_MS
 
 if TYPE_CHECKING:
@@ -29,8 +29,7 @@ def price_book(settings: Settings, store: Store | None) -> PriceBook:
     from zoneinfo import ZoneInfo
 
     config = config_versions(settings.prices, ZoneInfo(settings.governance.timezone))
-    stored = [PriceVersion.of_row(r) for r in store.prices.versions()] if store is not None else []
-    return PriceBook(config, stored)
+    return book_of(config, store.prices.versions() if store is not None else ())
 
 
 def _count(value: int, what: str, low: int = 0, high: int = MAX_COUNT) -> int:

@@ -1,7 +1,9 @@
 """The price book: exact prices, the version in force at an instant, and what a record costs.
 
 Pure (no I/O): the gateway charges every record from an in-memory ``PriceBook`` on the hot path.
-A price is integer micros per 1M tokens (money.py reads and shows them).
+A price is integer micros per 1M tokens (money.py reads and shows them). A book is built in one
+place, ``book_of`` (the config's versions merged with the ledger's rows); a running gateway holds
+it in a ``PriceCache``, swapped whole when the prices change.
 """
 
 from __future__ import annotations
@@ -170,3 +172,27 @@ class PriceBook:
         rec.cost_micros = cost_micros(pv, rec.prompt_tokens, rec.completion_tokens, rec.cached_tokens)
         rec.price_version = pv.version_id
         rec.currency = pv.currency
+
+
+def book_of(config: Iterable[PriceVersion], rows: Iterable[dict] = ()) -> PriceBook:
+    """The price book: the config file's versions merged with the ledger's ``price_versions``
+    rows. Every book (the gateway's, the CLI's, the planner's) is built here."""
+    return PriceBook(config, [PriceVersion.of_row(r) for r in rows])
+
+
+class PriceCache:
+    """The book a running gateway charges from and admission reserves money at: the config's
+    versions with the ledger's, replaced whole by ``load`` when the prices generation moves (so a
+    reader always sees one consistent book)."""
+
+    __slots__ = ("book", "config")
+
+    def __init__(self, config: list[PriceVersion]) -> None:
+        self.config = config
+        self.book = book_of(config)
+
+    def load(self, rows: Iterable[dict]) -> None:
+        self.book = book_of(self.config, rows)
+
+    def at(self, model: str, ts: int) -> PriceVersion | None:
+        return self.book.at(model, ts)

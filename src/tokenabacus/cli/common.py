@@ -76,7 +76,8 @@ def hold_spool(s: Settings) -> None:
     from tokenabacus.ledger import lock
 
     try:
-        lock.hold(s)
+        jsonl = s.jsonl_path if s.sinks.jsonl.enabled else None
+        lock.hold(s.spool_path, jsonl, None if s.ledger.spool_dir else s.data_path)
     except lock.InUse as e:
         fail(str(e))
     except OSError as e:

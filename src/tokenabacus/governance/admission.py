@@ -4,6 +4,9 @@ that settles what admission took when the request ends, whatever ended it.
 Order: model access → IP policy → rate limits and quota reservation (one atomic step over every
 applicable limit) → fair-scheduling wait. A policy refuses by raising a ``governance.errors``
 exception; the serving layer turns it into OpenAI's error JSON and a ``rejected`` record.
+
+Admission changes nothing it is handed: what it decides for the request (the ``max_tokens`` it
+holds a body without one to) is in the ticket, and the caller applies it before the engine runs.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from tokenabacus.api.call import CHAT, Call
-from tokenabacus.billing.prices import PriceVersion
+from tokenabacus.billing.prices import PriceBook, PriceVersion
 from tokenabacus.calendar import now_ms
 from tokenabacus.governance.access import ModelAccess, check_key_ip
 from tokenabacus.governance.counters import Ask, Commit, Counters, Missing, Refusal
@@ -36,13 +40,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Ticket:
-    """What admission took for one request: reservations and a scheduler slot. Settled once, at
-    the request's single exit (``Admission.settle``)."""
+    """Admission's decision for one request: what it took (reservations, a scheduler slot),
+    settled once at the request's single exit (``Admission.settle``), and the ``max_tokens`` it
+    imposes on a body without one (None: the body stays as it is; the caller puts it there)."""
 
     request_id: str
     held: bool = False  # reservations in the counters under request_id
     slot: Slot | None = None
     settled: bool = False
+    max_tokens: int | None = None
+
+
+class PriceLookup(Protocol):
+    """The price book in force (billing.prices.PriceCache, or a PriceBook)."""
+
+    def at(self, model: str, ts: int) -> PriceVersion | None: ...
 
 
 # Seeds the counters a reserve found not ready (governance/seeding.Seeder.ensure).
@@ -67,11 +79,11 @@ class Admission:
         default_max_tokens: int,
         access: dict[str, ModelAccess],
         schedulers: dict[str, FairScheduler],
-        price_at: Callable[[str, int], PriceVersion | None] = lambda _m, _t: None,
+        prices: PriceLookup | None = None,
         seed: SeedFn | None = None,
         collecting: dict[str, dict[str, int]] | None = None,
     ) -> None:
-        self.price_at = price_at  # the price book in force (cost limits reserve money)
+        self.prices: PriceLookup = prices if prices is not None else PriceBook()  # cost limits reserve money
         self.seed = seed or _from_zero(counters)
         # Why counters cannot be trusted here (another gateway enforces quotas on a shared ledger).
         self.unavailable: str | None = None
@@ -103,8 +115,10 @@ class Admission:
         call: Call,
         count_prompt: Callable[[], Awaitable[int | None]],
     ) -> Ticket | None:
-        """Run the policies in order; the ticket to settle at the request's exit, or None when
-        admission took nothing (no limit applies and the model has no queue)."""
+        """Run the policies in order; the ticket to settle at the request's exit (with the
+        ``max_tokens`` the caller must put in a body without one), or None when admission took
+        nothing and imposes nothing (no limit applies and the model has no queue). ``call`` is
+        read, never changed."""
         access = self.access.get(model)
         if access is not None:
             access.check(ident, client_ip)
@@ -181,7 +195,9 @@ class Admission:
                 amount = 1
             else:
                 if bound is None:
-                    bound = await self._token_bound(call, count_prompt)
+                    if call.max_tokens is None:  # held to the default, so the bound is a bound
+                        ticket.max_tokens = self.default_max_tokens
+                    bound = await self._token_bound(call, ticket.max_tokens, count_prompt)
                 amount = sum(bound) if lim.metric == "tokens" else self._cost_bound(lim, call, bound, now)
             start, end = self.limits.window(lim, now)
             key = lim.counter_key(start)
@@ -202,24 +218,26 @@ class Admission:
         """The most the request can cost in the limit's currency: every prompt token at the dearer
         of the input and cached prices, every possible completion token at the output price. A
         model with no price in that currency costs nothing here, as its records carry no cost."""
-        pv = self.price_at(call.body["model"], now)
+        pv = self.prices.at(call.body["model"], now)
         if pv is None or pv.currency != lim.metric[5:]:
             return 0
         prompt, completion = bound
         per_prompt = max(pv.input, pv.cached or 0)
         return -(-(prompt * per_prompt + completion * pv.output) // 1_000_000)  # rounded up
 
-    async def _token_bound(self, call: Call, count_prompt: Callable[[], Awaitable[int | None]]) -> tuple[int, int]:
-        """The most tokens the request can use: (its prompt, what it may generate). A request
-        without max_tokens is held to the configured default, so the bound is a bound."""
-        if call.max_tokens is None:
-            call.body["max_tokens"] = self.default_max_tokens
+    async def _token_bound(
+        self, call: Call, imposed: int | None, count_prompt: Callable[[], Awaitable[int | None]]
+    ) -> tuple[int, int]:
+        """The most tokens the request can use: (its prompt, what it may generate), the body
+        judged with ``imposed`` as its max_tokens when admission imposes one."""
         prompt = await count_prompt()
         if prompt is None:  # the bound settle bills at most (metering/bounds.py), so the two agree
             prompt = prompt_bound(call)
         if prompt is None:  # image or audio parts: the text's size, as before (the upstream's count is billed)
             text = call.body.get("messages") if call.endpoint == CHAT else call.body.get("prompt")
             prompt = len(orjson.dumps(text)) + TEMPLATE_ALLOWANCE
+        if imposed is not None:  # judged as the engine will see it
+            call = Call(call.endpoint, {**call.body, "max_tokens": imposed}, call.stream, call.cancelled, call.observed)
         return prompt, completion_bound(call) or self.default_max_tokens
 
     def _refused(self, lim: Limit, ask: Ask, r: Refusal, now: int) -> Refused:

@@ -101,6 +101,11 @@ class Counters(Protocol):
         """(used, reserved) for each key; (0, 0) for an unknown key."""
         ...
 
+    async def reclaim(self) -> int:
+        """Release every reservation a previous life of this gateway left behind (it has none
+        running yet); how many were released."""
+        ...
+
     def health(self) -> dict: ...
 
     async def close(self) -> None: ...
@@ -221,6 +226,9 @@ class MemoryCounters:
             c = self._counters.get(k)
             out.append((c.used, c.reserved) if c else (0, 0))
         return out
+
+    async def reclaim(self) -> int:
+        return 0  # nothing outlives this process
 
     def health(self) -> dict:
         return {"backend": "memory", "ok": True, "counters": len(self._counters), "reservations": len(self._held)}

@@ -8,7 +8,6 @@ import hmac
 import ipaddress
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,8 +16,8 @@ import orjson
 from tokenabacus.calendar import now_ms
 from tokenabacus.config import KeyDefaults
 from tokenabacus.governance.keystrength import check_admin_key
+from tokenabacus.ledger.reloader import Reloader
 from tokenabacus.ledger.store import Store
-from tokenabacus.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from tokenabacus.ledger.org import OrgStore
@@ -183,50 +182,32 @@ def ensure_admin_key(store: Store, env_key: str | None) -> str | None:
 
 
 class KeyCache:
-    """Maps key hashes to identities; refreshed off the event loop when the keys change."""
+    """Maps key hashes to identities; reloaded off the event loop when the keys change (its
+    Reloader polls the keys generation)."""
 
     def __init__(self, store: Store, refresh_interval_s: float = 2.0, miss_interval_s: float = 0.1) -> None:
         self.store = store
-        self.refresh_interval = refresh_interval_s
-        self.miss_interval = miss_interval_s
         self._by_hash: dict[str, Identity] = {}
         self._revoked: dict[str, str] = {}  # hash -> key_id, so a 401 can say whose key it was
         self._admin_hash: str | None = None
-        self._generation = -1
-        self._last_check = 0.0
-        self._loading: asyncio.Task | None = None
-        self._task: asyncio.Task | None = None
+        self.reloader = Reloader(
+            "key cache", store.keys.generation, self.load, refresh_interval_s, miss_interval_s, logger=log
+        )
 
-    def _load_sync(self) -> tuple[int, dict[str, Identity], dict[str, str], str | None]:
-        gen = self.store.keys.generation()
+    def _load_sync(self) -> tuple[dict[str, Identity], dict[str, str], str | None]:
         rows = self.store.keys.list(include_revoked=True)
         table = {r["key_hash"]: identity_of(r) for r in rows if r["revoked_at"] is None}
         revoked = {r["key_hash"]: r["key_id"] for r in rows if r["revoked_at"] is not None}
-        return gen, table, revoked, self.store.meta.get(ADMIN_KEY_HASH)
+        return table, revoked, self.store.meta.get(ADMIN_KEY_HASH)
 
     async def load(self) -> None:
-        gen, table, revoked, admin = await asyncio.to_thread(self._load_sync)
-        self._generation, self._by_hash, self._revoked, self._admin_hash = gen, table, revoked, admin
-
-    async def _refresh_if_changed(self) -> None:
-        gen = await asyncio.to_thread(self.store.keys.generation)
-        if gen != self._generation:
-            await self.load()
+        self._by_hash, self._revoked, self._admin_hash = await asyncio.to_thread(self._load_sync)
 
     async def start(self) -> None:
-        await self.load()
-        self._task = asyncio.create_task(self._poll(), name="key-cache")
+        await self.reloader.start()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_interval)
-            try:
-                await self._refresh_if_changed()
-            except Exception:  # database briefly unavailable: keep serving from the cache
-                log.warning("key cache refresh failed", exc_info=True)
+        await self.reloader.stop()
 
     def lookup(self, key: str) -> Identity | None:
         return self._by_hash.get(hash_key(key))
@@ -250,20 +231,11 @@ class KeyCache:
         ident = self._by_hash.get(h)
         if ident is not None:
             return ident
-        if self._loading is None or self._loading.done():
-            self._loading = asyncio.create_task(self._checked_reload())
         try:
-            await asyncio.shield(self._loading)
+            await self.reloader.check_soon()
         except Exception:
             log.warning("key cache reload failed", exc_info=True)
         return self._by_hash.get(h)
-
-    async def _checked_reload(self) -> None:
-        wait = self.miss_interval - (time.monotonic() - self._last_check)
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self._last_check = time.monotonic()
-        await self._refresh_if_changed()
 
     def holder(self, key_hash: str) -> Identity | None:
         """Who the key with this hash is while it is live (a console session acts as it): None

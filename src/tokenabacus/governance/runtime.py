@@ -14,13 +14,14 @@ from zoneinfo import ZoneInfo
 from tokenabacus.calendar import now_ms
 from tokenabacus.config import EmbeddedModel, Settings, UpstreamModel
 from tokenabacus.governance.access import ModelAccess
-from tokenabacus.governance.admission import Admission
+from tokenabacus.governance.admission import Admission, PriceLookup
 from tokenabacus.governance.counters import Counters, MemoryCounters
 from tokenabacus.governance.quotas import KEEP_MS, Limit, LimitSet, config_limits, row_limit
 from tokenabacus.governance.quotaview import grants_of
 from tokenabacus.governance.scheduler import FairScheduler
 from tokenabacus.governance.seeding import Seeder, Target
 from tokenabacus.governance.sharing import LocalCounters, SharedWithoutRedis, refusal
+from tokenabacus.ledger.reloader import Reloader
 from tokenabacus.ledger.store import Store
 from tokenabacus.ledger.unwritten import Unwritten
 from tokenabacus.tasks import cancel_and_wait
@@ -57,7 +58,10 @@ def concurrency(m: EmbeddedModel | UpstreamModel) -> int | None:
 
 
 class Governance:
-    def __init__(self, settings: Settings, models: list[EmbeddedModel | UpstreamModel]) -> None:
+    def __init__(
+        self, settings: Settings, models: list[EmbeddedModel | UpstreamModel], prices: PriceLookup | None = None
+    ) -> None:
+        """``prices``: the price book in force (cost limits reserve money at it)."""
         g = settings.governance
         self.settings = settings
         self.tz = ZoneInfo(g.timezone)
@@ -72,37 +76,51 @@ class Governance:
             for m in models
             if (limit := concurrency(m))
         }
-        self.admission = Admission(self.counters, self.tz, g.default_max_tokens, access, schedulers)
+        self.admission = Admission(self.counters, self.tz, g.default_max_tokens, access, schedulers, prices)
         self.declared = config_limits(g.declared_quotas())
-        self._generation = -1
-        self._task: asyncio.Task | None = None
         self._reconciler: asyncio.Task | None = None
         self._store: Store | None = None
+        self._reloader: Reloader | None = None
         self.seeder: Seeder | None = None
         self.local: LocalCounters | None = None
 
-    async def start(self, store: Store, unwritten: Unwritten) -> None:
+    def follow(self, store: Store, unwritten: Unwritten) -> None:
+        """The ledger its limits, grants and counters follow, and the spool's records not written
+        there yet (seeding counts them): given once the gateway has opened them, before start."""
         self._store = store
         self.seeder = Seeder(self.counters, store.db, unwritten)
         self.admission.seed = self.seeder.ensure
         self.admission.collecting = self.seeder.collecting
-        reclaim = getattr(self.counters, "reclaim", None)
-        if reclaim is not None:
-            released = await reclaim()
-            if released:
-                log.info("released %d quota reservations this gateway held before it restarted", released)
         if not self.settings.redis.url and store.db.dialect != "sqlite":
             lease_s = self.settings.governance.local_counters_lease_s
             self.local = LocalCounters(store.db, owner_id(self.settings), lease_s)
+        # Limits and grants reloaded when the quotas generation moves; the lease renewed on every poll.
+        self._reloader = Reloader(
+            "governance",
+            store.quotas.generation,
+            self._load,
+            self.settings.governance.refresh_interval_s,
+            every_poll=self._renew if self.local is not None else None,
+            logger=log,
+        )
+
+    async def start(self) -> None:
+        if self._reloader is None:
+            raise RuntimeError("governance follows no ledger yet (follow() first)")
+        released = await self.counters.reclaim()
+        if released:
+            log.info("released %d quota reservations this gateway held before it restarted", released)
+        if self.local is not None:
             await self.local.renew(force=True)
-        await self.refresh(force=True)
+        await self._reloader.start()
         if self.local is not None and not self.local.holding and self.admission.limits:
+            await self._reloader.stop()
             raise SharedWithoutRedis(refusal(self.local.holder))
-        self._task = asyncio.create_task(self._poll(), name="governance-refresh")
         self._reconciler = asyncio.create_task(self._reconcile_loop(), name="quota-reconcile")
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
+        if self._reloader is not None:
+            await self._reloader.stop()
         await cancel_and_wait(self._reconciler)
         await self.admission.drain(5.0)
         await self.counters.close()
@@ -136,35 +154,31 @@ class Governance:
         targets = self.targets(self.admission.limits.limits, now_ms())
         return await self.seeder.reconcile(targets, lambda: self.admission.drain(5.0))
 
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.governance.refresh_interval_s)
-            try:
-                await self.refresh()
-            except Exception:  # database briefly unavailable: keep the limits in force
-                log.warning("governance refresh failed", exc_info=True)
-
     async def refresh(self, force: bool = False) -> None:
-        """Reload limits and grants when they changed. Counters are seeded when a reserve needs
-        them (a new limit, a new period, a counter lost)."""
+        """Reload limits and grants when they changed (``force``: in any case; an admin's change
+        shows on this gateway at once). Counters are seeded when a reserve needs them (a new
+        limit, a new period, a counter lost)."""
+        assert self._reloader is not None
+        await self._reloader.refresh(force)
+
+    async def _renew(self) -> None:
+        assert self.local is not None
+        await self.local.renew()
+        self.admission.unavailable = self.local.unavailable()
+
+    async def _load(self) -> None:
         assert self._store is not None
         store = self._store
-        if self.local is not None:
-            await self.local.renew()
-            self.admission.unavailable = self.local.unavailable()
-        gen = await asyncio.to_thread(store.quotas.generation)
-        if force or gen != self._generation:
-            rows, grant_rows = await asyncio.to_thread(lambda: (store.quotas.limits(), store.quotas.grants(0)))
-            limits = self.declared + [row_limit(r) for r in rows]
-            new, old = LimitSet(limits, grants_of(grant_rows), self.tz), self.admission.limits
-            # A limit new to this gateway (set, or deleted and set again) may find a counter of its
-            # identity that stopped counting while the limit was away: it is seeded again.
-            known = {lim.identity for lim in old.limits}
-            now = now_ms()
-            for t in self.targets([lim for lim in new.limits if lim.identity not in known], now, new):
-                await self.counters.invalidate(t.key)
-            self.admission.limits = new
-            self._generation = gen
+        rows, grant_rows = await asyncio.to_thread(lambda: (store.quotas.limits(), store.quotas.grants(0)))
+        limits = self.declared + [row_limit(r) for r in rows]
+        new, old = LimitSet(limits, grants_of(grant_rows), self.tz), self.admission.limits
+        # A limit new to this gateway (set, or deleted and set again) may find a counter of its
+        # identity that stopped counting while the limit was away: it is seeded again.
+        known = {lim.identity for lim in old.limits}
+        now = now_ms()
+        for t in self.targets([lim for lim in new.limits if lim.identity not in known], now, new):
+            await self.counters.invalidate(t.key)
+        self.admission.limits = new
 
     def health(self) -> dict:
         out: dict = {"counters": self.counters.health(), "limits": len(self.admission.limits.limits)}

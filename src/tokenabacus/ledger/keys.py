@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from tokenabacus.ledger.database import Database
+from tokenabacus.ledger.generation import Generation
 from tokenabacus.ledger.meta import Meta
 from tokenabacus.ledger.schema import api_keys
 
@@ -19,6 +20,7 @@ class KeyStore:
     def __init__(self, db: Database, meta: Meta) -> None:
         self.db = db
         self.meta = meta
+        self.changes = Generation(meta, GENERATION)
 
     def add(self, row: dict) -> None:
         with self.db.begin() as conn:
@@ -39,12 +41,10 @@ class KeyStore:
 
     def touch(self) -> None:
         """Bump the keys generation so running gateways reload their key cache."""
-        with self.db.begin() as conn:
-            gen = int(self.meta.get(GENERATION, conn) or 0) + 1
-            self.meta.set(GENERATION, str(gen), conn)
+        self.changes.touch()
 
     def generation(self) -> int:
-        return int(self.meta.get(GENERATION) or 0)
+        return self.changes.get()
 
     def list(self, include_revoked: bool = False) -> list[dict]:
         """Every column, key_hash included (callers showing keys drop it), oldest first."""

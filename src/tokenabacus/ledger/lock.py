@@ -20,8 +20,6 @@ import os
 import socket
 from pathlib import Path
 
-from tokenabacus.config import Settings
-
 LOCK_NAME = "tokenabacus.lock"
 
 
@@ -34,14 +32,14 @@ class InUse(Exception):
 _held: dict[Path, int] = {}
 
 
-def lock_files(settings: Settings) -> list[tuple[Path, str]]:
-    """The lock files a process that writes this spool (and JSONL file) must hold, each with
-    the name an operator knows the place by."""
-    spool = f"spool dir {settings.spool_path}" if settings.ledger.spool_dir else f"data dir {settings.data_path}"
-    out = [(settings.spool_path / LOCK_NAME, spool)]
-    if settings.sinks.jsonl.enabled:
-        j = settings.jsonl_path
-        out.append((j.with_name(j.name + ".lock"), f"JSONL file {j}"))
+def lock_files(spool: Path, jsonl: Path | None, data_dir: Path | None = None) -> list[tuple[Path, str]]:
+    """The lock files a process that writes this spool (and the JSONL file it appends to, if
+    any) must hold, each with the name an operator knows the place by: ``data_dir`` when the
+    spool is the data dir's own (no spool dir of its own was configured)."""
+    spool_name = f"data dir {data_dir}" if data_dir is not None else f"spool dir {spool}"
+    out = [(spool / LOCK_NAME, spool_name)]
+    if jsonl is not None:
+        out.append((jsonl.with_name(jsonl.name + ".lock"), f"JSONL file {jsonl}"))
     return out
 
 
@@ -72,19 +70,19 @@ def release(path: Path) -> None:
         os.close(fd)  # closing the last descriptor drops the flock
 
 
-def holder(settings: Settings) -> str:
-    """The name this gateway holds database leases by (alerts, reports): its host and spool. Only
-    one live process holds a spool, so a gateway restarted after a crash is the same holder and
-    takes its leases back at once instead of waiting for them to expire."""
-    spool = hashlib.sha256(str(settings.spool_path.resolve()).encode()).hexdigest()[:16]
-    return f"{socket.gethostname()[:80]}:{spool}"
+def holder(spool: Path) -> str:
+    """The name the gateway writing ``spool`` holds database leases by (alerts, reports): its host
+    and spool. Only one live process holds a spool, so a gateway restarted after a crash is the
+    same holder and takes its leases back at once instead of waiting for them to expire."""
+    digest = hashlib.sha256(str(spool.resolve()).encode()).hexdigest()[:16]
+    return f"{socket.gethostname()[:80]}:{digest}"
 
 
-def hold(settings: Settings) -> None:
-    """Take every lock ``settings`` needs, all or none; InUse names the place and the holder."""
+def hold(spool: Path, jsonl: Path | None, data_dir: Path | None = None) -> None:
+    """Take every lock of ``lock_files``, all or none; InUse names the place and the holder."""
     taken: list[Path] = []
     try:
-        for path, what in lock_files(settings):
+        for path, what in lock_files(spool, jsonl, data_dir):
             if path.absolute() in _held:
                 continue
             try:

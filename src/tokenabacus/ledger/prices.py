@@ -11,9 +11,10 @@ from __future__ import annotations
 import secrets
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 
 from tokenabacus.ledger.database import Database
+from tokenabacus.ledger.generation import Generation
 from tokenabacus.ledger.meta import Meta
 from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.schema import cost_adjustments, hardware_costs, price_versions
@@ -31,13 +32,10 @@ class PriceStore:
     def __init__(self, db: Database, meta: Meta) -> None:
         self.db = db
         self.meta = meta
+        self.changes = Generation(meta, GENERATION)
 
     def generation(self) -> int:
-        return int(self.meta.get(GENERATION) or 0)
-
-    def _touch(self, conn: Connection) -> None:
-        gen = int(self.meta.get(GENERATION, conn) or 0) + 1
-        self.meta.set(GENERATION, str(gen), conn)
+        return self.changes.get()
 
     # Price versions ----------------------------------------------------------------------------
     def add(
@@ -66,7 +64,7 @@ class PriceStore:
         }
         with self.db.begin() as conn:
             conn.execute(price_versions.insert().values(**row))
-            self._touch(conn)
+            self.changes.touch(conn)
         return row
 
     def versions(self, model: str | None = None) -> list[dict]:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from tokenabacus.ledger import admin_events
 from tokenabacus.ledger.admin_events import Actor
 from tokenabacus.ledger.database import Database
+from tokenabacus.ledger.generation import Generation
 from tokenabacus.ledger.meta import Meta
 from tokenabacus.ledger.record import now_ms
 from tokenabacus.ledger.schema import quota_requests, quotas
@@ -26,13 +27,10 @@ class QuotaStore:
     def __init__(self, db: Database, meta: Meta) -> None:
         self.db = db
         self.meta = meta
+        self.changes = Generation(meta, GENERATION)
 
     def generation(self) -> int:
-        return int(self.meta.get(GENERATION) or 0)
-
-    def _touch(self, conn) -> None:
-        gen = int(self.meta.get(GENERATION, conn) or 0) + 1
-        self.meta.set(GENERATION, str(gen), conn)
+        return self.changes.get()
 
     # Limits ------------------------------------------------------------------------------------
     def set(
@@ -81,7 +79,7 @@ class QuotaStore:
                         created_by=by,
                     )
                 )
-            self._touch(conn)
+            self.changes.touch(conn)
             after = dict(conn.execute(select(quotas).where(c.quota_id == qid)).one()._mapping)
             action = "quota.update" if before is not None else "quota.create"
             admin_events.record(conn, actor or Actor(None, by), action, qid, before, after)
@@ -95,7 +93,7 @@ class QuotaStore:
                 return False
             n = conn.execute(quotas.delete().where(quotas.c.quota_id == quota_id)).rowcount
             if n:  # not deleted meanwhile by someone else
-                self._touch(conn)
+                self.changes.touch(conn)
                 admin_events.record(
                     conn, actor or Actor(None, None), "quota.delete", quota_id, dict(row._mapping), None
                 )
@@ -174,7 +172,7 @@ class QuotaStore:
             if not n:
                 return None
             if approve:
-                self._touch(conn)
+                self.changes.touch(conn)
             after = dict(conn.execute(select(quota_requests).where(r.request_id == request_id)).one()._mapping)
             action = "quota_request.approve" if approve else "quota_request.deny"
             admin_events.record(conn, actor or Actor(None, by), action, request_id, dict(row._mapping), after)

@@ -19,26 +19,33 @@ def backlog_path(settings: Settings, name: str) -> Path:
 
 
 def build_sinks(settings: Settings) -> list[Sink]:
-    """The sinks the settings ask for; `serve` and `db replay` both use this, so every record
-    reaches every sink whichever of them moves it. A durable observer (Kafka) is a backlog here:
-    its records wait on disk until the gateway's runner delivers them."""
+    """The sinks the settings ask for; `serve` (build_outputs) and `db replay` both use this, so
+    every record reaches every sink whichever of them moves it. A durable observer (Kafka) is a
+    backlog here: its records wait on disk until the gateway's runner delivers them."""
+    return _sinks(settings)[0]
+
+
+def build_outputs(settings: Settings) -> tuple[list[Sink], list[Runner]]:
+    """The sinks, and a runner per durable observer the settings enable, over the very backlog
+    its sink fills."""
+    sinks, kafka = _sinks(settings)
+    runners: list[Runner] = []
+    if kafka is not None:
+        # aiokafka is imported only when a Kafka observer is configured
+        from tokenabacus.observe.kafka import KafkaConsumer
+
+        k = settings.sinks.kafka
+        runners.append(Runner(KafkaConsumer(k), kafka, retry_max_s=k.retry_max_s))
+    return sinks, runners
+
+
+def _sinks(settings: Settings) -> tuple[list[Sink], Backlog | None]:
     sinks: list[Sink] = []
     j = settings.sinks.jsonl
     if j.enabled:
         sinks.append(JsonlSink(settings.jsonl_path, j.rotate_bytes, j.rotate_daily, j.keep))
+    kafka = None
     if settings.sinks.kafka.enabled:
-        sinks.append(Backlog(backlog_path(settings, "kafka")))
-    return sinks
-
-
-def build_observers(settings: Settings, sinks: list[Sink]) -> list[Runner]:
-    """A runner per durable observer the settings enable, over the backlog its sink fills."""
-    out: list[Runner] = []
-    k = settings.sinks.kafka
-    if k.enabled:
-        # aiokafka is imported only when a Kafka observer is configured
-        from tokenabacus.observe.kafka import KafkaConsumer
-
-        backlog = next(s for s in sinks if isinstance(s, Backlog) and s.root.name == "kafka")
-        out.append(Runner(KafkaConsumer(k), backlog, retry_max_s=k.retry_max_s))
-    return out
+        kafka = Backlog(backlog_path(settings, "kafka"))
+        sinks.append(kafka)
+    return sinks, kafka

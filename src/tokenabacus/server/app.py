@@ -22,8 +22,8 @@ from tokenabacus.api.errors import APIError, internal_error
 from tokenabacus.config import Settings
 from tokenabacus.ledger.record import new_request_id
 from tokenabacus.ledger.store import Store
-from tokenabacus.server.admin import create_admin_app
-from tokenabacus.server.admin_auth import bearer
+from tokenabacus.server.admin.app import create_admin_app
+from tokenabacus.server.admin.auth import bearer
 from tokenabacus.server.asgi import send_json
 from tokenabacus.server.bodylimit import BodyLimit
 from tokenabacus.server.console import Console

@@ -1,5 +1,9 @@
 """The Gateway: everything one running server owns (settings, engines, key cache, spool,
-ledger writer). Built by the app factory, started and stopped by its lifespan; no globals."""
+ledger writer). Built by the app factory, started and stopped by its lifespan; no globals.
+
+Starting opens the ground (the spool's lock, the ledger, the admin key, a replay of what an
+earlier run left in the spool), then starts a list of services in order; stopping stops them in
+reverse (server/services.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from starlette.types import Scope
 
 from tokenabacus.alerts.engine import AlertEngine
 from tokenabacus.alerts.schedules import ReportScheduler
-from tokenabacus.billing.prices import PriceBook, PriceVersion, config_versions
+from tokenabacus.billing.prices import PriceBook, PriceCache, config_versions
 from tokenabacus.config import EmbeddedModel, Settings, UpstreamModel, effective_models
 from tokenabacus.engines.base import Engine
 from tokenabacus.engines.embedded import EmbeddedEngine
@@ -27,6 +31,7 @@ from tokenabacus.ledger import lock
 from tokenabacus.ledger.deadletter import FILE_NAME as DEAD_LETTER_FILE
 from tokenabacus.ledger.deadletter import DeadLetters
 from tokenabacus.ledger.record import UsageRecord
+from tokenabacus.ledger.reloader import Reloader
 from tokenabacus.ledger.sinks import Sink
 from tokenabacus.ledger.spool import Spool
 from tokenabacus.ledger.store import Store
@@ -37,9 +42,9 @@ from tokenabacus.metering.tokenizers import build_counter
 from tokenabacus.observe.auth_metrics import AuthMetrics
 from tokenabacus.observe.backlog import Runner
 from tokenabacus.observe.metrics import LiveState, Metrics, segment_age_s
-from tokenabacus.observe.wiring import build_observers, build_sinks
+from tokenabacus.observe.wiring import build_outputs
 from tokenabacus.server.auth_guard import AuthGuard
-from tokenabacus.tasks import cancel_and_wait
+from tokenabacus.server.services import ModelService, Service, SpoolService, start_all, stop_all
 
 log = logging.getLogger(__name__)
 PRICES_REFRESH_S = 1.0  # a price set at run time charges new records within about this long
@@ -66,7 +71,10 @@ class Gateway:
         models = effective_models(settings)
         self.engines: dict[str, Engine] = {m.name: build_engine(m) for m in models}
         self.meters: dict[str, Meter] = {m.name: build_meter(m, self.engines[m.name]) for m in models}
-        self.governance = Governance(settings, models)
+        # The price book every record is charged from (enrich) and cost limits reserve money at:
+        # the config's versions merged with the ledger's, swapped whole when the prices change.
+        self.price_cache = PriceCache(config_versions(settings.prices, ZoneInfo(settings.governance.timezone)))
+        self.governance = Governance(settings, models, self.price_cache)
         self.addresses = ClientAddress(settings.server.trusted_proxies)
         # Engines whose own token counters are reconciled with what we bill (metrics_url).
         self.watches: dict[str, EngineWatch] = {
@@ -76,6 +84,7 @@ class Gateway:
         }
         self._store: Store | None = store
         self._keys: KeyCache | None = None
+        self._prices_reloader: Reloader | None = None
         self.spool = Spool(settings.spool_path, settings.ledger.flush_interval_ms, settings.ledger.group_commit_ms)
         self.sinks: list[Sink] = []
         self.observers: list[Runner] = []  # durable consumers of the records (observe/backlog.py)
@@ -90,27 +99,25 @@ class Gateway:
         self.writer: LedgerWriter | None = None
         self.dead_letters = DeadLetters(settings.spool_path / DEAD_LETTER_FILE)
         self.new_admin_key: str | None = None
-        # The price book every record is charged from (enrich): the config's versions merged with
-        # the ledger's, swapped whole when `tokenabacus prices set` bumps the prices generation.
-        self._config_prices: list[PriceVersion] = config_versions(
-            settings.prices, ZoneInfo(settings.governance.timezone)
-        )
-        self.prices = PriceBook(self._config_prices)
-        # Cost limits reserve money at the price in force (the book is swapped whole on change).
-        self.governance.admission.price_at = lambda model, at: self.prices.at(model, at)
-        self._prices_generation = -1
-        self._prices_task: asyncio.Task | None = None
-        self._prices_lock = asyncio.Lock()  # one reload at a time: a slow one never undoes a newer one
+        self._running: list[Service] = []  # started, in order: stopped in reverse
 
     async def start(self) -> None:
+        await self._open()
+        await start_all(self._services(self.store), self._running)
+
+    async def _open(self) -> None:
+        """The ground the services stand on: the spool's lock, the ledger, the admin key, and
+        the records an earlier run spooled but never wrote."""
         s = self.settings
         # One process per spool (a no-op when the CLI already holds the lock): InUse otherwise.
-        lock.hold(s)
+        lock.hold(
+            s.spool_path, s.jsonl_path if s.sinks.jsonl.enabled else None, None if s.ledger.spool_dir else s.data_path
+        )
         s.data_path.mkdir(parents=True, exist_ok=True)
         if self._store is None:
             self._store = await asyncio.to_thread(Store, s.ledger_url)
         self.new_admin_key = await asyncio.to_thread(ensure_admin_key, self.store, os.environ.get(ADMIN_KEY_ENV))
-        self.sinks = build_sinks(s)
+        self.sinks, self.observers = build_outputs(s)
         if s.metrics.enabled:
             self.sinks.append(self.metrics)
         # Records spooled by an earlier run that did not reach the database (crash, kill -9).
@@ -122,63 +129,48 @@ class Gateway:
                 done.set_aside,
                 self.dead_letters.path,
             )
-        self.spool.open()
-        await self.spool.start()
+
+    def _services(self, store: Store) -> list[Service]:
+        """Everything that runs in the background while the gateway serves, in starting order."""
+        s = self.settings
+        holder = lock.holder(s.spool_path)
         self.writer = LedgerWriter(
-            self.spool, self.store.usage, self.sinks, self.dead_letters, s.ledger.writer_interval_ms / 1000
+            self.spool, store.usage, self.sinks, self.dead_letters, s.ledger.writer_interval_ms / 1000
         )
-        await self.writer.start()
-        self.observers = build_observers(s, self.sinks)
-        for runner in self.observers:
-            await runner.start()
-        self._keys = KeyCache(self.store, s.keys.refresh_interval_s)
-        await self._keys.start()
-        await self.governance.start(self.store, self.spool.unwritten)
+        self._keys = KeyCache(store, s.keys.refresh_interval_s)
+        self.governance.follow(store, self.spool.unwritten)
         self.alerts = AlertEngine(
             s,
-            self.store,
+            store,
             ready=lambda: {name: e.health()["ready"] for name, e in self.engines.items()},
             on_fire=lambda f, severity: self.metrics.alert_fired(
                 f.kind, f.rule, severity, f.scope, f.figure, f.threshold
             ),
             on_drop=self.metrics.alert_dropped,
-            holder=lock.holder(s),
+            holder=holder,
         )
-        await self.alerts.start()
-        self.reports = ReportScheduler(s, self.store, holder=lock.holder(s))
-        await self.reports.start()
-        await self.refresh_prices(force=True)
-        self._prices_task = asyncio.create_task(self._poll_prices(), name="prices-refresh")
-        for name, engine in self.engines.items():
-            log.info("starting model %s (%s)", name, engine.kind)
-            await engine.start()
-        for watch in self.watches.values():
-            await watch.start()
+        self.reports = ReportScheduler(s, store, holder=holder)
+        self._prices_reloader = Reloader(
+            "price book", store.prices.generation, self._load_prices, PRICES_REFRESH_S, logger=log
+        )
+        return [
+            SpoolService(self.spool),
+            *self.observers,
+            self.writer,
+            self._keys,
+            self.governance,
+            self.alerts,
+            self.reports,
+            self._prices_reloader,
+            *(ModelService(name, engine) for name, engine in self.engines.items()),
+            *self.watches.values(),
+        ]
 
     async def stop(self) -> None:
         # uvicorn cancels requests still running after its grace period and then stops us at once:
         # give their cleanup a moment to append their records while the spool is still open.
         await self.wait_idle(5.0)
-        for watch in self.watches.values():
-            await watch.stop()
-        for engine in self.engines.values():
-            try:
-                await engine.close()
-            except Exception:
-                log.exception("closing engine failed")
-        if self._keys:
-            await self._keys.stop()
-        if self.alerts:
-            await self.alerts.stop()
-        if self.reports:
-            await self.reports.stop()
-        await self.governance.stop()
-        await cancel_and_wait(self._prices_task)
-        if self.writer:
-            await self.writer.stop()
-        for runner in self.observers:
-            await runner.stop()
-        await self.spool.close()
+        await stop_all(self._running)
         if self._store:
             self._store.close()
 
@@ -195,35 +187,32 @@ class Gateway:
             raise RuntimeError("the gateway has not started: no key cache yet")
         return self._keys
 
+    @property
+    def prices_reloader(self) -> Reloader:
+        """Follows the ledger's prices (`refresh(force=True)`: this gateway at once)."""
+        if self._prices_reloader is None:
+            raise RuntimeError("the gateway has not started: no price book yet")
+        return self._prices_reloader
+
     async def wait_idle(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while self.spool.active > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
     # The price book ----------------------------------------------------------------------------
+    @property
+    def prices(self) -> PriceBook:
+        """The price book in force now (one consistent snapshot)."""
+        return self.price_cache.book
+
     def enrich(self, rec: UsageRecord) -> None:
         """The enrich seam: fields added to a finished record before it is spooled. Pure and in
         memory (the price book snapshot), so the hot path does no I/O."""
-        self.prices.charge(rec)
+        self.price_cache.book.charge(rec)
 
-    async def refresh_prices(self, force: bool = False) -> None:
-        """Reload the stored price versions when their generation moved (read first: a change
-        landing between the two reads is simply loaded again on the next poll)."""
-        store = self.store
-        async with self._prices_lock:
-            gen = await asyncio.to_thread(store.prices.generation)
-            if force or gen != self._prices_generation:
-                rows = await asyncio.to_thread(store.prices.versions)
-                self.prices = PriceBook(self._config_prices, [PriceVersion.of_row(r) for r in rows])
-                self._prices_generation = gen
-
-    async def _poll_prices(self) -> None:
-        while True:
-            await asyncio.sleep(PRICES_REFRESH_S)
-            try:
-                await self.refresh_prices()
-            except Exception:  # database briefly unavailable: keep charging the prices we have
-                log.warning("price book refresh failed", exc_info=True)
+    async def _load_prices(self) -> None:
+        rows = await asyncio.to_thread(self.store.prices.versions)
+        self.price_cache.load(rows)
 
     def models_status(self) -> dict:
         """Each model's engine, readiness, queue and (with metrics_url) reconciliation with the

@@ -291,6 +291,9 @@ class V1:
         except Refused as e:
             ex.forget()
             raise from_refusal(e, body["model"]) from None
+        if ex.ticket is not None and ex.ticket.max_tokens is not None:
+            # Admission holds a body without max_tokens to the default: the engine is told so.
+            body["max_tokens"] = ex.ticket.max_tokens
         return ex
 
     async def _complete(self, ex: Exchange, send: Send) -> None:

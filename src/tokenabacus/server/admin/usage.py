@@ -16,7 +16,7 @@ from tokenabacus.calendar import zone_named
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import can_see_scope, read_filters
 from tokenabacus.ledger.record import FIELDS
-from tokenabacus.server.admin_common import Caller, Format, export
+from tokenabacus.server.admin.common import Caller, Format, export
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway

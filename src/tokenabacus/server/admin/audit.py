@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from tokenabacus.billing.reports import parse_when
 from tokenabacus.calendar import zone_named
-from tokenabacus.server.admin_common import Format, export
+from tokenabacus.server.admin.common import Format, export
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway

@@ -21,7 +21,7 @@ from tokenabacus.calendar import now_ms, zone_named
 from tokenabacus.governance.keys import Identity
 from tokenabacus.governance.roles import read_filters
 from tokenabacus.ledger.prices import DIMENSIONS, UnknownRequest
-from tokenabacus.server.admin_common import Body, Caller
+from tokenabacus.server.admin.common import Body, Caller
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
@@ -111,7 +111,7 @@ def price_routes(gw: Gateway) -> tuple[APIRouter, APIRouter]:
         row = await asyncio.to_thread(
             gw.store.prices.add, body.model, cur, inp, cached, out, start, _who(ident), body.note
         )
-        await gw.refresh_prices(force=True)  # this gateway at once; others within their poll
+        await gw.prices_reloader.refresh(force=True)  # this gateway at once; others within their poll
         return {**row, "source": prices.LEDGER}
 
     # Cost adjustments --------------------------------------------------------------------------

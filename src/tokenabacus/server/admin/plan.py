@@ -23,7 +23,7 @@ from tokenabacus.billing.estimate import estimate as plan
 from tokenabacus.calendar import now_ms, zone_named
 from tokenabacus.governance.roles import read_filters, require_admin
 from tokenabacus.money import check_currency
-from tokenabacus.server.admin_common import Caller, Format, export
+from tokenabacus.server.admin.common import Caller, Format, export
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway

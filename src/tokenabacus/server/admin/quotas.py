@@ -21,7 +21,7 @@ from tokenabacus.governance.keys import MEMBER, Identity
 from tokenabacus.governance.quotas import Limit
 from tokenabacus.governance.roles import can_see_scope, require_admin
 from tokenabacus.ledger.admin_events import Actor
-from tokenabacus.server.admin_common import Body, Format, export
+from tokenabacus.server.admin.common import Body, Format, export
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
