@@ -69,7 +69,7 @@ REAL = {"requests": 1, "tokens": PROMPT + COMPLETION, "cost": cost_of(PROMPT, CO
 
 
 # -- The seam: every call into Admission goes through build / admit / settle ----------------------
-# (admit is to return a decision carrying the max_tokens it imposes: adapting is an edit here.)
+# (admit returns a ticket carrying the max_tokens it imposes; the caller applies it to the body.)
 
 
 @dataclass
@@ -80,6 +80,13 @@ class Admitted:
 
 
 _ids = itertools.count()
+
+
+class EveryModel:
+    """A price book charging PRICE for any model at any time."""
+
+    def at(self, model: str, ts: int) -> PriceVersion:
+        return PRICE
 
 
 def build(
@@ -98,7 +105,7 @@ def build(
         DEFAULT_MAX,
         access or {},
         schedulers or {},
-        price_at=lambda _model, _at: PRICE,
+        prices=EveryModel(),
         seed=seed,
         collecting=collecting,
     )
@@ -119,14 +126,15 @@ async def admit(
     default body: a chat call with max_tokens=MAX_TOKENS."""
     fields = {"model": model, "messages": SAY, "max_tokens": MAX_TOKENS, **body}
     call = Call(CHAT, {k: v for k, v in fields.items() if v is not None})
-    had = call.max_tokens
 
     async def count() -> int | None:
         return prompt
 
     rid = f"req-{next(_ids)}"
+    before = dict(call.body)
     ticket = await adm.admit(rid, ident, model, ip, call, count)
-    return Admitted(rid, ticket, call.max_tokens if had is None else None)
+    assert call.body == before  # admission decides; the caller applies (server/v1.py)
+    return Admitted(rid, ticket, ticket.max_tokens if ticket else None)
 
 
 async def settle(adm: Admission, admitted: Admitted | None, rec: UsageRecord) -> None:

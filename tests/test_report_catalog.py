@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tokenabacus.billing.arguments import Arg, ArgumentError, as_option, as_query, message
 from tokenabacus.billing.catalog import REPORTS, NamedReport, Param
 from tokenabacus.cli.report import command_for
-from tokenabacus.server import admin_reports
+from tokenabacus.server.admin import reports as admin_reports
 
 ENTRY = NamedReport(
     "busiest",

@@ -1,6 +1,6 @@
 """The named reports, each declared once: its name, what it answers, its own parameters, the
 window it covers by default, its query and the formats it comes in. `tokenabacus report NAME`
-(cli/report.py) and ``GET /admin/reports/NAME`` (server/admin_reports.py) are both generated
+(cli/report.py) and ``GET /admin/reports/NAME`` (server/admin/reports.py) are both generated
 from these entries, so adding a report is one entry in ``REPORTS``.
 
 Every report also takes, on both surfaces, the window (a period, or since/until; a month for the

@@ -22,15 +22,15 @@ from tokenabacus.ledger.org import Conflict, NotFound, OrgError
 from tokenabacus.server.admin.audit import audit_routes
 from tokenabacus.server.admin.auth import Authenticated, error_json, forbidden_error
 from tokenabacus.server.admin.common import Caller
+from tokenabacus.server.admin.grouped import report_route
 from tokenabacus.server.admin.keys import key_routes
 from tokenabacus.server.admin.me import me_routes
 from tokenabacus.server.admin.org import org_routes
 from tokenabacus.server.admin.plan import plan_routes
 from tokenabacus.server.admin.prices import price_routes
 from tokenabacus.server.admin.quotas import quota_routes
-from tokenabacus.server.admin.report import report_route
+from tokenabacus.server.admin.reports import report_routes
 from tokenabacus.server.admin.usage import usage_routes
-from tokenabacus.server.admin_reports import report_routes
 
 if TYPE_CHECKING:
     from tokenabacus.server.console import Console

@@ -24,7 +24,7 @@ from tokenabacus.billing.catalog import REPORTS, Answer, NamedReport, Param, Sou
 from tokenabacus.billing.windows import Window, month_window, window
 from tokenabacus.calendar import zone_named
 from tokenabacus.governance.roles import read_filters
-from tokenabacus.server.admin_common import XLSX, Caller, export
+from tokenabacus.server.admin.common import XLSX, Caller, export
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway

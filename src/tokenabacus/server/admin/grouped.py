@@ -14,7 +14,7 @@ from tokenabacus.billing.reports import COLUMNS as REPORT_COLUMNS
 from tokenabacus.billing.reports import build_query, run_report
 from tokenabacus.governance.roles import read_filters
 from tokenabacus.server.admin.common import Caller, Format, export
-from tokenabacus.server.admin_reports import Period, WindowArgs, report_window
+from tokenabacus.server.admin.reports import Period, WindowArgs, report_window
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
