@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import orjson
 
-from tokenabacus.governance.errors import Forbidden, QueueTimeout, QuotaExceeded, RateLimited, Refused
-
 
 class APIError(Exception):
     def __init__(
@@ -63,18 +61,3 @@ def upstream_timeout(message: str = "The upstream model server did not answer in
 
 def internal_error() -> APIError:
     return APIError(500, "The gateway failed to handle this request.", "api_error", None, "internal_error")
-
-
-def from_refusal(e: Refused, model: str) -> APIError:
-    """The one mapping from an admission policy's refusal to OpenAI's error JSON."""
-    if isinstance(e, Forbidden):
-        if e.hide:
-            return model_not_found(model)
-        return APIError(403, e.message, "permission_error", None, e.code)
-    if isinstance(e, QuotaExceeded):
-        return APIError(429, e.message, "insufficient_quota", None, e.code, e.headers)
-    if isinstance(e, RateLimited):
-        return APIError(429, e.message, "rate_limit_exceeded", None, e.code, e.headers)
-    if isinstance(e, QueueTimeout):
-        return APIError(503, e.message, "server_error", None, e.code, {"retry-after": "1"})
-    return APIError(503, e.message, "server_error", None, e.code)

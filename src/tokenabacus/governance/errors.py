@@ -1,4 +1,4 @@
-"""Why admission said no, in domain terms. One mapping (``api.errors.from_refusal``) turns each into
+"""Why admission said no, in domain terms. One mapping (``server/refusals.py``) turns each into
 OpenAI's error JSON and status, so policies never build HTTP responses themselves."""
 
 from __future__ import annotations

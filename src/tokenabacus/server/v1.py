@@ -19,7 +19,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from tokenabacus.api.call import CHAT, COMPLETIONS, Call
-from tokenabacus.api.errors import APIError, bad_request, from_refusal, internal_error, model_not_found, unauthorized
+from tokenabacus.api.errors import APIError, bad_request, internal_error, model_not_found, unauthorized
 from tokenabacus.api.validation import validate_chat, validate_completion
 from tokenabacus.engines.base import Engine
 from tokenabacus.governance.access import check_key_ip
@@ -37,6 +37,7 @@ from tokenabacus.server.asgi import (
     send_json,
     watch_disconnect,
 )
+from tokenabacus.server.refusals import from_refusal
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
