@@ -66,12 +66,17 @@ def adjust(
         str | None, typer.Option("--currency", help="ISO 4217 code (default: the record's, else CNY).")
     ] = None,
     at: Annotated[str | None, typer.Option("--at", help="When it counts in reports (default now).")] = None,
+    month: Annotated[
+        str | None,
+        typer.Option("--month", help="The month it corrects, e.g. 2026-11: it counts from that month's first day."),
+    ] = None,
     tz: TzOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Store a signed cost adjustment for a request, or for a model/department/project/user."""
-    from tokenabacus.calendar import parse_time
+    """Store a signed cost adjustment for a request, or for a model/department/project/user.
+    A correction belongs to the period it corrects: give --month (or --at) for a past month."""
+    from tokenabacus.calendar import month_start, parse_time
     from tokenabacus.ledger.prices import UnknownRequest
     from tokenabacus.money import check_currency, format_money, parse_amount
 
@@ -80,12 +85,16 @@ def adjust(
         fail("give either --request-id or at least one of --model, --department, --project, --user")
     if not reason.strip():
         fail("--reason is required: say why the cost is corrected")
+    if at and month:
+        fail("give --at or --month, not both")
     s = settings_for(config, data_dir)
     zone = zone_of(s, tz)
     try:
         micros = parse_amount(amount, "--amount", signed=True)
         cur = check_currency(currency) if currency else None
         at_ms = parse_time(at, zone, "--at") if at else None
+        if month:
+            at_ms = month_start(month, zone, "--month")
     except ValueError as e:
         fail(str(e))
     store = open_store(config, data_dir, s, create=request_id is None)

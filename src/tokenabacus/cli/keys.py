@@ -63,6 +63,8 @@ def create(
     from tokenabacus.governance.keys import NoOwner, create_key, key_owner
     from tokenabacus.governance.roles import key_scope
 
+    if role == Role.admin and not (name or "").strip():
+        fail("an admin key needs a name: give it one with --name")
     s = settings_for(config, data_dir)
     try:
         cidrs = check_cidrs(allow_ip) if allow_ip else None

@@ -1,0 +1,81 @@
+"""What a new user types first: `--version`, `-h` everywhere `--help` works, help that shows no
+type for flags, and messages that name the option to give."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import BIN
+from tokenabacus import __version__
+
+
+def run(*args: str, data_dir=None) -> subprocess.CompletedProcess:
+    extra = ["--data-dir", str(data_dir)] if data_dir else []
+    return subprocess.run([str(BIN), *args, *extra], capture_output=True, text=True, timeout=60)
+
+
+def test_version():
+    for flag in ("--version", "-V"):
+        r = run(flag)
+        assert r.returncode == 0 and r.stdout.strip() == f"tokenabacus {__version__}", r
+
+
+@pytest.mark.parametrize("words", [[], ["report", "top"], ["keys", "create"], ["costs", "adjust"], ["quota", "set"]])
+def test_dash_h_is_help_and_flags_show_no_type(words):
+    short, long = run(*words, "-h"), run(*words, "--help")
+    assert short.returncode == long.returncode == 0, short.stderr
+    assert short.stdout == long.stdout and "Usage: tokenabacus" in short.stdout
+    assert "<bool>" not in short.stdout and "Show this message and exit." in short.stdout
+
+
+def test_admin_key_without_a_name_names_the_option(tmp_path):
+    r = run("keys", "create", "--role", "admin", data_dir=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == "error: an admin key needs a name: give it one with --name"
+    assert not (tmp_path / "ledger.db").exists()
+
+
+def test_an_adjustment_lands_in_the_month_it_corrects(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("governance:\n  timezone: Asia/Shanghai\n")
+    args = ["--config", str(cfg)]
+    r = run(
+        "costs",
+        "adjust",
+        "--month",
+        "2026-11",
+        "--department",
+        "marketing",
+        "--amount",
+        "-120",
+        "--currency",
+        "CNY",
+        "--reason",
+        "load test billed by mistake",
+        *args,
+        data_dir=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    nov = run(
+        "costs", "adjustments", "--since", "2026-11", "--until", "2026-12", "--format", "json", *args, data_dir=tmp_path
+    )
+    rows = json.loads(nov.stdout)
+    assert [(x["department"], x["amount_micros"]) for x in rows] == [("marketing", -120_000_000)]
+    assert rows[0]["at"].startswith("2026-11-01T00:00:00+08:00")
+    dec = run("costs", "adjustments", "--since", "2026-12", "--format", "json", *args, data_dir=tmp_path)
+    assert json.loads(dec.stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--month", "2026-11", "--at", "2026-11-03"], "give --at or --month, not both"),
+        (["--month", "2026-11-03"], "--month '2026-11-03': expected a month like 2026-11"),
+        (["--month", "nov"], "--month 'nov': expected a month like 2026-11"),
+    ],
+)
+def test_adjustment_month_errors(tmp_path, extra, needle):
+    r = run("costs", "adjust", "--department", "d", "--amount", "1", "--reason", "r", *extra, data_dir=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {needle}", r.stderr
