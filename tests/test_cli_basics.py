@@ -79,3 +79,71 @@ def test_an_adjustment_lands_in_the_month_it_corrects(tmp_path):
 def test_adjustment_month_errors(tmp_path, extra, needle):
     r = run("costs", "adjust", "--department", "d", "--amount", "1", "--reason", "r", *extra, data_dir=tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == f"error: {needle}", r.stderr
+
+
+def _on_a_terminal(args: list[str], columns: int) -> str:
+    """Run the CLI with its stdout on a pseudo-terminal ``columns`` wide; the text it showed."""
+    import os
+    import pty
+    import re
+
+    main, sub = pty.openpty()
+    env = dict(os.environ, COLUMNS=str(columns), LINES="60", NO_COLOR="1")
+    p = subprocess.Popen([str(BIN), *args], stdout=sub, stderr=sub, env=env)
+    os.close(sub)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(main)
+    assert p.wait(timeout=60) == 0, out
+    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.decode()).replace("\r", "")
+
+
+@pytest.fixture(scope="module")
+def demo_ledger(tmp_path_factory):
+    data = tmp_path_factory.mktemp("demo")
+    r = run("demo", "seed", data_dir=data)
+    assert r.returncode == 0, r.stderr
+    return data
+
+
+@pytest.mark.parametrize("columns", [100, 120, 200])
+def test_tables_fit_the_terminal_and_never_cut_a_cell(demo_ledger, columns):
+    rows = json.loads(run("usage", "-n", "5", "--format", "json", data_dir=demo_ledger).stdout)
+    shown = _on_a_terminal(["usage", "-n", "5", "--data-dir", str(demo_ledger)], columns)
+    table = [line for line in shown.splitlines() if line.startswith(("│", "┃", "┏", "└"))]
+    assert len(table) == 2 + 5 + 1 and all(len(line) <= columns for line in table), shown
+    assert "…" not in shown
+    header = [h.strip() for h in table[1].strip("┃").split("┃")]
+    assert {"timestamp", "model", "total_tokens", "cost"} <= set(header)
+    for rec, line in zip(rows, table[2:7], strict=True):
+        cells = dict(zip(header, (c.strip() for c in line.strip("│").split("│")), strict=True))
+        assert cells["total_tokens"] == f"{rec['total_tokens']:,}"
+        assert cells["cost"].startswith("¥") and cells["model"] == rec["model"]
+        if "request_id" in cells:
+            assert cells["request_id"] == rec["request_id"]
+    hidden = set(header) ^ {
+        "timestamp",
+        "request_id",
+        "status",
+        "model",
+        "user",
+        "project",
+        "department",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cost",
+        "usage_source",
+        "duration_ms",
+    }
+    if hidden:
+        assert f"{len(hidden)} more columns" in shown and "--wide" in shown
+    wide = _on_a_terminal(["usage", "-n", "5", "--wide", "--data-dir", str(demo_ledger)], columns)
+    assert "more columns" not in wide and "usage_source" in wide and "…" not in wide
