@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -87,7 +88,14 @@ def main() -> None:
         except UnicodeEncodeError:
             typer.echo(f"error: argument {i} is not valid UTF-8 text", err=True)
             raise SystemExit(2) from None
-    command()()
+    try:
+        command()(standalone_mode=True)
+    except Exception as e:  # noqa: BLE001 - the last guard: a bug is one line, not a traceback
+        if os.environ.get("TOKENABACUS_DEBUG"):
+            raise
+        text = " ".join(str(e).split())[:300]
+        typer.echo(f"error: unexpected {type(e).__name__}: {text} (TOKENABACUS_DEBUG=1 shows where)", err=True)
+        raise SystemExit(2) from None
 
 
 def command() -> Any:
