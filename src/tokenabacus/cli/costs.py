@@ -5,13 +5,18 @@ rewritten."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store, settings_for
 from tokenabacus.cli.output import Fmt, emit, fail, iso
 from tokenabacus.cli.prices import who, zone_of
+from tokenabacus.ledger.admin_events import CHARGEBACK_EXPORTED
+
+if TYPE_CHECKING:
+    from tokenabacus.ledger.store import Store
 
 ADJ_COLS = [
     "adjustment_id",
@@ -104,6 +109,20 @@ def adjust(
         fail(str(e))
     target = f"request {request_id}" if request_id else ", ".join(f"{k}={v}" for k, v in dims.items() if v)
     typer.echo(f"{row['adjustment_id']}: {format_money(micros, row['currency'])} for {target}")
+    _exported_note(store, row["at"], zone)
+
+
+def _exported_note(store: Store, at_ms: int, zone: tzinfo) -> None:
+    """Finance may already hold the month's workbook: say so, so it is sent again."""
+    month = datetime.fromtimestamp(at_ms / 1000, zone).strftime("%Y-%m")
+    done = store.events.list(action=CHARGEBACK_EXPORTED, target_id=month, limit=1)
+    if done:
+        when = iso(done[0]["at_ms"], zone)
+        by = done[0]["actor_name"] or done[0]["actor_key_id"] or "someone"
+        typer.echo(
+            f"note: {month}'s chargeback was already exported ({when} by {by}): export it again to include this",
+            err=True,
+        )
 
 
 def adjustments(
