@@ -44,9 +44,10 @@ import numpy as np
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from tokenabacus.billing import chargeback, named
+from tokenabacus.billing import chargeback, rankings, suspicious, windows
 from tokenabacus.billing.prices import PriceBook, PriceVersion
 from tokenabacus.billing.reports import ReportQuery, build_query, run_report
+from tokenabacus.billing.table import Table
 from tokenabacus.demo.traffic import ModelShape, Population, Profile, charged, day_records, request_ids
 from tokenabacus.demo.traffic import ingest as ingest_segments
 from tokenabacus.ledger import rollups
@@ -118,8 +119,8 @@ def the_reports(store: Store) -> list[tuple[str, Callable[[], tuple[int, int]], 
     the functions behind `tokenabacus report NAME` and /admin/reports/NAME."""
     tz = "Asia/Shanghai"
     october = ("2026-10-01", "2026-11-01")
-    week = named.window(tz, since="2026-11-16", until="2026-11-23")
-    november = named.window(tz, month="2026-11")
+    week = windows.window(tz, since="2026-11-16", until="2026-11-23")
+    november = windows.window(tz, month="2026-11")
 
     def generic(q: ReportQuery) -> Callable[[], tuple[int, int]]:
         def run() -> tuple[int, int]:
@@ -128,7 +129,7 @@ def the_reports(store: Store) -> list[tuple[str, Callable[[], tuple[int, int]], 
 
         return run
 
-    def table(make: Callable[[], named.Table]) -> Callable[[], tuple[int, int]]:
+    def table(make: Callable[[], Table]) -> Callable[[], tuple[int, int]]:
         def run() -> tuple[int, int]:
             t = make()
             groups = [r for r in t.rows if r.get("row", "group") == "group"]
@@ -144,15 +145,15 @@ def the_reports(store: Store) -> list[tuple[str, Callable[[], tuple[int, int]], 
         ("report chargeback --month 2026-10 (dept x currency x project x user x model)", charge, False),
         (
             "report top --by department, week of 11-16 (and the week before)",
-            table(lambda: named.top(store, "department", week)),
+            table(lambda: rankings.top(store, "department", week)),
             False,
         ),
-        ("report peaks, November", table(lambda: named.peaks(store, november)), False),
-        ("report models, November", table(lambda: named.models(store, november)), False),
-        ("report drift, November (model x day)", table(lambda: named.drift(store, november)), False),
+        ("report peaks, November", table(lambda: rankings.peaks(store, november)), False),
+        ("report models, November", table(lambda: rankings.models(store, november)), False),
+        ("report drift, November (model x day)", table(lambda: rankings.drift(store, november)), False),
         (
             "report suspicious, 2026-11-20 (raw records: a day and its 7-day baseline)",
-            table(lambda: named.suspicious(store, named.window(tz, since="2026-11-20", until="2026-11-21"))),
+            table(lambda: suspicious.suspicious(store, windows.window(tz, since="2026-11-20", until="2026-11-21"))),
             False,
         ),
         (

@@ -22,6 +22,7 @@ import yaml
 from openpyxl import load_workbook
 
 from conftest import BIN, GatewayProc
+from procs import wait_for
 from receivers import Mailbox, Receiver
 from tokenabacus.alerts.engine import AlertEngine
 from tokenabacus.alerts.schedules import ReportScheduler, last_due
@@ -177,7 +178,7 @@ def test_leases_keep_one_holder(db_url):
         a = Lease(store.db, "alerts", "host-a:1", ttl_s=0.5)
         b = Lease(store.db, "alerts", "host-b:2", ttl_s=0.5)
         assert a.acquire() and not b.acquire() and a.acquire()  # a renews, b waits
-        time.sleep(0.6)
+        time.sleep(0.6)  # the scenario: a does not renew for longer than its TTL
         assert b.acquire() and not a.acquire()  # a's lapsed: b took it
         b.release()
         assert a.acquire()
@@ -290,16 +291,16 @@ def test_the_gateway_pages_a_burst_and_counts_it_in_metrics(tmp_path, receiver):
             client.chat.completions.create(
                 model="smollm2-135m-instruct", messages=[{"role": "user", "content": "hi"}], max_tokens=2
             )
-        deadline = time.monotonic() + 30
-        while not receiver.on("/wecom") and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: receiver.on("/wecom"), 30, "the burst alert at the wecom receiver")
         (msg,) = receiver.on("/wecom")
         assert "key_id=" in msg["json"]["markdown"]["content"]
         text = httpx.get(gw.base_url.removesuffix("/v1") + "/metrics").text
         assert 'tokenabacus_alerts_fired_total{rule="flood",severity="warning"} 1.0' in text
         assert "tokenabacus_suspicious_caller_ratio{" in text
+        # Nothing must arrive: no event to poll for, so two evaluation intervals pass (evaluated
+        # again each second: still once).
         time.sleep(2)
-        assert len(receiver.on("/wecom")) == 1  # evaluated again each second: still once
+        assert len(receiver.on("/wecom")) == 1
         assert urllib.parse.urlparse(msg["path"]).path == "/wecom"
     finally:
         gw.stop()

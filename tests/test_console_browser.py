@@ -27,7 +27,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from conftest import EMBEDDED, IN_CI, GatewayProc
-from tokenabacus.billing import named
+from tokenabacus.billing import windows
 from tokenabacus.ledger.schema import usage_records as t
 
 try:
@@ -199,7 +199,7 @@ def test_board_department_ranking_equals_the_ledger(site, tabs):
     cli = json.loads(site.gw.cli("report", "top", "--by", "department", "--week", "--format", "json").stdout)
     assert shown == {(r["department"] or ""): (r["total_tokens"], r["cost_micros"]) for r in cli if r["row"] == "group"}
     # ... and the ledger's own sums over the week's records.
-    win = named.window(ZONE, "week")
+    win = windows.window(ZONE, "week")
     rows = ledger(
         site,
         select(

@@ -7,11 +7,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-import time
 
 import httpx
 
 from conftest import BIN, GatewayProc, upstream_models
+from procs import wait_for
 
 
 def attempt(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -60,8 +60,7 @@ def test_second_serve_and_replay_refuse_while_the_first_runs_under_load(tmp_path
     for t in threads:
         t.start()
     try:
-        while len(receipts) < 30:
-            time.sleep(0.05)
+        wait_for(lambda: len(receipts) >= 30, 120, "30 answered requests under load")
         in_use = f"data dir {data} is in use by another tokenabacus process (pid {gw.proc.pid})"
         second = GatewayProc(data, config)  # same data dir, another port
         refused(attempt("serve", "--port", str(second.port), *second.common()), in_use)
@@ -71,7 +70,9 @@ def test_second_serve_and_replay_refuse_while_the_first_runs_under_load(tmp_path
             attempt("serve", "--port", str(gw.port), *gw.common()),
             f"cannot listen on 127.0.0.1:{gw.port}: address already in use",
         )
-        time.sleep(1.5)  # more load after the refusals
+        # More load after the refusals: answered requests whose records must reach the ledger too.
+        after = len(receipts)
+        wait_for(lambda: len(receipts) >= max(after + 20, 61), 60, "20 more answered requests after the refusals")
     finally:
         stop.set()
         for t in threads:

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from conftest import EMBEDDED, GatewayProc
+from procs import wait_for
 
 SAY = [{"role": "user", "content": "hi"}]
 
@@ -20,6 +21,13 @@ SAY = [{"role": "user", "content": "hi"}]
 def slow(client: openai.OpenAI, words: int):
     """A streamed request to the slow upstream: it holds its slot for ``words`` x 100 ms."""
     return client.chat.completions.create(model="slow", messages=SAY, max_tokens=words, stream=True)
+
+
+def queue(g: GatewayProc, model: str) -> dict:
+    """A model's queue now: running, waiting, max_concurrency (the admin view of /health)."""
+    return httpx.get(f"http://127.0.0.1:{g.port}/health", headers={"Authorization": f"Bearer {g.admin_key}"}).json()[
+        "governance"
+    ]["queues"][model]
 
 
 @pytest.fixture
@@ -48,7 +56,8 @@ def test_a_flood_from_one_project_does_not_starve_another(gw):
     t0 = time.monotonic()
     with ThreadPoolExecutor(48) as pool:
         flood = [pool.submit(call, a, "A") for _ in range(40)]
-        time.sleep(1.0)  # A's flood is queued: 40 requests, 2 slots, about 8 s of work
+        # A's flood is queued: 40 requests, 2 slots, about 8 s of work.
+        wait_for(lambda: queue(gw, "slow")["waiting"] >= 30, 30, "A's flood in the queue")
         b_start = time.monotonic()
         late = [pool.submit(call, b, "B") for _ in range(4)]
         for f in late + flood:
@@ -71,7 +80,7 @@ def test_queue_wait_limit_is_a_503_and_a_rejected_record(tmp_path, rogue_upstrea
         key = g.create_key(user="u", project="P")
         hold = threading.Thread(target=lambda: list(slow(g.client(key, timeout=60), 20)))
         hold.start()
-        time.sleep(0.3)
+        wait_for(lambda: queue(g, "slow")["running"] == 1, 10, "the first request holding the only slot")
         with pytest.raises(openai.InternalServerError) as info:
             list(slow(g.client(key), 2))
         assert info.value.status_code == 503
@@ -80,10 +89,8 @@ def test_queue_wait_limit_is_a_503_and_a_rejected_record(tmp_path, rogue_upstrea
         rec = g.record(info.value.response.headers["x-request-id"])
         assert rec["status"] == "rejected" and rec["error_code"] == "queue_timeout"
         hold.join()
-        queues = httpx.get(
-            f"http://127.0.0.1:{g.port}/health", headers={"Authorization": f"Bearer {g.admin_key}"}
-        ).json()["governance"]["queues"]
-        assert queues["slow"]["running"] == 0 and queues["slow"]["waiting"] == 0
+        slow_queue = queue(g, "slow")
+        assert slow_queue["running"] == 0 and slow_queue["waiting"] == 0
     finally:
         g.stop()
 

@@ -22,7 +22,8 @@ from sqlalchemy import func, select
 
 from conftest import BIN, GatewayProc
 from tokenabacus.billing import chargeback as cb
-from tokenabacus.billing import named
+from tokenabacus.billing import rankings, suspicious, windows
+from tokenabacus.billing.arguments import ArgumentError, as_option, as_query
 from tokenabacus.billing.prices import PriceBook, PriceVersion
 from tokenabacus.ledger.record import FIELDS, new_request_id
 from tokenabacus.ledger.schema import usage_records
@@ -89,15 +90,15 @@ def local(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, TZ)
 
 
-def inside(records: list[dict], win: named.Window) -> list[dict]:
+def inside(records: list[dict], win: windows.Window) -> list[dict]:
     return [r for r in records if win.since_ms <= r["timestamp"] < win.until_ms]
 
 
 def test_top_ranks_by_tokens_and_cost_with_change(ledger):
     store, records = ledger
-    win = named.window(ZONE, "week", now_ms=NOW)
+    win = windows.window(ZONE, "week", now_ms=NOW)
     assert win.label == "week of 2026-11-23" and local(win.since_ms) == datetime(2026, 11, 23, tzinfo=TZ)
-    t = named.top(store, "department", win)
+    t = rankings.top(store, "department", win)
     tokens, cost, before = defaultdict(int), defaultdict(int), defaultdict(int)
     for r in inside(records, win):
         tokens[r["department"]] += r["total_tokens"]
@@ -120,16 +121,16 @@ def test_top_ranks_by_tokens_and_cost_with_change(ledger):
     assert total["row"] == "total" and total["total_tokens"] == sum(tokens.values())
     assert total["cost_micros"] == sum(cost.values())
     assert any("USD" in n for n in t.notes)  # qwen-vl's dollars are named, not mixed in
-    usd = named.top(store, "department", win, currency="USD")
+    usd = rankings.top(store, "department", win, currency="USD")
     assert usd.rows[-1]["cost_micros"] == sum(r["cost_micros"] for r in inside(records, win) if r["currency"] == "USD")
-    ranked = named.top(store, "project", win, rank="cost", limit=2)
+    ranked = rankings.top(store, "project", win, rank="cost", limit=2)
     assert [r["cost_rank"] for r in ranked.rows if r["row"] == "group"] == [1, 2]
 
 
 def test_peaks_give_each_local_days_busiest_hour(ledger):
     store, records = ledger
-    win = named.window(ZONE, "week", previous=True, now_ms=NOW)
-    t = named.peaks(store, win, metric="requests")
+    win = windows.window(ZONE, "week", previous=True, now_ms=NOW)
+    t = rankings.peaks(store, win, metric="requests")
     per: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for r in inside(records, win):
         at = local(r["timestamp"])
@@ -146,8 +147,8 @@ def test_peaks_give_each_local_days_busiest_hour(ledger):
 
 def test_models_cost_per_1k_tokens(ledger):
     store, records = ledger
-    win = named.window(ZONE, month="2026-11")
-    t = named.models(store, win)
+    win = windows.window(ZONE, month="2026-11")
+    t = rankings.models(store, win)
     sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
     for r in inside(records, win):
         s = sums[(r["model"], r["currency"])]
@@ -285,7 +286,7 @@ def test_suspicious_flags_the_burst_and_not_the_steady(db_url):
     try:
         for i in range(0, len(recs), 2000):
             store.usage.insert(recs[i : i + 2000])
-        t = named.suspicious(store, named.window(ZONE, "today", now_ms=start + 20 * 3_600_000))
+        t = suspicious.suspicious(store, windows.window(ZONE, "today", now_ms=start + 20 * 3_600_000))
         flagged = {r["key_id"]: r for r in t.rows}
         assert set(flagged) == {"key_a", "key_c"}
         a = flagged["key_a"]
@@ -300,16 +301,16 @@ def test_suspicious_flags_the_burst_and_not_the_steady(db_url):
         for _ in range(2):
             add("key_b", start + 11 * 3_600_000 + rng.randrange(60_000), tokens=90_000)
         store.usage.insert(recs[-2:])
-        t = named.suspicious(store, named.window(ZONE, "today", now_ms=start + 20 * 3_600_000))
+        t = suspicious.suspicious(store, windows.window(ZONE, "today", now_ms=start + 20 * 3_600_000))
         b = {r["key_id"]: r for r in t.rows}["key_b"]
         assert b["peak_tokens_per_minute"] == 180_000 and "tokens/min" in b["reason"]
         assert "requests/min" not in b["reason"] and b["flagged_on"] == "tokens"
-        by_user = named.suspicious(
-            store, named.window(ZONE, "today", now_ms=start + 20 * 3_600_000), by="user", filters={"user": ("c",)}
+        by_user = suspicious.suspicious(
+            store, windows.window(ZONE, "today", now_ms=start + 20 * 3_600_000), by="user", filters={"user": ("c",)}
         )
         assert [r["user"] for r in by_user.rows] == ["c"]
         with pytest.raises(ValueError, match="cannot rank by"):
-            named.suspicious(store, named.window(ZONE, "today"), by="prompt")
+            suspicious.suspicious(store, windows.window(ZONE, "today"), by="prompt")
     finally:
         store.close()
 
@@ -343,7 +344,7 @@ def test_drift_compares_our_count_with_the_upstreams(db_url):
         )
     try:
         store.usage.insert(recs)
-        t = named.drift(store, named.window(ZONE, month="2026-11"))
+        t = rankings.drift(store, windows.window(ZONE, month="2026-11"))
         first, second = t.rows
         assert (first["day"], second["day"]) == ("2026-11-10", "2026-11-11")
         assert first["requests"] == 4 and first["compared_requests"] == 2 and first["mismatched_requests"] == 1
@@ -353,10 +354,10 @@ def test_drift_compares_our_count_with_the_upstreams(db_url):
         assert second["compared_requests"] == 2 and second["mismatched_requests"] == 1
         assert (second["our_completion_tokens"], second["upstream_completion_tokens"]) == (9, 81)
         assert (second["prompt_difference"], second["completion_difference"]) == (-113, -72)
-        only = named.drift(store, named.window(ZONE, month="2026-11"), only_differences=True)
+        only = rankings.drift(store, windows.window(ZONE, month="2026-11"), only_differences=True)
         assert [r["day"] for r in only.rows] == ["2026-11-10", "2026-11-11"]
         # Half an hour is read from the raw records, not the rollups: the capped claim is compared there too.
-        (cut,) = named.drift(store, named.window(ZONE, since="2026-11-11T13:00", until="2026-11-11T13:30")).rows
+        (cut,) = rankings.drift(store, windows.window(ZONE, since="2026-11-11T13:00", until="2026-11-11T13:30")).rows
         assert (cut["compared_requests"], cut["mismatched_requests"]) == (1, 1)
         assert (cut["our_completion_tokens"], cut["upstream_completion_tokens"]) == (8, 80)
     finally:
@@ -365,23 +366,31 @@ def test_drift_compares_our_count_with_the_upstreams(db_url):
 
 def test_windows():
     now = int(datetime(2026, 3, 1, 1, 30, tzinfo=TZ).timestamp() * 1000)  # a Sunday, just after midnight
-    w = named.window(ZONE, "week", now_ms=now)
+    w = windows.window(ZONE, "week", now_ms=now)
     assert local(w.since_ms) == datetime(2026, 2, 23, tzinfo=TZ) and w.until_ms - w.since_ms == 7 * 86_400_000
-    m = named.window(ZONE, "month", previous=True, now_ms=now)
+    m = windows.window(ZONE, "month", previous=True, now_ms=now)
     assert m.label == "2026-02" and local(m.before[0]) == datetime(2026, 1, 1, tzinfo=TZ)
-    d = named.window(ZONE, "today", previous=True, now_ms=now)
+    d = windows.window(ZONE, "today", previous=True, now_ms=now)
     assert d.label == "2026-02-28"
-    s = named.window(ZONE, since="2026-02-01", until="2026-02-11")
+    s = windows.window(ZONE, since="2026-02-01", until="2026-02-11")
     assert s.before == (s.since_ms - 10 * 86_400_000, s.since_ms)
     for kw, msg in (
         ({"period": "fortnight"}, "unknown period"),
-        ({"since": "2026-02-11", "until": "2026-02-01"}, "after --since"),
+        ({"since": "2026-02-11", "until": "2026-02-01"}, "after `since`"),
         ({"month": "2026-13"}, "expected YYYY-MM"),
-        ({"until": "2026-02-01"}, "needs --since"),
+        ({"until": "2026-02-01"}, "needs `since`"),
         ({"period": "week", "month": "2026-01"}, "give one of"),
     ):
         with pytest.raises(ValueError, match=msg):
-            named.window(ZONE, **kw)
+            windows.window(ZONE, **kw)
+    # One error, worded by each surface: the CLI's options, /admin's query parameters.
+    with pytest.raises(ArgumentError) as bad:
+        windows.window(ZONE, since="2026-02-11", until="2026-02-01")
+    assert bad.value.worded(as_option) == "--until must be after --since"
+    assert bad.value.worded(as_query) == "until must be after since"
+    with pytest.raises(ArgumentError) as bad:
+        windows.window(ZONE, since="0001-01-01")
+    assert bad.value.worded(as_option).startswith("--since '0001-01-01' is out of range")
 
 
 # The CLI and /admin -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import EMBEDDED, GatewayProc
+from procs import wait_for
 from tokenabacus.calendar import period_bounds as bounds
 from tokenabacus.ledger.schema import usage_records as t
 
@@ -52,6 +53,17 @@ def settled(gw: GatewayProc, n: int, timeout: float = 15) -> list[dict]:
 
 def tokens_used(rows: list[dict]) -> int:
     return sum(r["total_tokens"] or 0 for r in rows)
+
+
+def quota_status(gw: GatewayProc, scope: str, name: str) -> list[dict]:
+    """The running gateway's view of a scope's limits (its counters: use and reservations)."""
+    r = httpx.get(
+        f"http://127.0.0.1:{gw.port}/admin/quotas/status",
+        params={"scope": scope, "name": name},
+        headers={"Authorization": f"Bearer {gw.admin_key}"},
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 @pytest.fixture
@@ -226,7 +238,7 @@ def test_cancelled_stream_releases_what_it_did_not_use(gw_factory):
     rid = gw.stream_and_leave(key, body, events=3)
     rec = gw.record(rid)
     assert rec["status"] == "cancelled" and rec["total_tokens"] < 600
-    time.sleep(0.3)
+    wait_for(lambda: quota_status(gw, "user", "gus")[0]["reserved"] == 0, 10, "the cancelled stream's release")
     assert ask(gw.client(key), max_tokens=600).usage.completion_tokens == 600
 
 

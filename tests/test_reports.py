@@ -24,6 +24,7 @@ from tokenabacus.billing import reports
 from tokenabacus.billing.reports import GROUPS, ReportQuery, build_query, run_report
 from tokenabacus.calendar import zone_named
 from tokenabacus.ledger import rollups
+from tokenabacus.ledger.rollups import reads
 from tokenabacus.ledger.store import Store
 
 ZONES = ["UTC", "Asia/Shanghai", "Asia/Kathmandu", "Europe/Berlin"]
@@ -177,7 +178,7 @@ def test_whole_hours_come_from_rollups_and_cut_ones_from_raw_records(ledger, mon
         calls.append((source, tuple(windows), tuple(exclude_hours)))
         return real(db, source, keys, windows, filters, exclude_hours, only)
 
-    monkeypatch.setattr(rollups, "aggregate", spy)
+    monkeypatch.setattr(reads, "aggregate", spy)
     # UTC days: every boundary is a whole hour, nothing is read raw.
     check(store, records, build_query(("day",), "2026-03-21", "2026-03-28", "UTC"))
     assert [c[0] for c in calls] == ["rollups"]

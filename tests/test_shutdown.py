@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from conftest import EMBEDDED, GatewayProc, gguf_path
+from procs import wait_for
 
 LONG = [{"role": "user", "content": "Count from 1 to 500, one number per line, no other text."}]
 NO_END = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end-of-text ids: generation runs to max_tokens
@@ -34,6 +34,14 @@ def start(tmp_path: Path, rogue_upstream: str) -> tuple[GatewayProc, str]:
     }
     gw = GatewayProc(tmp_path / "data", config).start()
     return gw, gw.create_key(user="night-batch", project="reports", department="finance")
+
+
+def running(gw: GatewayProc, model: str) -> int:
+    """Requests running on a model now (its queue's figures in the admin view of /health)."""
+    detail = httpx.get(
+        gw.base_url.removesuffix("/v1") + "/health", headers={"Authorization": f"Bearer {gw.admin_key}"}
+    ).json()
+    return detail["governance"]["queues"][model]["running"]
 
 
 def stop_and_read(gw: GatewayProc, request_id: str) -> dict:
@@ -91,7 +99,9 @@ def test_sigterm_during_embedded_generation_exits_cleanly(tmp_path, rogue_upstre
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(1.5)  # well into generation
+    # Generating: the request holds the embedded engine's only slot (the shutdown grace, 1 s, then
+    # lets it generate before the server cancels it).
+    wait_for(lambda: running(gw, EMBEDDED), 30, "the request running on the embedded engine")
     gw.proc.send_signal(signal.SIGTERM)
     t.join(60)
     assert gw.proc.wait(30) in (0, -signal.SIGTERM), gw.log.read_text()[-3000:]

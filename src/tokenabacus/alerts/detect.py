@@ -1,6 +1,7 @@
 """Detectors: each rule kind judged against the ledger, answering what fires now. They read the
-same report code as `tokenabacus report` (rollups for days, raw records for minutes) and return
-``Firing``s; deduplication, cool-down and delivery are the engine's (alerts/engine.py).
+same code as `tokenabacus report`: the rollups for days, the ledger's per-minute activity
+(ledger/activity.py, as the suspicious report does) for minutes. They return ``Firing``s;
+deduplication, cool-down and delivery are the engine's (alerts/engine.py).
 
 ``period`` is what makes an alert once-only: a spike fires once per scope and day, a quota
 threshold once per limit, threshold and period, a burst once per caller and minute.
@@ -13,8 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal_column, select
-
 from tokenabacus.billing.reports import ReportQuery, run_report
 from tokenabacus.calendar import HOUR_MS, MINUTE_MS, day_start, midnight_ms, zone_named
 from tokenabacus.config.alerts import (
@@ -25,8 +24,8 @@ from tokenabacus.config.alerts import (
     SpikeRule,
     UpstreamDownRule,
 )
+from tokenabacus.ledger import activity
 from tokenabacus.ledger.record import ERROR
-from tokenabacus.ledger.schema import usage_records as raw
 from tokenabacus.ledger.store import Store
 
 
@@ -110,26 +109,17 @@ def _metric(r: Mapping[str, Any] | None, metric: str) -> float | None:
 def bursts(store: Store, rule: BurstRule, tz: str, now_ms: int) -> list[Firing]:
     """Per caller and minute over the last ``window_minutes``: fires for each minute above a
     threshold (once per caller and minute)."""
-    col = raw.c[rule.by]
-    minute = raw.c.timestamp - raw.c.timestamp % literal_column(str(MINUTE_MS))
     since = now_ms - rule.window_minutes * MINUTE_MS
-    q = (
-        select(col, minute, func.count(), func.coalesce(func.sum(raw.c.total_tokens), 0))
-        .where(raw.c.timestamp >= since, raw.c.timestamp < now_ms, col.is_not(None))
-        .group_by(col, minute)
-    )
     zone = zone_named(tz)
-    with store.db.connect() as conn:
-        rows = conn.execute(q).all()
     worst: dict[str, tuple[int, int, int]] = {}
-    for caller, at, n, tokens in rows:
-        n, tokens = int(n), int(tokens)
+    for m in activity.per_minute_by_caller(store.db, rule.by, since, now_ms):
+        caller, at, n, tokens = m.caller, m.at_ms, m.requests, m.tokens
         over_r = rule.requests_per_minute is not None and n >= rule.requests_per_minute
         over_t = rule.tokens_per_minute is not None and tokens >= rule.tokens_per_minute
         if over_r or over_t:
             prev = worst.get(caller)
             if prev is None or (n, tokens) > prev[1:]:
-                worst[caller] = (int(at), n, tokens)
+                worst[caller] = (at, n, tokens)
     out = []
     for caller, (at, n, tokens) in worst.items():
         by_requests = rule.requests_per_minute is not None and n >= rule.requests_per_minute
@@ -187,18 +177,11 @@ def error_rates(store: Store, rule: ErrorRateRule, tz: str, now_ms: int) -> list
     """Errors among each model's requests over the last ``window_minutes`` (refusals are not
     errors: they are policy working)."""
     since = now_ms - rule.window_minutes * MINUTE_MS
-    q = (
-        select(raw.c.model, raw.c.status, func.count())
-        .where(raw.c.timestamp >= since, raw.c.timestamp < now_ms, raw.c.status != "rejected")
-        .group_by(raw.c.model, raw.c.status)
-    )
-    with store.db.connect() as conn:
-        rows = conn.execute(q).all()
     per: dict[str, list[int]] = {}
-    for model, status, n in rows:
+    for model, status, n in activity.requests_by_model_status(store.db, since, now_ms):
         acc = per.setdefault(model or "", [0, 0])
-        acc[0] += int(n)
-        acc[1] += int(n) if status == ERROR else 0
+        acc[0] += n
+        acc[1] += n if status == ERROR else 0
     out = []
     bucket = (now_ms // (rule.window_minutes * MINUTE_MS)) * rule.window_minutes * MINUTE_MS
     for model, (n, errors) in per.items():

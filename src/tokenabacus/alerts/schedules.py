@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exc, insert, select, update
-
 from tokenabacus.alerts.engine import holder_id, notifiers, send
 from tokenabacus.alerts.notifiers import Attachment, Message
-from tokenabacus.billing import named
+from tokenabacus.billing import rankings, windows
 from tokenabacus.billing.exports import Sheet, csv_text, xlsx_bytes
+from tokenabacus.billing.table import Table
 from tokenabacus.calendar import now_ms, zone_named
 from tokenabacus.config import Settings
 from tokenabacus.config.alerts import ScheduleConfig
+from tokenabacus.ledger import report_runs
 from tokenabacus.ledger.leases import Lease
-from tokenabacus.ledger.schema import report_runs
 from tokenabacus.ledger.store import Store
 from tokenabacus.money import format_money
 
@@ -40,7 +38,7 @@ LATE_S = 6 * 3600  # a send missed by longer (the gateway was down) is skipped, 
 @dataclass(frozen=True)
 class Due:
     period: str  # e.g. 2026-12-03, week of 2026-11-23, 2026-11
-    window: named.Window
+    window: windows.Window
     send_at: datetime
 
 
@@ -62,11 +60,11 @@ def last_due(s: ScheduleConfig, tz: str, now: datetime) -> Due:
         day -= timedelta(days=1)
     now_ms_at = int(at.timestamp() * 1000)
     if s.every == "day":
-        win = named.window(tz, "today", previous=True, now_ms=now_ms_at)
+        win = windows.window(tz, "today", previous=True, now_ms=now_ms_at)
     elif s.every == "week":
-        win = named.window(tz, "week", previous=True, now_ms=now_ms_at)
+        win = windows.window(tz, "week", previous=True, now_ms=now_ms_at)
     else:
-        win = named.window(tz, "month", previous=True, now_ms=now_ms_at)
+        win = windows.window(tz, "month", previous=True, now_ms=now_ms_at)
     return Due(win.label, win, at)
 
 
@@ -74,9 +72,9 @@ def build(store: Store, settings: Settings, s: ScheduleConfig, due: Due) -> Mess
     """The report for ``due``: the message (markdown lines) with its attachment."""
     zh = settings.alerts.language == "zh"
     win = due.window
-    depts = named.top(store, "department", win, limit=s.top)
-    projects = named.top(store, "project", win, limit=s.top)
-    peaks = named.peaks(store, win)
+    depts = rankings.top(store, "department", win, limit=s.top)
+    projects = rankings.top(store, "project", win, limit=s.top)
+    peaks = rankings.peaks(store, win)
     total = depts.rows[-1]
     lines = [
         (f"周期：{win.label}（{win.tz}）" if zh else f"Period: {win.label} ({win.tz})"),
@@ -119,7 +117,7 @@ def build(store: Store, settings: Settings, s: ScheduleConfig, due: Due) -> Mess
                    link=settings.alerts.dashboard_url, attachments=attachments)  # fmt: skip
 
 
-def _ranked(t: named.Table, by: str, zh: bool) -> list[str]:
+def _ranked(t: Table, by: str, zh: bool) -> list[str]:
     out = []
     for r in t.rows:
         if r.get("row") != "group":
@@ -154,7 +152,7 @@ def _quota_lines(store: Store, settings: Settings, zh: bool) -> list[str]:
 
 
 def _attachments(
-    s: ScheduleConfig, depts: named.Table, projects: named.Table, peaks: named.Table, win: named.Window
+    s: ScheduleConfig, depts: Table, projects: Table, peaks: Table, win: windows.Window
 ) -> tuple[Attachment, ...]:
     if s.attach == "none":
         return ()
@@ -171,28 +169,9 @@ def _attachments(
     return (Attachment(f"{stem}.xlsx", xlsx_bytes(sheets, stem), XLSX),)
 
 
-def claim(store: Store, name: str, period: str) -> int | None:
-    try:
-        with store.db.begin() as conn:
-            res = conn.execute(
-                insert(report_runs).values(schedule=name, period=period, sent_at=now_ms(), deliveries="{}")
-            )
-            return int(res.inserted_primary_key[0])  # type: ignore[index]
-    except exc.IntegrityError:
-        return None
-
-
-def record(store: Store, run_id: int, deliveries: dict[str, str]) -> None:
-    with store.db.begin() as conn:
-        conn.execute(update(report_runs).where(report_runs.c.id == run_id).values(deliveries=json.dumps(deliveries)))
-
-
 def runs(store: Store, name: str | None = None) -> list[dict[str, Any]]:
-    q = select(report_runs).order_by(report_runs.c.sent_at.desc()).limit(100)
-    if name:
-        q = q.where(report_runs.c.schedule == name)
-    with store.db.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(q)]
+    """The latest reports sent (of schedule ``name``, or of all), newest first."""
+    return report_runs.recent(store.db, name)
 
 
 async def send_now(store: Store, settings: Settings, name: str, at: datetime | None = None) -> dict[str, Any]:
@@ -203,10 +182,10 @@ async def send_now(store: Store, settings: Settings, name: str, at: datetime | N
         raise LookupError(f"no scheduled report named {name!r} ({known})")
     due = last_due(s, s.timezone or settings.governance.timezone, at or datetime.now(UTC))
     msg = await asyncio.to_thread(build, store, settings, s, due)
-    run_id = await asyncio.to_thread(claim, store, s.name, f"{due.period} (on demand {now_ms()})"[:64])
+    run_id = await asyncio.to_thread(report_runs.claim, store.db, s.name, f"{due.period} (on demand {now_ms()})"[:64])
     deliveries = await send(notifiers(settings.alerts), s.channels, msg)
     if run_id is not None:
-        await asyncio.to_thread(record, store, run_id, deliveries)
+        await asyncio.to_thread(report_runs.record, store.db, run_id, deliveries)
     return {"schedule": s.name, "period": due.period, "deliveries": deliveries}
 
 
@@ -251,10 +230,10 @@ class ReportScheduler:
             if any(r["period"] == due.period for r in await asyncio.to_thread(runs, self.store, s.name)):
                 continue
             msg = await asyncio.to_thread(build, self.store, self.settings, s, due)
-            run_id = await asyncio.to_thread(claim, self.store, s.name, due.period)
+            run_id = await asyncio.to_thread(report_runs.claim, self.store.db, s.name, due.period)
             if run_id is None:
                 continue  # sent already, by another process
             deliveries = await send(self.channels, s.channels, msg)
-            await asyncio.to_thread(record, self.store, run_id, deliveries)
+            await asyncio.to_thread(report_runs.record, self.store.db, run_id, deliveries)
             sent.append(f"{s.name}:{due.period}")
         return sent

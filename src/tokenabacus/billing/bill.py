@@ -21,8 +21,8 @@ from datetime import date, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
-from tokenabacus.billing.forecast import DaySum, daily_sums
 from tokenabacus.dates import check_day
+from tokenabacus.ledger.usage_sums import DaySum, daily_sums
 from tokenabacus.money import DEFAULT_CURRENCY, MICROS, check_currency, parse_amount
 
 if TYPE_CHECKING:

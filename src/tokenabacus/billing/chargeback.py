@@ -17,9 +17,9 @@ from operator import itemgetter
 from typing import Any
 
 from tokenabacus.billing.exports import Sheet, xlsx_bytes
-from tokenabacus.billing.named import Window, window
 from tokenabacus.billing.prices import PriceVersion
 from tokenabacus.billing.reports import ReportQuery, run_report
+from tokenabacus.billing.windows import Window, window
 from tokenabacus.calendar import zone_named
 from tokenabacus.ledger.store import Store
 from tokenabacus.money import format_money, format_rate

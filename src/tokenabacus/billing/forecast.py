@@ -12,8 +12,8 @@ same experiment covers 85% and 90%. The total over the horizon is Gaussian with 
 computed exactly from the state space (forecast errors of consecutive days are correlated, so
 the per-day intervals statsmodels reports cannot simply be added up).
 
-Money stays integer micro-units; the days are cut in a time zone. The query is one GROUP BY over
-``usage_records`` (bill.py shares it) in buckets that never straddle a local midnight.
+Money stays integer micro-units; the days are cut in a time zone. The history is the ledger's
+daily sums (ledger/usage_sums.py, which bill.py shares).
 """
 
 from __future__ import annotations
@@ -22,19 +22,14 @@ import calendar
 import math
 import re
 import warnings
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from statistics import NormalDist
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, func, literal_column, select
-
-from tokenabacus.calendar import HOUR_MS, MINUTE_MS, midnight_ms
 from tokenabacus.dates import check_day
-from tokenabacus.ledger import rollups
-from tokenabacus.ledger.record import REJECTED
-from tokenabacus.ledger.schema import usage_records as usage
+from tokenabacus.ledger.usage_sums import DaySum, daily_sums
 
 if TYPE_CHECKING:
     from tokenabacus.ledger.database import Database
@@ -70,87 +65,6 @@ def parse_day(text: str, what: str) -> date:
         raise ValueError(f"{what} {text!r}: expected a date like 2026-11-01") from None
     check_day(day, what, text)
     return day
-
-
-# The daily sums -----------------------------------------------------------------------------------
-@dataclass(slots=True)
-class DaySum:
-    tokens: int = 0  # total_tokens
-    cost: int = 0  # cost_micros of the priced records
-    requests: int = 0  # records (any status but rejected)
-    unpriced: int = 0  # records with tokens but no cost (no price for the model then)
-
-
-def _bucket_ms(first: date, end: date, zone: tzinfo) -> int:
-    """The largest bucket (a divisor of an hour) on whose boundaries every local midnight in
-    [first, end] falls: an hour for most zones, 30 or 15 minutes for India, Nepal, Chatham."""
-    size = HOUR_MS
-    day = first
-    while day <= end and size > MINUTE_MS:
-        offset = datetime(day.year, day.month, day.day, tzinfo=zone).utcoffset() or timedelta(0)
-        size = math.gcd(size, abs(int(offset.total_seconds() * 1000)) % HOUR_MS or HOUR_MS)
-        day += timedelta(days=1)
-    return size
-
-
-def daily_sums(
-    db: Database,
-    by: str,
-    first: date,
-    end: date,
-    zone: tzinfo,
-    filters: Mapping[str, str] | None = None,
-    values: Collection[str] | None = None,
-) -> dict[tuple[str | None, str | None, date], DaySum]:
-    """Sums per (value of column ``by``, currency, local day) over the days ``first`` to ``end``
-    (exclusive), every status but rejected; ``filters`` are column == value, ``values`` limits
-    ``by`` to those values. One query; the database sums per UTC bucket, Python names the day."""
-    span = rollups.span(db)
-    if span is None:
-        return {}
-    # Only the days holding records: a bill dated 1970 to 9998 is not 3 million days of offsets.
-    first = max(first, datetime.fromtimestamp(span[0] / 1000, zone).date())
-    end = min(end, datetime.fromtimestamp(span[1] / 1000, zone).date() + timedelta(days=1))
-    if first >= end:
-        return {}
-    since, until = midnight_ms(first, zone), midnight_ms(end, zone)
-    size = _bucket_ms(first, end, zone)
-    c = usage.c
-    group = c[by]
-    # A literal (not a bound parameter): the GROUP BY then repeats the SELECT's expression exactly,
-    # which PostgreSQL requires.
-    bucket = (c.timestamp // literal_column(str(size), BigInteger)).label("bucket")
-    q = (
-        select(
-            group.label("g"),
-            c.currency,
-            bucket,
-            func.sum(c.total_tokens),
-            func.sum(c.cost_micros),
-            func.count(),
-            func.count(c.total_tokens) - func.count(c.cost_micros),
-        )
-        .where(c.timestamp >= since, c.timestamp < until, c.status != REJECTED)
-        .group_by(group, c.currency, bucket)
-    )
-    for k, v in (filters or {}).items():
-        q = q.where(c[k] == v)
-    if values is not None:
-        q = q.where(group.in_(sorted(values)))
-    out: dict[tuple[str | None, str | None, date], DaySum] = {}
-    days: dict[int, date] = {}
-    with db.connect() as conn:
-        for g, cur, b, tokens, cost, n, unpriced in conn.execute(q):
-            b = int(b)
-            day = days.get(b)
-            if day is None:
-                day = days[b] = datetime.fromtimestamp(b * size / 1000, zone).date()
-            s = out.setdefault((g, cur, day), DaySum())
-            s.tokens += int(tokens or 0)
-            s.cost += int(cost or 0)
-            s.requests += int(n)
-            s.unpriced += int(unpriced or 0)
-    return out
 
 
 # Horizons -----------------------------------------------------------------------------------------

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, tzinfo
 
-from sqlalchemy import func, select
-
 from tokenabacus.calendar import wall_ms, zone_named
 from tokenabacus.dates import check_month
-from tokenabacus.ledger.record import REJECTED
-from tokenabacus.ledger.schema import usage_records as t
 from tokenabacus.ledger.store import Store
+from tokenabacus.ledger.usage_sums import usage_by_team
 from tokenabacus.money import format_money
 
 BASES = ("tokens", "busy_time")
@@ -72,22 +69,9 @@ def largest_remainder(amount: int, weights: list[int]) -> list[int]:
 def _usage(
     store: Store, models: list[str], basis: str, start: int, end: int
 ) -> list[tuple[str | None, str | None, int]]:
-    """(department, project, tokens or busy ms) of the pool's models in [start, end), by team.
-    Refused requests never reached the hardware, so they weigh nothing."""
-    col = t.c.total_tokens if basis == "tokens" else t.c.duration_ms
-    q = (
-        select(t.c.department, t.c.project, func.sum(col))
-        .where(
-            t.c.model.in_(models),
-            t.c.timestamp >= start,
-            t.c.timestamp < end,
-            t.c.status != REJECTED,
-            col.is_not(None),
-        )
-        .group_by(t.c.department, t.c.project)
-    )
-    with store.db.connect() as conn:
-        rows = [(d, p, int(n or 0)) for d, p, n in conn.execute(q)]
+    """(department, project, tokens or busy ms) of the pool's models in [start, end), by team,
+    the teams that used it at all."""
+    rows = usage_by_team(store.db, models, basis, start, end)
     # A fixed order (None first), so the same ledger always gets the same pennies.
     return sorted(
         (r for r in rows if r[2] > 0), key=lambda r: (r[0] is not None, r[0] or "", r[1] is not None, r[1] or "")

@@ -9,8 +9,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tokenabacus.billing import named
 from tokenabacus.billing.reports import ReportQuery, run_report
+from tokenabacus.billing.windows import window
 from tokenabacus.ledger.store import Store
 
 
@@ -43,7 +43,7 @@ def overview(
     now = int(time.time() * 1000) if now_ms is None else now_ms
     out: dict[str, Any] = {"tz": tz, "now_ms": now}
     for period in ("today", "month"):
-        win = named.window(tz, period, now_ms=now)
+        win = window(tz, period, now_ms=now)
         elapsed = now - win.since_ms
         before_start, before_end = win.before
         out[period] = {

@@ -2,30 +2,27 @@
 month or hour of day in a time zone, filtered by any dimension, with sub-totals and a grand
 total. ``run_report`` is the one query the CLI and /admin/report share.
 
-Whole UTC hours are read from the hourly rollups (ledger/rollups.py); raw records only where an
-hour is cut: the range's partial edges, and hours a local bucket boundary falls inside (a zone at
-+05:45 starts its days at :15 past a UTC hour). Every figure therefore equals a computation over
-the raw records; p95 comes from the rollups' latency histogram (rollups.p95).
+The ledger gives the figures per group (ledger/rollups/plan.py: whole hours from the rollups, the
+rest from raw records, so every figure equals a computation over the raw records); this module
+adds them up per group and shapes rows, sub-totals and labels. p95 comes from the rollups'
+latency histogram (rollups.p95).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case
-from sqlalchemy.sql.elements import ColumnElement
-
-from tokenabacus.calendar import DAY_MS, HOUR_MS, zone_named
+from tokenabacus.calendar import HOUR_MS, zone_named
 from tokenabacus.dates import check_day
 from tokenabacus.ledger import rollups
 from tokenabacus.ledger.record import CANCELLED, ERROR, OK, REJECTED
 from tokenabacus.ledger.store import Store
 
 DIMENSIONS = ("department", "project", "user", "key_id", "model", "status", "currency", "price_version")
-TIME_DIMENSIONS = ("day", "week", "month", "hour")  # week starts on Monday; hour is the hour of day, 0-23
+TIME_DIMENSIONS = rollups.TIME_KEYS  # day, week (from Monday), month, hour (of day, 0-23)
 GROUPS = DIMENSIONS + TIME_DIMENSIONS
 STATUSES = (OK, ERROR, CANCELLED, REJECTED)
 # The figures of every row, in output order. cost_micros sums the known costs (unpriced_requests
@@ -46,10 +43,6 @@ COLUMNS = (
 )
 SORTABLE = tuple(c for c in COLUMNS if c != "currency")
 MIXED = "mixed"
-WEEK_MS = 7 * DAY_MS
-MONDAY_SHIFT_MS = 3 * DAY_MS  # 1970-01-01 was a Thursday: shifted by 3 days, weeks start on Mondays
-# More cut hours than this and one raw scan of the range is simpler than excluding each.
-MAX_CUT_HOURS = 1000
 _EPOCH = datetime(1970, 1, 1)
 _SUMS = len(rollups.SUMS)
 _PRICED = rollups.FIGURES.index("priced_requests")
@@ -237,68 +230,22 @@ class _Acc:
         }
 
 
-@dataclass(frozen=True)
-class _Plan:
-    hours: tuple[int, int] | None  # [from, to) in whole UTC hours, read from the rollups
-    cut: tuple[int, ...]  # hours inside ``hours`` read from raw records instead
-    raw: tuple[tuple[int, int], ...]  # [from, to) windows read from raw records
-
-
 def run_report(store: Store, q: ReportQuery) -> Report:
-    """The report: whole UTC hours from the rollups (unless a bucket boundary cuts them), the
-    rest from raw records, merged per group; a ledger whose rollups are incomplete (older than
-    them, never rebuilt) is read raw throughout."""
-    zone = zone_named(q.tz)
-    db = store.db
-    since, until = q.since_ms, q.until_ms
-    groups: dict[tuple, _Acc] = {}
+    """The report: the ledger's figures per group (whole UTC hours from the rollups unless a bucket
+    boundary cuts them, the rest from raw records), merged per group; a ledger whose rollups are
+    incomplete (older than them, never rebuilt) is read raw throughout."""
     only = _figures_read(q)
     idx = tuple(i for i, c in enumerate(rollups.SUMS) if c in only)
-    complete = rollups.complete(db)
-    # Open ends are the ledger's own first and last hour, and so is any end beyond them: the
-    # days and months planned below are those holding records, not all of 1970 to 9998.
-    span = rollups.span(db)
-    if span is None:
-        since = until = None
-    else:
-        first, last = span[0] - span[0] % HOUR_MS, span[1] - span[1] % HOUR_MS + HOUR_MS
-        since = first if since is None else max(since, first)
-        until = last if until is None else min(until, last)
-    if since is not None and until is not None and since < until:
-        offsets = _offsets(zone, since, until)
-        keys = {d: None if d in DIMENSIONS else _time_key(d, offsets, _months(zone, since, until)) for d in q.by}
-        plan = _plan(q.by, zone, since, until, offsets) if complete else _Plan(None, (), ((since, until),))
-        filters = dict(q.filters)
-        width = len(q.by)
-        parts = []
-        if plan.hours:
-            hours, days = _days_within(plan, q.by, db)
-            if hours:
-                parts.append(rollups.aggregate(db, "rollups", keys, hours, filters, plan.cut, only))
-            if days:
-                parts.append(rollups.aggregate(db, "daily", keys, [days], filters, (), only))
-        if plan.raw:
-            parts.append(rollups.aggregate(db, "raw", keys, plan.raw, filters))
-        for part in parts:
-            for r in part:
-                key = tuple(r[:width])
-                acc = groups.get(key)
-                if acc is None:
-                    acc = groups[key] = _Acc(idx)
-                acc.add(r, width)
-    return _shape(q, groups, complete, idx)
-
-
-def _days_within(plan: _Plan, by: Sequence[str], db: Any) -> tuple[list[tuple[int, int]], tuple[int, int] | None]:
-    """The plan's whole hours split into whole UTC days, read from the daily rollups, and the
-    hours at either end. Only for reports without time buckets (a local day or hour would cut a
-    UTC day) and nothing cut inside, and once the daily rollups are complete."""
-    assert plan.hours is not None
-    a, b = plan.hours
-    d0, d1 = -(-a // DAY_MS) * DAY_MS, b - b % DAY_MS
-    if d1 - d0 < 2 * DAY_MS or plan.cut or set(by) & set(TIME_DIMENSIONS) or not rollups.daily_complete(db):
-        return [plan.hours], None
-    return [w for w in ((a, d0), (d1, b)) if w[0] < w[1]], (d0, d1)
+    found = rollups.usage_figures(store.db, q.by, q.since_ms, q.until_ms, zone_named(q.tz), dict(q.filters), only)
+    groups: dict[tuple, _Acc] = {}
+    width = len(q.by)
+    for r in found.rows:
+        key = tuple(r[:width])
+        acc = groups.get(key)
+        if acc is None:
+            acc = groups[key] = _Acc(idx)
+        acc.add(r, width)
+    return _shape(q, groups, found.complete, idx)
 
 
 def _figures_read(q: ReportQuery) -> set[str]:
@@ -359,116 +306,3 @@ def _label(dim: str, v: Any) -> Any:
         return ms // HOUR_MS
     when = _EPOCH + timedelta(milliseconds=ms)
     return when.strftime("%Y-%m") if dim == "month" else when.strftime("%Y-%m-%d")
-
-
-# Time: offsets, buckets, and the hours a bucket boundary cuts -------------------------------------
-def _offset_at(zone: tzinfo, ms: int) -> int:
-    off = datetime.fromtimestamp(ms / 1000, zone).utcoffset()
-    return int(off.total_seconds() * 1000) if off else 0
-
-
-def _offsets(zone: tzinfo, since: int, until: int) -> list[tuple[int, int]]:
-    """The zone's UTC offset over [since, until) as (from, offset) pieces, exact to the ms; found
-    a day at a time (zones change offset at most once a day)."""
-    out = [(since, _offset_at(zone, since))]
-    points = [*range(since, until, DAY_MS), until - 1]
-    prev = out[0][1]
-    for a, b in zip(points, points[1:], strict=False):
-        ob = _offset_at(zone, b)
-        if ob != prev:
-            lo, hi = a, b
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if _offset_at(zone, mid) == prev:
-                    lo = mid
-                else:
-                    hi = mid
-            out.append((hi, ob))
-            prev = ob
-    return out
-
-
-def _local(t: ColumnElement[Any], offsets: list[tuple[int, int]]) -> ColumnElement[Any]:
-    """Local wall time in ms since 1970-01-01 (local): UTC ms plus the offset in force."""
-    i = rollups.sql_int
-    if len(offsets) == 1:
-        return t + i(offsets[0][1])
-    whens = [(t < i(nxt), i(off)) for (_, off), (nxt, _) in zip(offsets, offsets[1:], strict=False)]
-    return t + case(*whens, else_=i(offsets[-1][1]))
-
-
-def _months(zone: tzinfo, since: int, until: int) -> list[int]:
-    """Local month starts (local ms) from the month holding ``since`` to the one after ``until``."""
-    d = datetime.fromtimestamp(since / 1000, zone).date().replace(day=1)
-    end = datetime.fromtimestamp((until - 1) / 1000, zone).date()
-    out = []
-    while True:
-        out.append((datetime(d.year, d.month, 1) - _EPOCH) // timedelta(milliseconds=1))
-        if d > end:
-            return out
-        d = (d + timedelta(days=32)).replace(day=1)
-
-
-def _time_key(dim: str, offsets: list[tuple[int, int]], months: list[int]) -> rollups.TimeKey:
-    i = rollups.sql_int
-
-    def key(t: ColumnElement[Any]) -> ColumnElement[Any]:
-        loc = _local(t, offsets)
-        if dim == "day":
-            return loc - loc % i(DAY_MS)
-        if dim == "week":
-            return loc - (loc + i(MONDAY_SHIFT_MS)) % i(WEEK_MS)
-        if dim == "hour":
-            return loc % i(DAY_MS) - loc % i(HOUR_MS)
-        # month: calendar months are not arithmetic, so the starts of the months in range
-        return case(*[(loc < i(nxt), i(m)) for m, nxt in zip(months, months[1:], strict=False)], else_=i(months[-1]))
-
-    return key
-
-
-def _boundaries(dims: set[str], zone: tzinfo, lo: int, hi: int) -> Iterator[int]:
-    """UTC ms of the local midnights in [lo, hi] that start a day, week or month in ``dims``."""
-    d = datetime.fromtimestamp(lo / 1000, zone).date()
-    last = datetime.fromtimestamp(hi / 1000, zone).date()
-    while d <= last:
-        if "day" in dims or ("week" in dims and d.weekday() == 0) or ("month" in dims and d.day == 1):
-            yield int(datetime(d.year, d.month, d.day, tzinfo=zone).timestamp() * 1000)
-        d += timedelta(days=1)
-
-
-def _cut_hours(by: Sequence[str], zone: tzinfo, lo: int, hi: int, offsets: list[tuple[int, int]]) -> list[int] | None:
-    """The UTC hours in [lo, hi) that some local bucket boundary cuts; None when every hour is
-    (hours of day in a zone whose offset is not whole hours)."""
-    dims = set(by) & set(TIME_DIMENSIONS)
-    if not dims:
-        return []
-    if "hour" in dims and any(off % HOUR_MS for _, off in offsets):
-        return None
-    cuts = {at - at % HOUR_MS for at, _ in offsets[1:] if at % HOUR_MS}  # an offset change inside an hour
-    cuts |= {b - b % HOUR_MS for b in _boundaries(dims, zone, lo, hi) if b % HOUR_MS}
-    return sorted(h for h in cuts if lo <= h < hi)
-
-
-def _plan(by: Sequence[str], zone: tzinfo, since: int, until: int, offsets: list[tuple[int, int]]) -> _Plan:
-    lo = -(-since // HOUR_MS) * HOUR_MS
-    hi = until - until % HOUR_MS
-    if lo >= hi:
-        return _Plan(None, (), ((since, until),))
-    cut = _cut_hours(by, zone, lo, hi, offsets)
-    if cut is None or len(cut) > MAX_CUT_HOURS:
-        return _Plan(None, (), ((since, until),))
-    raw = [(since, lo)] if since < lo else []
-    raw += [(h, h + HOUR_MS) for h in cut]
-    if hi < until:
-        raw.append((hi, until))
-    return _Plan((lo, hi), tuple(cut), tuple(_merged(raw)))
-
-
-def _merged(windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(windows):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(b, out[-1][1]))
-        else:
-            out.append((a, b))
-    return out

@@ -9,6 +9,7 @@ import typer
 
 from tokenabacus.cli.output import fail
 from tokenabacus.config import ConfigError, Settings, load_settings
+from tokenabacus.ledger.urls import safe_url
 
 if TYPE_CHECKING:
     from tokenabacus.ledger.admin_events import Actor
@@ -80,13 +81,3 @@ def hold_spool(s: Settings) -> None:
         fail(str(e))
     except OSError as e:
         fail(f"cannot use the data dir {s.data_path}: {e.strerror or e}: {e.filename or s.spool_path}")
-
-
-def safe_url(url: str) -> str:
-    """The ledger URL as it may be shown: the password masked."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparsable ledger.url)"

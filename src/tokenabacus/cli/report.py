@@ -1,34 +1,26 @@
 """`tokenabacus report`: usage grouped by any dimension, and the named reports finance and the
 platform team ask for (top, peaks, models, suspicious, drift, chargeback), as a table, CSV, JSON
-or an Excel workbook. Every figure comes from billing/ (the same code as /admin/reports)."""
+or an Excel workbook. Every figure comes from billing/ (the same code as /admin/reports); each
+named report's command is generated from its entry in billing/catalog.py."""
 
 from __future__ import annotations
 
-import contextlib
-import sys
+import inspect
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
 
-from tokenabacus.billing.cells import visible
+from tokenabacus.billing.arguments import as_option, message
+from tokenabacus.billing.catalog import REPORTS, NamedReport, Source
 from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store, settings_for
 from tokenabacus.cli.output import fail
+from tokenabacus.cli.report_output import ReportFmt, check_output, note, write, write_answer
 
 if TYPE_CHECKING:
-    from tokenabacus.billing.named import Table, Window
-    from tokenabacus.ledger.store import Store
-
-
-class ReportFmt(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-    xlsx = "xlsx"
-
+    from tokenabacus.billing.windows import Window
 
 FmtOpt = Annotated[ReportFmt, typer.Option("--format", help="table, csv, json or xlsx.")]
 OutputOpt = Annotated[
@@ -52,6 +44,7 @@ TodayOpt = Annotated[bool, typer.Option("--today", help="Today (yesterday with -
 WeekOpt = Annotated[bool, typer.Option("--week", help="This week, from Monday (last week with --previous).")]
 MonthOpt = Annotated[bool, typer.Option("--month", help="This month (last month with --previous).")]
 PreviousOpt = Annotated[bool, typer.Option("--previous", help="The period before: yesterday, last week or month.")]
+TheMonthOpt = Annotated[str | None, typer.Option(help="The month, YYYY-MM (default: last month).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -60,12 +53,8 @@ def register(app: typer.Typer) -> None:
         invoke_without_command=True,
     )
     group.callback(invoke_without_command=True)(report)
-    group.command("top")(top)
-    group.command("peaks")(peaks)
-    group.command("models")(models)
-    group.command("suspicious")(suspicious)
-    group.command("drift")(drift)
-    group.command("chargeback")(chargeback)
+    for entry in REPORTS:
+        group.command(entry.name)(command_for(entry))
     app.add_typer(group, name="report")
 
 
@@ -116,14 +105,14 @@ def report(
         q = build_query(dims, since, until, tz, status, parse_filters(filters or []), sort)
     except ValueError as e:
         fail(str(e))
-    _check_output(fmt, output)
+    check_output(fmt, output)
     store = open_store(config, data_dir, create=False)
     try:
         rep = run_report(store, q)
     finally:
         store.close()
     if not rep.from_rollups:
-        _note(
+        note(
             "this ledger has records from before hourly rollups existed, so the report read raw records; "
             "`tokenabacus db rollup --rebuild` makes reports fast"
         )
@@ -132,44 +121,91 @@ def report(
     cols = (["row"] if with_totals else []) + rep.columns
     title = f"Usage by {', '.join(dims) or 'everything'}" + (f" since {since}" if since else "")
     title += (f" until {until}" if until else "") + (f" ({tz})" if tz.upper() != "UTC" else "")
-    _write(rows, cols, fmt, title, output)
+    write(rows, cols, fmt, title, output)
 
 
-# Named reports ---------------------------------------------------------------------------------
-def _run(
-    config: str | None,
-    data_dir: str | None,
-    tz: str | None,
-    fmt: ReportFmt,
-    output: Path | None,
-    filters: list[str] | None,
-    pick: Callable[[str], Window],
-    make: Callable[[Store, Window, dict[str, tuple[str, ...]]], Table],
-) -> None:
+# Named reports: one command per catalog entry --------------------------------------------------
+def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+def _formats(entry: NamedReport) -> type[StrEnum]:
+    """The --format choices the entry allows, as the enum Typer lists."""
+    if entry.formats == tuple(ReportFmt):
+        return ReportFmt
+    return StrEnum("ReportFmt", {f: f for f in entry.formats})  # type: ignore[return-value]
+
+
+def _options(entry: NamedReport) -> list[inspect.Parameter]:
+    """The command's options, in --help's order: the report's own, its window, then the shared."""
+    own = [
+        _option(p.name, Annotated[p.type, typer.Option(as_option(p.name), help=p.help, min=p.ge, max=p.le)], p.default)
+        for p in entry.params
+    ]
+    if entry.period:
+        span = [
+            _option("today", TodayOpt, False),
+            _option("week", WeekOpt, False),
+            _option("month", MonthOpt, False),
+            _option("previous", PreviousOpt, False),
+            _option("since", SinceOpt, None),
+            _option("until", UntilOpt, None),
+        ]
+    else:
+        span = [_option("month", TheMonthOpt, None)]
+    fmts = _formats(entry)
+    *first, last = entry.formats
+    formats = f"{', '.join(first)} or {last}." if first else f"{last}."
+    shared = [
+        _option("filters", FilterOpt, None),
+        _option("tz", TzOpt, None),
+        _option("fmt", Annotated[fmts, typer.Option("--format", help=formats)], fmts(entry.formats[0])),
+        _option("output", OutputOpt, None),
+        _option("config", ConfigOpt, None),
+        _option("data_dir", DataDirOpt, None),
+    ]
+    return own + span + shared
+
+
+def command_for(entry: NamedReport) -> Callable[..., None]:
+    """The `report NAME` command of a catalog entry."""
+
+    def command(**given: Any) -> None:
+        _run(entry, given)
+
+    command.__name__ = entry.name
+    command.__doc__ = entry.help
+    command.__signature__ = inspect.Signature(_options(entry))  # type: ignore[attr-defined]
+    return command
+
+
+def _run(entry: NamedReport, given: dict[str, Any]) -> None:
     """What every named report does: check the arguments, read the ledger once, print or export."""
+    from tokenabacus.billing.estimate import price_book
     from tokenabacus.calendar import zone_named
 
+    own = {p.name: given[p.name] for p in entry.params}
+    pick = _window(given, entry.period)
+    config, data_dir, output, fmt = given["config"], given["data_dir"], given["output"], given["fmt"]
     s = settings_for(config, data_dir)
-    zone = tz or s.governance.timezone
+    zone = given["tz"] or s.governance.timezone
     try:
         zone_named(zone)
-        wanted = _filters(filters)
+        wanted = _filters(given["filters"])
         win = pick(zone)
+        if entry.check is not None:
+            entry.check(own)
     except ValueError as e:
-        fail(str(e))
-    _check_output(fmt, output)
+        fail(message(e, as_option))
+    check_output(fmt, output)
     store = open_store(config, data_dir, settings=s, create=False)
     try:
-        table = make(store, win, wanted)
+        answer = entry.run(Source(store, lambda: price_book(s, store).all_versions()), win, wanted, own)
     except ValueError as e:
-        fail(str(e))
+        fail(message(e, as_option))
     finally:
         store.close()
-    for n in table.notes:
-        _note(n)
-    _write(
-        table.rows, (["row"] if any("row" in r for r in table.rows) else []) + table.columns, fmt, table.title, output
-    )
+    write_answer(answer, fmt, output)
 
 
 def _filters(items: list[str] | None) -> dict[str, tuple[str, ...]]:
@@ -183,297 +219,19 @@ def _filters(items: list[str] | None) -> dict[str, tuple[str, ...]]:
     return wanted
 
 
-def _period(
-    today: bool, week: bool, month: bool, previous: bool, since: str | None, until: str | None, default: str
-) -> Callable[[str], Window]:
-    from tokenabacus.billing.named import window
+def _window(given: dict[str, Any], default: str | None) -> Callable[[str], Window]:
+    """The window the options name, in a time zone: the period flags or since/until (``default``
+    when none), or for a monthly report ``--month`` (default: last month). The flags are checked
+    here, before the zone is known."""
+    from tokenabacus.billing.windows import month_window, window
 
-    flags = [p for p, on in (("today", today), ("week", week), ("month", month)) if on]
+    if default is None:
+        return lambda zone: month_window(zone, given["month"])
+    flags = [p for p in ("today", "week", "month") if given[p]]
     if len(flags) > 1:
         fail("give one of --today, --week and --month")
+    since, until, previous = given["since"], given["until"], given["previous"]
     if previous and since:
         fail("--previous goes with --today, --week or --month, not --since")
-
-    def pick(tz: str) -> Window:
-        if since:
-            return window(tz, since=since, until=until)
-        if until:
-            raise ValueError("--until needs --since")
-        return window(tz, flags[0] if flags else default, previous=previous)
-
-    return pick
-
-
-def top(
-    by: Annotated[str, typer.Option(help="Rank department, project, user, key_id or model.")] = "department",
-    rank: Annotated[str, typer.Option(help="Order by tokens or cost (both ranks are shown).")] = "tokens",
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N.")] = None,
-    currency: Annotated[
-        str | None, typer.Option(help="Costs in this currency (default: the one most requests were charged in).")
-    ] = None,
-    today: TodayOpt = False,
-    week: WeekOpt = False,
-    month: MonthOpt = False,
-    previous: PreviousOpt = False,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    filters: FilterOpt = None,
-    tz: TzOpt = None,
-    fmt: FmtOpt = ReportFmt.table,
-    output: OutputOpt = None,
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """This period's ranking (default: this week) by tokens and by cost, with each one's share
-    and its change against the period before."""
-    from tokenabacus.billing import named
-
-    pick = _period(today, week, month, previous, since, until, "week")
-    _run(
-        config,
-        data_dir,
-        tz,
-        fmt,
-        output,
-        filters,
-        pick,
-        lambda st, w, f: named.top(st, by, w, f, rank, limit, currency),
-    )
-
-
-def peaks(
-    metric: Annotated[str, typer.Option(help="The busiest hour by tokens or requests.")] = "tokens",
-    today: TodayOpt = False,
-    week: WeekOpt = False,
-    month: MonthOpt = False,
-    previous: PreviousOpt = False,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    filters: FilterOpt = None,
-    tz: TzOpt = None,
-    fmt: FmtOpt = ReportFmt.table,
-    output: OutputOpt = None,
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Each day's peak hour (local time) and its share of the day (default: this week)."""
-    from tokenabacus.billing import named
-
-    pick = _period(today, week, month, previous, since, until, "week")
-    _run(config, data_dir, tz, fmt, output, filters, pick, lambda st, w, f: named.peaks(st, w, f, metric))
-
-
-def models(
-    today: TodayOpt = False,
-    week: WeekOpt = False,
-    month: MonthOpt = False,
-    previous: PreviousOpt = False,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    filters: FilterOpt = None,
-    tz: TzOpt = None,
-    fmt: FmtOpt = ReportFmt.table,
-    output: OutputOpt = None,
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Cost per model, per 1k tokens and per request, with latency (default: this month)."""
-    from tokenabacus.billing import named
-
-    pick = _period(today, week, month, previous, since, until, "month")
-    _run(config, data_dir, tz, fmt, output, filters, pick, named.models)
-
-
-def suspicious(
-    by: Annotated[str, typer.Option(help="Judge each key_id, user, project, department or client_ip.")] = "key_id",
-    factor: Annotated[float, typer.Option(help="Flag a peak minute this many times the usual rate.")] = 5.0,
-    min_requests: Annotated[
-        int, typer.Option("--min-requests", min=1, help="...and at least this many requests in that minute.")
-    ] = 30,
-    min_tokens: Annotated[
-        int, typer.Option("--min-tokens", min=1, help="...or at least this many tokens in that minute.")
-    ] = 50_000,
-    baseline_days: Annotated[int, typer.Option(min=1, max=90, help="Days of history the usual rate is from.")] = 7,
-    today: TodayOpt = False,
-    week: WeekOpt = False,
-    month: MonthOpt = False,
-    previous: PreviousOpt = False,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    filters: FilterOpt = None,
-    tz: TzOpt = None,
-    fmt: FmtOpt = ReportFmt.table,
-    output: OutputOpt = None,
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Callers whose busiest minute was far above their own usual rate (default: today), in
-    requests or in tokens per minute."""
-    from tokenabacus.billing import named
-
-    pick = _period(today, week, month, previous, since, until, "today")
-    _run(
-        config,
-        data_dir,
-        tz,
-        fmt,
-        output,
-        filters,
-        pick,
-        lambda st, w, f: named.suspicious(st, w, by, f, factor, min_requests, min_tokens, baseline_days),
-    )
-
-
-def drift(
-    differences: Annotated[
-        bool, typer.Option("--differences-only", help="Only the days where some record disagreed.")
-    ] = False,
-    today: TodayOpt = False,
-    week: WeekOpt = False,
-    month: MonthOpt = False,
-    previous: PreviousOpt = False,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    filters: FilterOpt = None,
-    tz: TzOpt = None,
-    fmt: FmtOpt = ReportFmt.table,
-    output: OutputOpt = None,
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Our token count against the upstream's, per model and day (default: this month)."""
-    from tokenabacus.billing import named
-
-    pick = _period(today, week, month, previous, since, until, "month")
-    _run(config, data_dir, tz, fmt, output, filters, pick, lambda st, w, f: named.drift(st, w, f, differences))
-
-
-def chargeback(
-    month: Annotated[str | None, typer.Option(help="The month, YYYY-MM (default: last month).")] = None,
-    filters: FilterOpt = None,
-    tz: TzOpt = None,
-    fmt: FmtOpt = ReportFmt.table,
-    output: OutputOpt = None,
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """The month's chargeback per department: cost by project, user and model with sub-totals,
-    the month's adjustments, the price versions that charged it and the hardware apportioned. As
-    xlsx: a summary sheet, a sheet per department, price versions, adjustments, hardware."""
-    from tokenabacus.billing import chargeback as cb
-    from tokenabacus.billing.estimate import price_book
-    from tokenabacus.billing.named import window
-
-    s = settings_for(config, data_dir)
-    zone = tz or s.governance.timezone
-    try:
-        wanted = _filters(filters)
-        the_month = month or window(zone, "month", previous=True).label
-        window(zone, month=the_month)
-    except ValueError as e:
-        fail(str(e))
-    _check_output(fmt, output)
-    store = open_store(config, data_dir, settings=s, create=False)
-    try:
-        book = price_book(s, store)
-        result = cb.chargeback(store, the_month, zone, book.all_versions(), wanted)
-    finally:
-        store.close()
-    for n in result.notes:
-        _note(n)
-    if fmt == ReportFmt.xlsx:
-        _write_bytes(cb.workbook(result), output)
-    elif fmt == ReportFmt.json:
-        _write_text(orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2).decode() + "\n", output)
-    else:
-        _write(result.flat(), cb.COLUMNS, fmt, f"Chargeback {the_month} ({zone})", output)
-
-
-# Output ----------------------------------------------------------------------------------------
-def _note(text: str) -> None:
-    typer.echo(f"note: {visible(text)}", err=True)
-
-
-def _check_output(fmt: ReportFmt, output: Path | None) -> None:
-    if fmt == ReportFmt.xlsx and output is None and sys.stdout.isatty():
-        fail("an xlsx workbook is binary: give --output FILE or redirect standard output")
-
-
-def _write_bytes(data: bytes, output: Path | None) -> None:
-    try:
-        if output is None:
-            sys.stdout.buffer.write(data)
-        else:
-            output.write_bytes(data)
-    except OSError as e:
-        fail(f"cannot write {output}: {e.strerror or e}")
-
-
-def _write_text(text: str, output: Path | None) -> None:
-    _write_bytes(text.encode("utf-8"), output)
-
-
-def _write(rows: list[dict], cols: list[str], fmt: ReportFmt, title: str, output: Path | None) -> None:
-    from tokenabacus.billing.exports import Sheet, csv_text, xlsx_bytes
-
-    if fmt == ReportFmt.xlsx:
-        _write_bytes(xlsx_bytes([Sheet("report", cols, rows)], title), output)
-    elif fmt == ReportFmt.csv:
-        _write_text(csv_text(rows, cols), output)
-    elif fmt == ReportFmt.json:
-        _write_text(_json([{c: r.get(c) for c in cols} for r in rows]), output)
-    else:
-        with contextlib.ExitStack() as stack:
-            if output is not None:
-                try:
-                    fh = stack.enter_context(open(output, "w", encoding="utf-8"))
-                except OSError as e:
-                    fail(f"cannot write {output}: {e.strerror or e}")
-                stack.enter_context(contextlib.redirect_stdout(fh))
-            _table(rows, cols, title)
-
-
-def _json(out: Any) -> str:
-    import json
-
-    try:
-        return orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n"
-    except TypeError:  # a sum past 64 bits (a ledger with absurd figures): orjson stops there
-        return json.dumps(out, indent=2, ensure_ascii=False) + "\n"
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _table(rows: list[dict], cols: list[str], title: str) -> None:
-    from rich.cells import cell_len
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    numeric = {c for c in cols if any(_is_number(r.get(c)) for r in rows)}
-
-    def cell(r: dict, c: str) -> str:
-        v = r.get(c)
-        if v is None:
-            return ""
-        return f"{v:,}" if c in numeric and _is_number(v) and c != "hour" else visible(str(v))
-
-    cells = [[cell(r, c) for c in cols] for r in rows]
-    # A terminal gets Rich's fitting; piped or redirected output keeps every cell whole.
-    widths = [max([cell_len(c)] + [cell_len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-    console = Console() if sys.stdout.isatty() else Console(width=sum(widths) + 3 * len(cols) + 1)
-    if not rows or all(r.get("row") in ("total", "grand total") and not r.get("requests") for r in rows):
-        console.print("[dim]no records[/dim]")
-        return
-    table = Table(title=Text(visible(title)))
-    for c in cols:
-        table.add_column(c, justify="right" if c in numeric else "left")
-    for r, row in zip(rows, cells, strict=True):
-        kind = r.get("row")
-        if kind in ("total", "grand total") and table.rows:
-            table.add_section()
-        # Text, never Rich markup: "[/x]" in a model name is a name, not a closing tag.
-        table.add_row(*map(Text, row), style="bold" if kind in ("subtotal", "total", "grand total") else None)
-    console.print(table)
+    period = None if since else (flags[0] if flags else default)
+    return lambda zone: window(zone, period, previous=previous, since=since, until=until)

@@ -1,5 +1,5 @@
 """Usage records in the ledger database: batched idempotent inserts that keep the hourly rollups
-(ledger/rollups.py) in the same transaction, the latest records, and what a quota scope used.
+(ledger/rollups/) in the same transaction, the latest records, and what a quota scope used.
 
 All methods are synchronous; the gateway calls them from worker threads only.
 """

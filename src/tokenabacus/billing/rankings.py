@@ -1,108 +1,22 @@
-"""The questions finance and the platform team ask, each one report: this period's ranking
-(``top``), each day's peak hour (``peaks``), cost per model and per 1k tokens (``models``), callers
-bursting far above their own baseline (``suspicious``) and our count against the upstream's
-(``drift``). The month's chargeback is in billing/chargeback.py.
-
-All but ``suspicious`` are ``run_report`` (the rollups) reshaped; ``suspicious`` needs minutes,
-finer than any rollup, so it reads raw records of its window and of the baseline before it.
-Each returns a ``Table``, which the CLI prints or exports and /admin returns, unchanged.
+"""The rankings finance and the platform team ask for, each one report over a window: this
+period's ranking (``top``), each day's peak hour (``peaks``), cost per model and per 1k tokens
+(``models``) and our count against the upstream's (``drift``). Each is ``run_report`` (the
+rollups) reshaped into a ``Table``. Callers bursting above their baseline are in
+billing/suspicious.py, the month's chargeback in billing/chargeback.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import func, literal_column, select
-
 from tokenabacus import calendar
-from tokenabacus.billing.hardware import month_bounds, month_start
 from tokenabacus.billing.reports import DIMENSIONS, Report, ReportQuery, run_report
-from tokenabacus.calendar import DAY_MS, MINUTE_MS, midnight_ms, zone_named
-from tokenabacus.ledger.schema import usage_records as raw
+from tokenabacus.billing.table import Table
+from tokenabacus.billing.windows import Window
 from tokenabacus.ledger.store import Store
 from tokenabacus.money import format_money
-
-PERIODS = ("today", "week", "month")
-CALLERS = ("key_id", "user", "project", "department", "client_ip")
-
-
-@dataclass
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[dict]
-    notes: list[str] = field(default_factory=list)
-    money: frozenset[str] = frozenset()  # columns holding micros
-
-    def as_json(self) -> dict[str, Any]:
-        return {"title": self.title, "columns": self.columns, "rows": self.rows, "notes": self.notes}
-
-
-# Windows ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Window:
-    """[since, until) in UTC ms, the zone its days are cut in, a label, and the period before it
-    (the same kind: last week for a week, last month for a month) for comparisons."""
-
-    since_ms: int
-    until_ms: int
-    tz: str
-    label: str
-    before: tuple[int, int]
-
-
-def window(
-    tz: str,
-    period: str | None = None,
-    *,
-    previous: bool = False,
-    month: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    now_ms: int | None = None,
-) -> Window:
-    """The window a report covers: an explicit ``month`` (YYYY-MM), ``since``/``until`` (until
-    defaults to now), or a ``period`` (today, week from Monday, month) holding now, or the one
-    before it with ``previous``. ValueError names a bad argument."""
-    from tokenabacus.billing.reports import parse_when
-
-    zone = zone_named(tz)
-    now = calendar.now_ms() if now_ms is None else now_ms
-    chosen = [x for x in (period, month, since) if x]
-    if len(chosen) > 1:
-        raise ValueError("give one of a period (--today, --week, --month), --month YYYY-MM or --since")
-    if until and not since:
-        raise ValueError("--until needs --since")
-    if month:
-        start = month_start(month)
-        a, b = month_bounds(start, zone)
-        prev_start = month_bounds((start - timedelta(days=1)).replace(day=1), zone)[0]
-        return Window(a, b, tz, month, (prev_start, a))
-    if since:
-        a = parse_when(since, zone, "--since")
-        b = parse_when(until, zone, "--until") if until else now
-        if b <= a:
-            raise ValueError("--until must be after --since")
-        label = f"{since} to {until}" if until else f"since {since}"
-        return Window(a, b, tz, label, (a - (b - a), a))
-    if period not in PERIODS:
-        raise ValueError(f"unknown period {period!r}; choose from {', '.join(PERIODS)}")
-    today = datetime.fromtimestamp(now / 1000, zone).date()
-    if period == "today":
-        day = today - timedelta(days=1) if previous else today
-        a, b = midnight_ms(day, zone), midnight_ms(day + timedelta(days=1), zone)
-        return Window(a, b, tz, day.isoformat(), (midnight_ms(day - timedelta(days=1), zone), a))
-    if period == "week":
-        monday = today - timedelta(days=today.weekday()) - timedelta(weeks=1 if previous else 0)
-        a, b = midnight_ms(monday, zone), midnight_ms(monday + timedelta(weeks=1), zone)
-        return Window(a, b, tz, f"week of {monday.isoformat()}", (midnight_ms(monday - timedelta(weeks=1), zone), a))
-    first = today.replace(day=1)
-    if previous:
-        first = (first - timedelta(days=1)).replace(day=1)
-    return window(tz, month=first.strftime("%Y-%m"))
 
 
 def _query(win: Window, by: tuple[str, ...], filters: Mapping[str, Sequence[str]] | None, **kw: Any) -> ReportQuery:
@@ -377,130 +291,3 @@ def drift(
         "billed at that bound; other records billed from the upstream's figures kept no count of ours"
     ]
     return Table(f"Our count against the upstream's, {win.label} ({win.tz})", cols, rows, notes)
-
-
-# suspicious -------------------------------------------------------------------------------------
-def suspicious(
-    store: Store,
-    win: Window,
-    by: str = "key_id",
-    filters: Mapping[str, Sequence[str]] | None = None,
-    factor: float = 5.0,
-    min_requests_per_minute: int = 30,
-    min_tokens_per_minute: int = 50_000,
-    baseline_days: int = 7,
-) -> Table:
-    """Callers whose busiest minute in the window was ``factor`` times or more their own usual
-    rate (per active minute over the ``baseline_days`` before the window) and above a minimum, in
-    requests or in tokens. A caller with no history is judged by the minimum times ``factor``."""
-    check_dimension(by, CALLERS)
-    if factor <= 1:
-        raise ValueError("--factor must be above 1")
-    if baseline_days < 1:
-        raise ValueError("--baseline-days must be at least 1")
-    col = raw.c[by]
-    minute = raw.c.timestamp - raw.c.timestamp % literal_column(str(MINUTE_MS))
-    tokens = func.coalesce(func.sum(raw.c.total_tokens), 0)
-
-    def where(a: int, b: int) -> list:
-        conds = [raw.c.timestamp >= a, raw.c.timestamp < b, col.is_not(None)]
-        conds += [raw.c[d].in_(list(v)) for d, v in (filters or {}).items()]
-        return conds
-
-    base_from = win.since_ms - baseline_days * DAY_MS
-    per_minute = (
-        select(col, minute, func.count(), tokens).where(*where(win.since_ms, win.until_ms)).group_by(col, minute)
-    )
-    baseline = (
-        select(col, func.count(), tokens, func.count(func.distinct(minute)))
-        .where(*where(base_from, win.since_ms))
-        .group_by(col)
-    )
-    who = select(col, func.max(raw.c.user), func.max(raw.c.project), func.max(raw.c.department))
-    with store.db.connect() as conn:
-        # caller: (requests peak, its minute, tokens peak, its minute, active minutes)
-        peak: dict[str, tuple[int, int, int, int, int]] = {}
-        for caller, at, n, tok in conn.execute(per_minute):
-            at, n, tok = int(at), int(n), int(tok)
-            p = peak.get(caller)
-            if p is None:
-                peak[caller] = (n, at, tok, at, 1)
-                continue
-            rn, rat, tn, tat, active = p
-            if (n, -at) > (rn, -rat):
-                rn, rat = n, at
-            if (tok, -at) > (tn, -tat):
-                tn, tat = tok, at
-            peak[caller] = (rn, rat, tn, tat, active + 1)
-        usual = {c: (int(n), int(tok), int(m)) for c, n, tok, m in conn.execute(baseline)}
-        flagged: list[dict] = []
-        for caller, (rn, rat, tn, tat, active) in peak.items():
-            base = usual.get(caller)
-            base_rpm = base[0] / base[2] if base and base[2] else None
-            base_tpm = base[1] / base[2] if base and base[2] else None
-            reasons, on = [], []
-            if _bursts(rn, base_rpm, factor, min_requests_per_minute):
-                reasons.append(_reason("requests", rn, base_rpm, factor))
-                on.append("requests")
-            if _bursts(tn, base_tpm, factor, min_tokens_per_minute):
-                reasons.append(_reason("tokens", tn, base_tpm, factor))
-                on.append("tokens")
-            if reasons:
-                flagged.append(
-                    {
-                        by: caller,
-                        "reason": "; ".join(reasons),
-                        "flagged_on": ",".join(on),  # the figures the reason is about, for other languages
-                        "peak_requests_per_minute": rn,
-                        "peak_requests_at": _local_minute(rat, win.tz),
-                        "baseline_requests_per_minute": None if base_rpm is None else round(base_rpm, 2),
-                        "requests_ratio": None if not base_rpm else round(rn / base_rpm, 1),
-                        "peak_tokens_per_minute": tn,
-                        "peak_tokens_at": _local_minute(tat, win.tz),
-                        "baseline_tokens_per_minute": None if base_tpm is None else round(base_tpm, 1),
-                        "tokens_ratio": None if not base_tpm else round(tn / base_tpm, 1),
-                        "active_minutes": active,
-                    }
-                )
-        if flagged:
-            names = [r[by] for r in flagged]
-            found = conn.execute(who.where(col.in_(names), *where(win.since_ms, win.until_ms)).group_by(col))
-            ids = {c: (u, p, d) for c, u, p, d in found}
-            for r in flagged:
-                u, p, d = ids.get(r[by], (None, None, None))
-                r.update({"user": u, "project": p, "department": d} if by == "key_id" else {})
-    flagged.sort(key=lambda r: -max(r["requests_ratio"] or 0, r["tokens_ratio"] or 0, 0))
-    cols = [by, *(["user", "project", "department"] if by == "key_id" else []), "reason", "flagged_on"]
-    cols += [
-        "peak_requests_per_minute",
-        "peak_requests_at",
-        "baseline_requests_per_minute",
-        "requests_ratio",
-        "peak_tokens_per_minute",
-        "peak_tokens_at",
-        "baseline_tokens_per_minute",
-        "tokens_ratio",
-        "active_minutes",
-    ]
-    notes = [
-        f"baseline: each caller's mean per active minute over the {baseline_days} days before {win.label}; "
-        f"flagged at {factor:g}x it and at least {min_requests_per_minute} requests or "
-        f"{min_tokens_per_minute:,} tokens a minute"
-    ]
-    return Table(f"Suspicious bursts by {by}, {win.label} ({win.tz})", cols, flagged, notes)
-
-
-def _bursts(peak: int, base: float | None, factor: float, minimum: int) -> bool:
-    if base is None:  # no history: a burst only well above the floor
-        return peak >= minimum * factor
-    return peak >= minimum and peak >= factor * base
-
-
-def _reason(what: str, peak: int, base: float | None, factor: float) -> str:
-    if base is None:
-        return f"{peak:,} {what}/min with no history"
-    return f"{peak:,} {what}/min = {peak / base:.1f}x its usual {base:,.1f}"
-
-
-def _local_minute(ms: int, tz: str) -> str:
-    return datetime.fromtimestamp(ms / 1000, zone_named(tz)).strftime("%Y-%m-%d %H:%M")
