@@ -13,7 +13,6 @@ import typer
 from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store, settings_for
 from tokenabacus.cli.output import Fmt, emit, fail, iso
 from tokenabacus.cli.prices import who, zone_of
-from tokenabacus.ledger.admin_events import CHARGEBACK_EXPORTED
 
 if TYPE_CHECKING:
     from tokenabacus.ledger.store import Store
@@ -114,6 +113,8 @@ def adjust(
 
 def _exported_note(store: Store, at_ms: int, zone: tzinfo) -> None:
     """Finance may already hold the month's workbook: say so, so it is sent again."""
+    from tokenabacus.ledger.admin_events import CHARGEBACK_EXPORTED
+
     month = datetime.fromtimestamp(at_ms / 1000, zone).strftime("%Y-%m")
     done = store.events.list(action=CHARGEBACK_EXPORTED, target_id=month, limit=1)
     if done:

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tokenabacus.billing.cells import visible
-from tokenabacus.billing.exports import csv_text
+from tokenabacus.billing.exports import csv_text, money_cells
 
 # Right-aligned in tables, with thousands separators.
 NUMERIC = frozenset(
@@ -58,7 +58,7 @@ def emit(
     elif fmt == Fmt.csv:
         _csv(rows, cols)
     else:
-        _table(rows, cols, title, wide, drop)
+        _table(money_cells(rows, cols, for_person=True), cols, title, wide, drop)
 
 
 def _json(rows: list[dict], cols: list[str]) -> None:
@@ -86,7 +86,8 @@ def _table(rows: list[dict], cols: list[str], title: str | None, wide: bool, dro
     if not rows:
         Console().print("[dim]no records[/dim]")
         return
-    table(cols, cells, title, {c for c in cols if c in NUMERIC}, wide=wide, drop=drop)
+    money = [c for c in cols if any(f"{c}_micros" in r for r in rows)]
+    table(cols, cells, title, {c for c in cols if c in NUMERIC} | set(money), wide=wide, drop=drop, money=money)
 
 
 def table(
@@ -98,6 +99,7 @@ def table(
     sections: Sequence[bool] | None = None,
     wide: bool = False,
     drop: Sequence[str] | None = None,
+    money: Sequence[str] = (),
 ) -> None:
     """Print rows of ready cells. A cell is never cut: on a terminal too narrow for every column,
     columns are left out (``drop`` first, else from the right) and a line says which and how to
@@ -106,7 +108,7 @@ def table(
     shown = list(cols)
     if sys.stdout.isatty() and not wide and _width(cols, widths) > Console().width:
         room = Console().width
-        order = [c for c in (drop or cols[::-1]) if c in widths and c != cols[0]]
+        order = [c for c in (drop or default_drop(cols, money)) if c in widths and c != cols[0]]
         keep = [c for c in cols if c not in order]
         for c in reversed(order):  # the most wanted first, each while it still fits
             if _width([*keep, c], widths) <= room:
@@ -128,6 +130,33 @@ def table(
         console.print(
             Text(f"{len(hidden)} more columns ({', '.join(hidden)}): --wide, or --format json or csv", style="dim")
         )
+
+
+# Detail a narrow terminal gives up first, in this order; then the rest from the right, and the
+# money a person came for last.
+DETAIL_FIRST = (
+    "unpriced_requests",
+    "cancelled",
+    "errors",
+    "p95_duration_ms",
+    "avg_duration_ms",
+    "duration_ms",
+    "usage_source",
+    "cached_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "created_by",
+    "created_at",
+    "request_id",
+    "currency",
+)
+
+
+def default_drop(cols: Sequence[str], money: Sequence[str]) -> list[str]:
+    micros = [c for c in cols if c.endswith("_micros")]
+    detail = [c for c in DETAIL_FIRST if c in cols]
+    rest = [c for c in cols[::-1] if c not in micros and c not in detail and c not in money]
+    return micros + detail + rest + [c for c in money if c in cols][::-1]
 
 
 def _width(cols: list[str], widths: dict[str, int]) -> int:

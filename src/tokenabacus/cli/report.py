@@ -122,6 +122,9 @@ def report(
     with_totals = totals if totals is not None else fmt in (ReportFmt.table, ReportFmt.xlsx)
     rows = rep.flat(with_totals)
     cols = (["row"] if with_totals else []) + rep.columns
+    if fmt == ReportFmt.table and "cost_micros" in cols:  # a person reads the amount, not micros
+        cols = [c for c in cols if c != "currency"]
+        cols[cols.index("cost_micros")] = "cost"
     title = f"Usage by {', '.join(dims) or 'everything'}" + (f" since {since}" if since else "")
     title += (f" until {until}" if until else "") + (f" ({tz})" if tz.upper() != "UTC" else "")
     write(rows, cols, fmt, title, output, wide)

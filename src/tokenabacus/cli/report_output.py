@@ -13,6 +13,7 @@ import orjson
 import typer
 
 from tokenabacus.billing.cells import visible
+from tokenabacus.billing.exports import money_cells
 from tokenabacus.cli.output import fail
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def write(rows: list[dict], cols: list[str], fmt: str, title: str, output: Path 
                 except OSError as e:
                     fail(f"cannot write {output}: {e.strerror or e}")
                 stack.enter_context(contextlib.redirect_stdout(fh))
-            _table(rows, cols, title, wide or output is not None)
+            _table(money_cells(rows, cols, for_person=True), cols, title, wide or output is not None)
 
 
 def as_json(out: Any) -> str:
@@ -112,14 +113,14 @@ def _table(rows: list[dict], cols: list[str], title: str, wide: bool = False) ->
         return f"{v:,}" if c in numeric and _is_number(v) and c != "hour" else visible(str(v))
 
     kinds = [r.get("row") for r in rows]
+    money = [c for c in cols if any(f"{c}_micros" in r for r in rows) or (c == "cost" and "cost_micros" not in cols)]
     table(
         cols,
         [[cell(r, c) for c in cols] for r in rows],
         title,
-        numeric,
+        numeric | set(money),
         styles=["bold" if k in ("subtotal", "total", "grand total") else None for k in kinds],
         sections=[k in ("total", "grand total") for k in kinds],
         wide=wide,
-        # The exact micros and row kinds go before the figures a person reads.
-        drop=[c for c in cols if c.endswith("_micros")] + [c for c in cols[::-1] if not c.endswith("_micros")],
+        money=money,
     )
