@@ -62,6 +62,11 @@ def console(tmp_path_factory):
     gw = GatewayProc(tmp / "data", {"governance": {"timezone": ZONE}}).start()
     store = gw.store()
     records = records_around_now(random.Random(11), 2000)
+    # The organization the records name: keys and limits are held to it once it exists.
+    for dept in sorted({d for d, _ in TEAMS}):
+        gw.cli("org", "department", "add", dept)
+    for dept, project in TEAMS:
+        gw.cli("org", "project", "add", project, "--department", dept)
     try:
         store.usage.insert(records)
         for scope in ("department=marketing", "project=search", "model=qwen-7b"):

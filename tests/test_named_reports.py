@@ -517,7 +517,10 @@ def test_cli_chargeback_table_and_csv(tmp_path):
         csv.DictReader(io.StringIO(subprocess.run([*run, "--format", "csv"], capture_output=True, text=True).stdout))
     )
     grand = {r["currency"]: r for r in rows if r["row"] == "grand total"}
-    assert set(grand) == {"CNY", "USD", ""} and grand["CNY"]["cost"].startswith("¥")
+    assert set(grand) == {"CNY", "USD", ""}
+    # CSV holds amounts as plain numbers, exactly the micros (a spreadsheet sums them as numbers).
+    for g in (grand["CNY"], grand["USD"]):
+        assert Decimal(g["cost"]) * 1_000_000 == int(g["cost_micros"]) and g["cost"][0].isdigit()
     now = datetime.now(UTC)
     assert now.year >= 2026  # the default month is last month: it runs without --month too
     default = subprocess.run(run[:3] + run[5:] + ["--format", "json"], capture_output=True, text=True)

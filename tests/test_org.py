@@ -112,9 +112,13 @@ def test_a_known_users_key_takes_its_project_and_department(gw):
         "research",
         made["key_id"],
     )
-    # Names given explicitly win over the organization's; an unknown user keeps what it was given.
-    other = json.loads(gw.cli("keys", "create", "--user", "ivy", "--project", "side", "--json").stdout)
-    assert (other["project"], other["department"]) == ("side", None)
+    # A known user's key is billed where the user belongs: another project is refused, and a
+    # project the organization does not know is refused before that.
+    gw.cli("org", "project", "add", "side", "--department", "research")
+    assert "user 'ivy' belongs to project 'tokenizers', not 'side'" in refused(
+        gw, "keys", "create", "--user", "ivy", "--project", "side"
+    )
+    assert "unknown project 'sde': did you mean 'side'?" in refused(gw, "keys", "create", "--project", "sde")
     stranger = json.loads(
         gw.cli("keys", "create", "--user", "nobody-known", "--project", "tokenizers", "--json").stdout
     )

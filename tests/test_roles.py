@@ -210,7 +210,7 @@ def test_admin_api_checks_roles_on_create(gw):
 def test_openapi_lists_the_routes(gw):
     base = gw.base_url.removesuffix("/v1") + "/admin"
     assert httpx.get(base + "/openapi.json").status_code == 401
-    member = make_key(gw, "--user", "reader")
+    member = make_key(gw, "--user", "reader", "--project", "p-one")
     with client(gw, member["key"]) as m:
         spec = m.get("/openapi.json").json()
     paths = spec["paths"]

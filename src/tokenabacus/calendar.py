@@ -77,6 +77,13 @@ def period_bounds(period: str, at_ms: int, tz: tzinfo) -> tuple[int, int]:
     return wall_ms(start.replace(tzinfo=None), tz), wall_ms(end.replace(tzinfo=None), tz)
 
 
+def month_start(text: str, zone: tzinfo, what: str) -> int:
+    """The first instant of a month given as 2026-11, in ``zone``."""
+    if not _MONTH.match(text.strip()):
+        raise ValueError(f"{what} {text!r}: expected a month like 2026-11")
+    return parse_time(text, zone, what)
+
+
 def parse_time(value: str | date | datetime, zone: tzinfo, what: str) -> int:
     """A month (2026-11), date (2026-11-01) or date-time as UTC epoch ms; naive ones are in
     ``zone`` (the operator's governance.timezone), so 2026-11-01 is midnight there."""

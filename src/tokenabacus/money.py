@@ -139,6 +139,30 @@ def format_money(micros: int | None, currency: str | None) -> str | None:
     return _with_currency(f"{sign}{units}.{frac:06d}", currency)
 
 
+MINOR_UNITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0}  # others: 2 (ISO 4217)
+
+
+def show_money(micros: int | None, currency: str | None) -> str | None:
+    """An amount for a person to read: thousands separators and the currency's minor units,
+    rounded half up (``¥123,729.26``). Exact figures stay in micros, JSON and workbook cells."""
+    if micros is None:
+        return None
+    places = MINOR_UNITS.get(currency or "", 2)
+    step = 10 ** (6 - places)
+    units = (abs(micros) + step // 2) // step  # in minor units, half up
+    whole, frac = divmod(units, 10**places)
+    text = f"{whole:,}" + (f".{frac:0{places}d}" if places else "")
+    return _with_currency(("-" if micros < 0 and units else "") + text, currency)
+
+
+def plain_amount(micros: int | None) -> str | None:
+    """The exact amount as a plain number (``123729.26435``): no symbol, no separators, for CSV."""
+    if micros is None:
+        return None
+    d = Decimal(micros).scaleb(-6)
+    return format(d.quantize(Decimal("0.01")) if d == d.quantize(Decimal("0.01")) else d.normalize(), "f")
+
+
 def format_rate(micros_per_mtok: int | None, per: str | int, currency: str | None) -> str | None:
     """A price per 1k or per 1M tokens, exact and without trailing zeros: ``¥0.8``."""
     if micros_per_mtok is None:

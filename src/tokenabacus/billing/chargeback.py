@@ -121,6 +121,7 @@ def chargeback(
     rows_all = _merged(by_version, ("department", "currency", *DETAIL), ordered=False)  # sorted below
     for r in rows_all:
         r["department"] = r["department"] or NONE
+    rows_all = _fold_tokenless(rows_all)
     adjustments = _adjustments(store, win, filters)
     # Departments ranked by their cost (the largest currency sum first), then name.
     by_dept: dict[str, list[dict]] = {}
@@ -188,9 +189,38 @@ def chargeback(
         adjustments=adjustments,
         hardware=[] if filters else apportion(store, month, tz),
         totals=totals,
-        unpriced_requests=rep.total["unpriced_requests"],
-        notes=_notes(rep.total["unpriced_requests"], totals, filters),
+        unpriced_requests=sum(t["unpriced_requests"] for t in totals),
+        notes=_notes(sum(t["unpriced_requests"] for t in totals), totals, filters),
     )
+
+
+def _tokenless(r: dict) -> bool:
+    return r["currency"] is None and not r["total_tokens"] and not r["cached_tokens"]
+
+
+def _fold_tokenless(rows: list[dict]) -> list[dict]:
+    """Requests to a priced model that used no tokens (refused, failed before any output) cost
+    nothing because there was nothing to charge, not because no price was in force: they count
+    as requests of their priced group (same department, project, user and model), or of the
+    department's one currency, never as a group of their own or as unpriced."""
+    home: dict[tuple, dict] = {}
+    currencies: dict[str, set[str]] = {}
+    priced = {r["model"] for r in rows if r["currency"] is not None}
+    for r in rows:
+        if r["currency"] is not None:
+            home.setdefault((r["department"], *(r[d] for d in DETAIL)), r)
+            currencies.setdefault(r["department"], set()).add(r["currency"])
+    out = []
+    for r in rows:
+        if _tokenless(r) and r["model"] in priced:  # a model with no price at all stays unpriced
+            sibling = home.get((r["department"], *(r[d] for d in DETAIL)))
+            if sibling is not None:
+                sibling["requests"] += r["requests"]
+                continue
+            own = currencies.get(r["department"], set())
+            r = {**r, "unpriced_requests": 0, "currency": next(iter(own)) if len(own) == 1 else None}
+        out.append(r)
+    return out
 
 
 def _totals(summary: list[dict]) -> list[dict]:
@@ -225,7 +255,9 @@ def _adjustments(store: Store, win: Window, filters: Mapping[str, Sequence[str]]
             continue
         out.append(
             {
-                **a,
+                # Plain str keys: a column named like a reserved word ("user") comes back as a
+                # str subclass that JSON writers refuse as a key.
+                **{str(k): v for k, v in a.items()},
                 "at_local": datetime.fromtimestamp(a["at"] / 1000, zone).isoformat(timespec="seconds"),
                 "amount": format_money(a["amount_micros"], a["currency"]),
             }
@@ -291,7 +323,7 @@ def _notes(unpriced: int, totals: list[dict], filters: Mapping[str, Sequence[str
     notes = []
     if unpriced:
         notes.append(f"{unpriced:,} requests had no price in force (no cost, not zero): see unpriced_requests")
-    if len(totals) > 1:
+    if len({t["currency"] for t in totals if t["currency"]}) > 1:
         notes.append("costs are in several currencies: every total is per currency")
     if filters:
         notes.append("scoped to " + ", ".join(f"{k}={'|'.join(v)}" for k, v in sorted(filters.items())))

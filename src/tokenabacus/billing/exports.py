@@ -1,7 +1,8 @@
 """Report files: CSV and Excel workbooks from rows, the same bytes for the CLI and /admin.
 
 Money goes into a workbook as exact decimals (openpyxl writes a Decimal's digits as they are), so
-a sheet's sums equal the ledger's to the micro-unit; CSV and JSON keep the integer micros. Every
+a sheet's sums equal the ledger's to the micro-unit; CSV writes amounts as exact plain numbers
+beside the integer micros, and JSON keeps both. Every
 cell passes through billing/cells.py: text from callers is never a formula in either format.
 """
 
@@ -16,6 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from tokenabacus.billing.cells import csv_field, formula_like, xlsx_text
+from tokenabacus.money import plain_amount, show_money
 
 if TYPE_CHECKING:
     from openpyxl.worksheet.worksheet import Worksheet
@@ -40,11 +42,30 @@ class Sheet:
 
 
 def csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """CSV of ``rows``: money columns (``X`` beside an exact ``X_micros``) as plain numbers."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
-    w.writerows({c: csv_field(r.get(c)) for c in columns} for r in rows)
+    w.writerows({c: csv_field(r.get(c)) for c in columns} for r in money_cells(rows, columns, for_person=False))
     return buf.getvalue()
+
+
+def money_cells(rows: Sequence[dict], cols: Sequence[str], for_person: bool) -> list[dict]:
+    """A column ``X`` beside an exact ``X_micros`` is money: a person reads ``¥123,729.26`` (the
+    currency's minor units), CSV gets the exact plain number (``123729.26435``). JSON keeps both
+    as they are."""
+    money = [c for c in cols if any(f"{c}_micros" in r for r in rows)]
+    if not money:
+        return list(rows)
+    out = []
+    for r in rows:
+        r = dict(r)
+        for c in money:
+            if f"{c}_micros" in r:
+                micros = r[f"{c}_micros"]
+                r[c] = show_money(micros, r.get("currency")) if for_person else plain_amount(micros)
+        out.append(r)
+    return out
 
 
 def sheet_title(name: str, taken: set[str]) -> str:

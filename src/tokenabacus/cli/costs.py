@@ -5,13 +5,17 @@ rewritten."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store, settings_for
 from tokenabacus.cli.output import Fmt, emit, fail, iso
 from tokenabacus.cli.prices import who, zone_of
+
+if TYPE_CHECKING:
+    from tokenabacus.ledger.store import Store
 
 ADJ_COLS = [
     "adjustment_id",
@@ -66,12 +70,17 @@ def adjust(
         str | None, typer.Option("--currency", help="ISO 4217 code (default: the record's, else CNY).")
     ] = None,
     at: Annotated[str | None, typer.Option("--at", help="When it counts in reports (default now).")] = None,
+    month: Annotated[
+        str | None,
+        typer.Option("--month", help="The month it corrects, e.g. 2026-11: it counts from that month's first day."),
+    ] = None,
     tz: TzOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Store a signed cost adjustment for a request, or for a model/department/project/user."""
-    from tokenabacus.calendar import parse_time
+    """Store a signed cost adjustment for a request, or for a model/department/project/user.
+    A correction belongs to the period it corrects: give --month (or --at) for a past month."""
+    from tokenabacus.calendar import month_start, parse_time
     from tokenabacus.ledger.prices import UnknownRequest
     from tokenabacus.money import check_currency, format_money, parse_amount
 
@@ -80,12 +89,16 @@ def adjust(
         fail("give either --request-id or at least one of --model, --department, --project, --user")
     if not reason.strip():
         fail("--reason is required: say why the cost is corrected")
+    if at and month:
+        fail("give --at or --month, not both")
     s = settings_for(config, data_dir)
     zone = zone_of(s, tz)
     try:
         micros = parse_amount(amount, "--amount", signed=True)
         cur = check_currency(currency) if currency else None
         at_ms = parse_time(at, zone, "--at") if at else None
+        if month:
+            at_ms = month_start(month, zone, "--month")
     except ValueError as e:
         fail(str(e))
     store = open_store(config, data_dir, s, create=request_id is None)
@@ -95,6 +108,22 @@ def adjust(
         fail(str(e))
     target = f"request {request_id}" if request_id else ", ".join(f"{k}={v}" for k, v in dims.items() if v)
     typer.echo(f"{row['adjustment_id']}: {format_money(micros, row['currency'])} for {target}")
+    _exported_note(store, row["at"], zone)
+
+
+def _exported_note(store: Store, at_ms: int, zone: tzinfo) -> None:
+    """Finance may already hold the month's workbook: say so, so it is sent again."""
+    from tokenabacus.ledger.admin_events import CHARGEBACK_EXPORTED
+
+    month = datetime.fromtimestamp(at_ms / 1000, zone).strftime("%Y-%m")
+    done = store.events.list(action=CHARGEBACK_EXPORTED, target_id=month, limit=1)
+    if done:
+        when = iso(done[0]["at_ms"], zone)
+        by = done[0]["actor_name"] or done[0]["actor_key_id"] or "someone"
+        typer.echo(
+            f"note: {month}'s chargeback was already exported ({when} by {by}): export it again to include this",
+            err=True,
+        )
 
 
 def adjustments(

@@ -63,6 +63,8 @@ def create(
     from tokenabacus.governance.keys import NoOwner, create_key, key_owner
     from tokenabacus.governance.roles import key_scope
 
+    if role == Role.admin and not (name or "").strip():
+        fail("an admin key needs a name: give it one with --name")
     s = settings_for(config, data_dir)
     try:
         cidrs = check_cidrs(allow_ip) if allow_ip else None
@@ -77,7 +79,10 @@ def create(
     except ValueError as e:
         fail(str(e))
     store = open_store(config, data_dir, s)
-    owner = key_owner(s.keys.defaults, user, project, department, store.org, role.value)
+    try:
+        owner = key_owner(s.keys.defaults, user, project, department, store.org, role.value)
+    except ValueError as e:  # a name the organization does not know
+        fail(str(e))
     key, row = create_key(store, owner.user, owner.project, owner.department, name, role.value, scope, cidrs)
     if as_json:
         out = {
@@ -95,11 +100,12 @@ def create(
         typer.echo(orjson.dumps(out).decode())
     else:
         typer.echo(key)
-        scoped = f" scope={scope[0]}:{scope[1]}" if scope else ""
+        # What was stored, and only that: a blank is left out rather than shown as None.
+        stored = [("user", owner.user), ("department", owner.department), ("project", owner.project)]
+        stored += [("scope", f"{scope[0]}:{scope[1]}")] if scope else []
+        who = " ".join(f"{k}={v}" for k, v in stored if v) or "nobody (not billed)"
         typer.echo(
-            f"{role.value} key id {row['key_id']} for user={owner.user} project={owner.project} "
-            f"department={owner.department}{scoped}. Store the key now: it is not shown again.",
-            err=True,
+            f"{role.value} key id {row['key_id']} for {who}. Store the key now: it is not shown again.", err=True
         )
 
 

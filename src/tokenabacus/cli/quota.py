@@ -65,6 +65,7 @@ def set_(
     """Set a limit (or change the number of an existing one with the same scope, model, metric
     and period: its use so far is kept)."""
     from tokenabacus.config import PERIODS
+    from tokenabacus.governance.placement import check_scope
     from tokenabacus.governance.quotaview import check_metric, scope_of, show_amount
 
     try:
@@ -74,7 +75,12 @@ def set_(
         fail(str(e))
     if period not in PERIODS:
         fail(f"--period must be one of {', '.join(PERIODS)}")
-    row = open_store(config, data_dir).quotas.set(kind, value, model, metric, period, amount, _who(), cli_actor())
+    store = open_store(config, data_dir)
+    try:
+        check_scope(store.org, kind, value)
+    except ValueError as e:
+        fail(str(e))
+    row = store.quotas.set(kind, value, model, metric, period, amount, _who(), cli_actor())
     what = show_amount(metric, amount) if metric.startswith("cost:") else f"{amount} {metric}"
     scope = f"{kind}{'=' + value if value else ''}{' model=' + model if model else ''}"
     typer.echo(f"{row['quota_id']}: {scope} {what} per {period}")

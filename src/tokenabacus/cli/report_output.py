@@ -13,6 +13,7 @@ import orjson
 import typer
 
 from tokenabacus.billing.cells import visible
+from tokenabacus.billing.exports import money_cells
 from tokenabacus.cli.output import fail
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def note(text: str) -> None:
     typer.echo(f"note: {visible(text)}", err=True)
 
 
-def write_answer(answer: Answer, fmt: str, output: Path | None) -> None:
+def write_answer(answer: Answer, fmt: str, output: Path | None, wide: bool = False) -> None:
     """A named report's answer: its notes on standard error, then the answer in ``fmt``."""
     for n in answer.notes:
         note(n)
@@ -39,7 +40,7 @@ def write_answer(answer: Answer, fmt: str, output: Path | None) -> None:
     elif fmt == ReportFmt.json and answer.document:
         write_text(as_json(answer.body), output)
     else:
-        write(answer.rows, answer.columns, fmt, answer.title, output)
+        write(answer.rows, answer.columns, fmt, answer.title, output, wide)
 
 
 def check_output(fmt: str, output: Path | None) -> None:
@@ -61,7 +62,7 @@ def write_text(text: str, output: Path | None) -> None:
     write_bytes(text.encode("utf-8"), output)
 
 
-def write(rows: list[dict], cols: list[str], fmt: str, title: str, output: Path | None) -> None:
+def write(rows: list[dict], cols: list[str], fmt: str, title: str, output: Path | None, wide: bool = False) -> None:
     from tokenabacus.billing.exports import Sheet, csv_text, xlsx_bytes
 
     if fmt == ReportFmt.xlsx:
@@ -78,14 +79,15 @@ def write(rows: list[dict], cols: list[str], fmt: str, title: str, output: Path 
                 except OSError as e:
                     fail(f"cannot write {output}: {e.strerror or e}")
                 stack.enter_context(contextlib.redirect_stdout(fh))
-            _table(rows, cols, title)
+            _table(money_cells(rows, cols, for_person=True), cols, title, wide or output is not None)
 
 
 def as_json(out: Any) -> str:
     import json
 
     try:
-        return orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n"
+        # NON_STR_KEYS: a column named like a reserved word comes back as a str subclass.
+        return orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n"
     except TypeError:  # a sum past 64 bits (a ledger with absurd figures): orjson stops there
         return json.dumps(out, indent=2, ensure_ascii=False) + "\n"
 
@@ -94,12 +96,14 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _table(rows: list[dict], cols: list[str], title: str) -> None:
-    from rich.cells import cell_len
+def _table(rows: list[dict], cols: list[str], title: str, wide: bool = False) -> None:
     from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
 
+    from tokenabacus.cli.output import table
+
+    if not rows or all(r.get("row") in ("total", "grand total") and not r.get("requests") for r in rows):
+        Console().print("[dim]no records[/dim]")
+        return
     numeric = {c for c in cols if any(_is_number(r.get(c)) for r in rows)}
 
     def cell(r: dict, c: str) -> str:
@@ -108,20 +112,15 @@ def _table(rows: list[dict], cols: list[str], title: str) -> None:
             return ""
         return f"{v:,}" if c in numeric and _is_number(v) and c != "hour" else visible(str(v))
 
-    cells = [[cell(r, c) for c in cols] for r in rows]
-    # A terminal gets Rich's fitting; piped or redirected output keeps every cell whole.
-    widths = [max([cell_len(c)] + [cell_len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-    console = Console() if sys.stdout.isatty() else Console(width=sum(widths) + 3 * len(cols) + 1)
-    if not rows or all(r.get("row") in ("total", "grand total") and not r.get("requests") for r in rows):
-        console.print("[dim]no records[/dim]")
-        return
-    table = Table(title=Text(visible(title)))
-    for c in cols:
-        table.add_column(c, justify="right" if c in numeric else "left")
-    for r, row in zip(rows, cells, strict=True):
-        kind = r.get("row")
-        if kind in ("total", "grand total") and table.rows:
-            table.add_section()
-        # Text, never Rich markup: "[/x]" in a model name is a name, not a closing tag.
-        table.add_row(*map(Text, row), style="bold" if kind in ("subtotal", "total", "grand total") else None)
-    console.print(table)
+    kinds = [r.get("row") for r in rows]
+    money = [c for c in cols if any(f"{c}_micros" in r for r in rows) or (c == "cost" and "cost_micros" not in cols)]
+    table(
+        cols,
+        [[cell(r, c) for c in cols] for r in rows],
+        title,
+        numeric | set(money),
+        styles=["bold" if k in ("subtotal", "total", "grand total") else None for k in kinds],
+        sections=[k in ("total", "grand total") for k in kinds],
+        wide=wide,
+        money=money,
+    )

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store
+from tokenabacus.cli.common import ConfigOpt, DataDirOpt, open_store, settings_for
 from tokenabacus.cli.output import Fmt, emit, fail, iso
 
 # The table shows these; JSON and CSV give every contract field.
@@ -21,8 +21,21 @@ TABLE_COLS = [
     "prompt_tokens",
     "completion_tokens",
     "total_tokens",
+    "cost",
     "usage_source",
     "duration_ms",
+]
+# What a narrow terminal leaves out first; `--wide` or `--format` shows everything.
+DROP = [
+    "usage_source",
+    "project",
+    "department",
+    "duration_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "request_id",
+    "status",
+    "user",
 ]
 
 
@@ -38,28 +51,35 @@ def usage(
     department: Annotated[str | None, typer.Option()] = None,
     model: Annotated[str | None, typer.Option()] = None,
     status: Annotated[str | None, typer.Option()] = None,
-    tz: Annotated[str, typer.Option(help="Time zone for dates shown and parsed (e.g. Asia/Shanghai).")] = "UTC",
+    tz: Annotated[
+        str | None,
+        typer.Option(help="Time zone for dates shown and parsed, e.g. Asia/Shanghai (default governance.timezone)."),
+    ] = None,
     fmt: Annotated[Fmt, typer.Option("--format", help="table, json (every contract field) or csv.")] = Fmt.table,
+    wide: Annotated[bool, typer.Option("--wide", help="Every table column, however wide the terminal.")] = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """List the latest ledger records, newest first."""
     from tokenabacus.billing.reports import check_status, parse_when
-    from tokenabacus.calendar import zone_named
+    from tokenabacus.cli.prices import zone_of
+    from tokenabacus.money import format_money
 
+    s = settings_for(config, data_dir)
+    zone = zone_of(s, tz)
     try:
         check_status(status)
-        zone = zone_named(tz)
         since_ms = parse_when(since, zone, "--since") if since else None
     except ValueError as e:
         fail(str(e))
-    rows = open_store(config, data_dir, create=False).usage.latest(
+    rows = open_store(config, data_dir, s, create=False).usage.latest(
         limit, since_ms, project=project, user=user, department=department, model=model, status=status
     )
     if fmt == Fmt.table:
         for r in rows:
             r["timestamp"] = iso(r["timestamp"], zone)
-        emit(rows, TABLE_COLS, fmt, title="Latest usage records")
+            r["cost"] = format_money(r.get("cost_micros"), r.get("currency"))
+        emit(rows, TABLE_COLS, fmt, title="Latest usage records", wide=wide, drop=DROP)
     else:
         from tokenabacus.ledger.record import FIELDS
 

@@ -124,15 +124,10 @@ def key_owner(
 def org_placement(
     org: OrgStore, user: str | None, project: str | None, department: str | None
 ) -> tuple[str | None, str | None]:
-    """(project, department) completed from the organization: a known user given alone brings
-    its project and department; a known project brings its department."""
-    if user and not project and not department:
-        row = org.user(user)
-        if row is not None:
-            project, department = row["project"], row["department"]
-    if project and not department:
-        department = org.department_of(project)
-    return project, department
+    """(project, department) completed and checked by the organization (placement.place)."""
+    from tokenabacus.governance.placement import place
+
+    return place(org, user, project, department)
 
 
 def create_key(

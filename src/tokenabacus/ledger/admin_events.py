@@ -19,6 +19,7 @@ from tokenabacus.ledger.database import Database
 from tokenabacus.ledger.schema import admin_events
 
 CLI = "cli"  # the actor key id of a command run on the gateway's machine
+CHARGEBACK_EXPORTED = "chargeback.export"  # target: the month, e.g. 2026-11
 MAX_ROWS = 10_000
 
 
@@ -65,6 +66,11 @@ def record(
 class AdminEvents:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    def append(self, actor: Actor, action: str, target_id: str | None, after: dict[str, Any] | None = None) -> None:
+        """An event that is not a change of a row (an export, a sign-in), in its own transaction."""
+        with self.db.begin() as conn:
+            record(conn, actor, action, target_id, None, after)
 
     def list(
         self,
