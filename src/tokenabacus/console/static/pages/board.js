@@ -146,7 +146,7 @@ function heatmap(rows) {
   });
   const box = h("div", { class: "chart heat", style: `height:${Math.max(160, 60 + days.length * 26)}px` });
   const option = {
-    grid: { left: 96, right: 72, top: 8, bottom: 48 },
+    grid: { left: 128, right: 72, top: 8, bottom: 48 },
     tooltip: {
       formatter: (p) => {
         const [hour, y, v] = p.value;
@@ -170,7 +170,7 @@ function heatmap(rows) {
     },
     yAxis: {
       type: "category",
-      data: days.map((d) => `${d.slice(5)} ${weekday(d)}`),
+      data: days.map((d) => `${d} ${weekday(d)}`),
       inverse: true,
       splitArea: { show: true },
     },

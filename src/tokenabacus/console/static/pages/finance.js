@@ -6,7 +6,7 @@
 
 import { api, url } from "../api.js";
 import { h } from "../dom.js";
-import { addMonths, today } from "../format.js";
+import { addMonths, fmtMoney, today } from "../format.js";
 import { getLang, t } from "../i18n.js";
 import { card, fill, table } from "../ui.js";
 
@@ -157,13 +157,17 @@ function versions(rows) {
   });
 }
 
-// A per-million price: the micros when the server gives them, else its text ("¥1000").
+// A per-million price. The server words it ("¥1000"); the page shows it as every other amount
+// (¥1,000.00), keeping any decimals past the cent.
 function price(r, what) {
   const micros = r[`${what}_per_1m_micros`];
-  if (micros !== undefined && micros !== null) {
-    return `${(Number(micros) / 1e6).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 6 })}`;
-  }
-  return r[`${what}_per_1m`] ?? "—";
+  if (micros !== undefined && micros !== null) return fmtMoney(micros, r.currency);
+  const text = r[`${what}_per_1m`];
+  const m = typeof text === "string" ? text.match(/^(-?)[^\d-]*(\d+)(?:\.(\d{1,6}))?$/) : null;
+  if (!m) return text ?? "—";
+  const frac = m[3] || "";
+  const value = BigInt(m[2]) * 1_000_000n + BigInt(frac.padEnd(6, "0") || "0");
+  return fmtMoney(m[1] ? -value : value, r.currency, Math.max(2, frac.length));
 }
 
 function adjustments(rows) {
