@@ -801,6 +801,7 @@ def test_admin_creates_and_revokes_a_key_and_sets_a_limit(site, tabs):
 # The Chinese console ---------------------------------------------------------------------------
 ISO_T = re.compile(r"\d{4}-\d\d-\d\dT\d\d")
 CJK = re.compile(r"[\u4e00-\u9fff]")
+STRING = re.compile(r'\bt\("([\w.%/-]+)"')
 
 
 def test_the_chinese_console_speaks_chinese(site, tabs):
@@ -843,6 +844,15 @@ def test_the_chinese_console_speaks_chinese(site, tabs):
     viewer = tabs(locale="zh-CN").sign_in(site.viewer_key, lang="zh")
     viewer.open("requests?project=console-b", "requests")
     assert viewer.banner() == "此密钥只能查看项目 console-a 的数据。"
+
+    # Every string the pages name exists in both languages (a missing one shows as its key).
+    dicts = p.evaluate("async () => { const m = await import('/console/static/i18n.js'); return m.DICT; }")
+    assert set(dicts["en"]) <= set(dicts["zh"]), set(dicts["en"]) - set(dicts["zh"])
+    static = Path(__file__).parents[1] / "src/tokenabacus/console/static"
+    used = {k for f in static.rglob("*.js") if "vendor" not in f.parts for k in STRING.findall(f.read_text())}
+    assert used and not used - set(dicts["zh"]), used - set(dicts["zh"])
+    filters = re.search(r"const FILTERS = \[(.*?)\]", (static / "pages/requests.js").read_text()).group(1)
+    assert {f"filter.{f}" for f in re.findall(r'"(\w+)"', filters)} <= set(dicts["zh"])
 
     # The English page says the same alerts in English: no Chinese in the messages.
     en = tabs().sign_in(site.gw.admin_key)

@@ -4,6 +4,7 @@
 export const EN_OPS = {
   "nav.finance": "Finance",
   "nav.keys": "Keys",
+  "filter.department": "Department",
 
   "period.last_month": "Last month",
   "period.range": "Range",

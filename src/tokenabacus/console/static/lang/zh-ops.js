@@ -3,6 +3,7 @@
 export const ZH_OPS = {
   "nav.finance": "财务",
   "nav.keys": "密钥",
+  "filter.department": "部门",
 
   "period.last_month": "上月",
   "period.range": "自选",
