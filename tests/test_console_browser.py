@@ -2,7 +2,11 @@
 sign in, read the board and check its figures against the ledger, filter the request log and
 open one request, approve and deny quota requests, export a CSV and compare it with the CLI's,
 switch the language, and check that a viewer of one project sees nothing of another, by any
-page, URL or export. Sign-out, a wrong key and CSRF are checked from the outside too.
+page, URL or export. Sign-out, a wrong key and CSRF are checked from the outside too. Month end
+and the operator's round (issue 20): a past month's chargeback on the finance page against the
+CLI's and the ledger's, with a correction and hardware dated into it; the board's last month and
+a chosen range; the log by department; a key created, used on /v1 and revoked; a limit set and
+deleted; and the Chinese console (errors, alerts, dates and money in its own words).
 
 One gateway serves the module: a ledger filled by `tokenabacus demo seed`, plus real requests
 through the openai SDK to the embedded model from two projects of a department "qa".
