@@ -2,7 +2,11 @@
 sign in, read the board and check its figures against the ledger, filter the request log and
 open one request, approve and deny quota requests, export a CSV and compare it with the CLI's,
 switch the language, and check that a viewer of one project sees nothing of another, by any
-page, URL or export. Sign-out, a wrong key and CSRF are checked from the outside too.
+page, URL or export. Sign-out, a wrong key and CSRF are checked from the outside too. Month end
+and the operator's round (issue 20): a past month's chargeback on the finance page against the
+CLI's and the ledger's, with a correction and hardware dated into it; the board's last month and
+a chosen range; the log by department; a key created, used on /v1 and revoked; a limit set and
+deleted; and the Chinese console (errors, alerts, dates and money in its own words).
 
 One gateway serves the module: a ledger filled by `tokenabacus demo seed`, plus real requests
 through the openai SDK to the embedded model from two projects of a department "qa".
@@ -14,6 +18,7 @@ import csv
 import io
 import json
 import re
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -256,36 +261,28 @@ def test_overview_shows_the_figures_the_api_returned(site, tabs):
 
 
 def test_money_is_formatted_without_losing_a_digit(site, tabs):
-    """The page's formatter against a decimal reference: 2 decimals from one yuan up (half up),
-    four significant decimals below, thousands separators, exact up to 10^12 micros and past 2^53."""
+    """The page's formatter against a decimal reference: the currency's minor units (2 for CNY)
+    in every cell, half up, thousands separators, exact up to 10^12 micros and past 2^53; unit
+    prices keep four decimals, the same in every row."""
 
-    def reference(micros: int) -> str:
-        d = Decimal(abs(micros)) / 1_000_000
-        if d >= 1:
-            text = f"{d.quantize(Decimal('0.01'), ROUND_HALF_UP):,}"
-        elif d == 0:
-            text = "0.00"
-        else:
-            first = len(f"{abs(micros):06d}") - len(f"{abs(micros):06d}".lstrip("0"))
-            keep = max(2, min(6, first + 4))
-            q = d.quantize(Decimal(1).scaleb(-keep), ROUND_HALF_UP)
-            whole, dec = f"{q:f}".split(".")
-            dec = dec.rstrip("0").ljust(2, "0")
-            text = f"{int(whole):,}.{dec}"
-        return ("-" if micros < 0 else "") + "¥" + text
+    def reference(micros: int, decimals: int = 2) -> str:
+        q = (Decimal(abs(micros)) / 1_000_000).quantize(Decimal(1).scaleb(-decimals), ROUND_HALF_UP)
+        sign = "-" if micros < 0 and q != 0 else ""
+        return f"{sign}¥{q:,.{decimals}f}"
 
-    values = [0, 1, 8, 800, 999, 5_000, 123_456, 999_994, 999_995, 999_999, 1_000_000, 1_005_000, 1_004_999]
-    values += [1_234_567_890, 10**12 - 1, 10**12, 10**12 + 5_000, -2_500_000, -800, 9_007_199_254_740_993]
+    values = [0, 1, 8, 800, 999, 4_999, 5_000, 123_456, 999_994, 999_995, 999_999, 1_000_000, 1_005_000]
+    values += [1_004_999, 1_234_567_890, 10**12 - 1, 10**12, 10**12 + 5_000, -2_500_000, -800, -4_999]
+    values += [9_007_199_254_740_993]
     tab = tabs().sign_in(site.gw.admin_key)
     got = tab.page.evaluate(
         """async (vs) => {
             const f = await import('/console/static/format.js');
-            return vs.map((v) => f.fmtMoney(BigInt(v), 'CNY'));
+            return [vs.map((v) => f.fmtMoney(BigInt(v), 'CNY')), vs.map((v) => f.fmtPrice(BigInt(v), 'CNY'))];
         }""",
         [str(v) for v in values],
     )
-    assert got == [reference(v) for v in values]
-    assert reference(800) == "¥0.0008" and reference(1_234_567_890) == "¥1,234.57"
+    assert got == [[reference(v) for v in values], [reference(v, 4) for v in values]]
+    assert reference(1_234_567_890) == "¥1,234.57" and reference(800, 4) == "¥0.0008" and reference(-800) == "¥0.00"
 
 
 # The request log --------------------------------------------------------------------------------
@@ -579,3 +576,314 @@ def test_wrong_key_sign_out_expired_session_and_csrf(site, tabs):
     p.click("nav.tabs a[data-page=board]")
     p.wait_for_url("**/console/login?e=expired")
     expect(p.locator("#login-error")).to_contain_text("ended")
+
+
+# Finance: a past month's chargeback, the board's months, the log by department -----------------
+def last_month() -> str:
+    return named.window(ZONE, "month", previous=True).label
+
+
+def cli_json(site: Site, *args: str):
+    return json.loads(site.gw.cli(*args, "--format", "json").stdout)
+
+
+def dept_sums(site: Site, since_ms: int, until_ms: int) -> dict[str, tuple[int, int]]:
+    """Tokens and CNY cost per department over a window, summed by the ledger itself."""
+    rows = ledger(
+        site,
+        select(
+            t.c.department,
+            t.c.currency,
+            func.sum(t.c.total_tokens).label("tokens"),
+            func.sum(t.c.cost_micros).label("cost"),
+        )
+        .where(t.c.timestamp >= since_ms, t.c.timestamp < until_ms)
+        .group_by(t.c.department, t.c.currency),
+    )
+    tokens: dict[str, int] = defaultdict(int)
+    cost: dict[str, int] = defaultdict(int)
+    for r in rows:
+        tokens[r["department"] or ""] += int(r["tokens"] or 0)
+        if r["currency"] == "CNY":
+            cost[r["department"] or ""] += int(r["cost"])
+    return {d: (tokens[d], cost.get(d, 0)) for d in tokens}
+
+
+def test_finance_page_is_the_clis_chargeback_of_a_past_month(site, tabs):
+    month = last_month()
+    win = named.window(ZONE, month=month)
+    cli = cli_json(site, "report", "chargeback", "--month", month)
+    want = {r["department"]: r for r in cli["summary"] if r["row"] == "group" and r["currency"] == "CNY"}
+    assert len(want) >= 3  # the demo's departments spent last month
+
+    tab = tabs().sign_in(site.gw.admin_key)
+    tab.navigate(lambda: tab.page.click("nav.tabs a[data-page=finance]"), "finance")  # opens on last month
+    assert tab.page.input_value("select[name=month]") == month
+    shown = {tr.get_attribute("data-key"): tr for tr in tab.rows("finance-summary")}
+    sums = dept_sums(site, win.since_ms, win.until_ms)
+    for dept, r in want.items():
+        row = shown[f"{dept}|CNY"]
+        assert cell_value(row, "cost_micros") == r["cost_micros"] == sums[dept][1], dept
+        assert cell_value(row, "amount_due_micros") == r["amount_due_micros"], dept
+        assert cell_value(row, "total_tokens") == r["total_tokens"], dept
+        assert re.fullmatch(r"¥[\d,]+\.\d\d", row.locator("[data-col=cost_micros]").inner_text())
+    foot = tab.page.locator("table[data-table=finance-summary] tfoot tr[data-key$='|CNY']")
+    total = next(r for r in cli["totals"] if r["currency"] == "CNY")
+    assert cell_value(foot, "cost_micros") == total["cost_micros"] == sum(c for _, c in sums.values())
+    # Each department's detail opens, and its total is the summary's.
+    dept = max(want, key=lambda d: want[d]["cost_micros"])
+    tab.page.click(f"details[data-department='{dept}'] summary")
+    detail_total = tab.page.locator(f"details[data-department='{dept}'] tfoot tr[data-key$='|CNY']")
+    assert cell_value(detail_total, "cost_micros") == want[dept]["cost_micros"]
+    versions = {tr.get_attribute("data-key") for tr in tab.rows("finance-versions")}
+    assert versions == {v["price_version"] for v in cli["price_versions"]}
+
+    # The workbook link: the month, in the page's language.
+    href = tab.page.get_attribute("a.export[data-format=xlsx]", "href")
+    assert f"month={month}" in href and "format=xlsx" in href and "lang=en" in href
+    with tab.page.expect_download() as dl:
+        tab.page.click("a.export[data-format=xlsx]")
+    assert dl.value.suggested_filename == f"chargeback-{month}.xlsx"
+    assert load_workbook(io.BytesIO(Path(dl.value.path()).read_bytes())).sheetnames
+
+    # A correction and a GPU pool dated into that month show in it, in the department's amount due.
+    site.gw.cli(
+        "costs", "adjust", "--department", dept, "--amount", "-12.5", "--reason", "outage credit", "--at", f"{month}-15"
+    )
+    site.gw.cli("hardware", "set", "pool-console", "--models", EMBEDDED, "--monthly", "3000", "--from", month)
+    api = admin(site, "GET", "/reports/chargeback", params={"month": month}).json()
+    tab.navigate(tab.page.reload, "finance")
+    adj = tab.rows("finance-adjustments")
+    assert [cell_value(tr, "amount_micros") for tr in adj] == [-12_500_000]
+    assert "outage credit" in adj[0].inner_text()
+    row = tab.page.locator(f"table[data-table=finance-summary] tbody tr[data-key='{dept}|CNY']")
+    assert cell_value(row, "adjustments_micros") == -12_500_000
+    got = next(r for r in api["summary"] if r["department"] == dept and r["currency"] == "CNY")
+    assert cell_value(row, "amount_due_micros") == got["amount_due_micros"]
+    hw = [(r["department"], r["cost_micros"]) for r in api["hardware"]]
+    assert len(tab.rows("finance-hardware")) == len(hw) > 0
+    by_dept: dict[str, int] = defaultdict(int)
+    for d, c in hw:
+        by_dept[d or ""] += c
+    for d, c in by_dept.items():
+        r = tab.page.locator(f"table[data-table=finance-summary] tbody tr[data-key='{d}|CNY']")
+        if r.count():
+            assert cell_value(r, "hardware_micros") == c, d
+
+    # The department's name opens its request log for that month.
+    tab.navigate(lambda: tab.page.click(f"table[data-table=finance-summary] a[data-log='{dept}']"), "requests")
+    assert f"department={dept}" in tab.page.url
+    q = (
+        select(t.c.request_id)
+        .where(t.c.department == dept, t.c.timestamp >= win.since_ms, t.c.timestamp < win.until_ms)
+        .order_by(t.c.timestamp.desc(), t.c.id.desc())
+        .limit(50)
+    )
+    assert [tr.get_attribute("data-key") for tr in tab.rows("requests")] == [r["request_id"] for r in ledger(site, q)]
+    assert tab.page.input_value("form[data-form=filters] input[name=department]") == dept
+
+
+def test_board_shows_last_month_and_a_chosen_range(site, tabs):
+    tab = tabs().sign_in(site.gw.admin_key)
+    tab.open("board")
+    tab.navigate(lambda: tab.page.click("[data-name=period] button[data-value=last_month]"), "board")
+
+    def shown() -> dict[str, int | None]:
+        return {tr.get_attribute("data-key"): cell_value(tr, "total_tokens") for tr in tab.rows("top-department")}
+
+    cli = cli_json(site, "report", "top", "--by", "department", "--month", "--previous")
+    assert shown() == {(r["department"] or ""): r["total_tokens"] for r in cli if r["row"] == "group"}
+    win = named.window(ZONE, "month", previous=True)
+    assert shown() == {d: v[0] for d, v in dept_sums(site, win.since_ms, win.until_ms).items()}
+
+    # A range of days, the last one included.
+    first = f"{last_month()}-10"
+    to = f"{last_month()}-20"
+    tab.navigate(lambda: tab.page.click("[data-name=period] button[data-value=range]"), "board")
+    form = "form[data-form=range]"
+    tab.page.fill(f"{form} input[name=since]", first)
+    tab.page.fill(f"{form} input[name=to]", to)
+    tab.navigate(lambda: tab.page.click(f"{form} button[type=submit]"), "board")
+    assert f"since={first}" in tab.page.url and f"to={to}" in tab.page.url
+    until = (datetime.fromisoformat(to) + timedelta(days=1)).date().isoformat()
+    cli = cli_json(site, "report", "top", "--by", "department", "--since", first, "--until", until)
+    assert shown() == {(r["department"] or ""): r["total_tokens"] for r in cli if r["row"] == "group"}
+    a = named.window(ZONE, since=first, until=until)
+    assert shown() == {d: v[0] for d, v in dept_sums(site, a.since_ms, a.until_ms).items()}
+    href = tab.page.get_attribute("[data-section=top-department] a.export[data-format=csv]", "href")
+    assert f"since={first}" in href and f"until={until}" in href
+    # A range typed wrong is said, not sent.
+    tab.page.fill(f"{form} input[name=since]", "2026/11/10")
+    tab.page.click(f"{form} button[type=submit]")
+    assert "yyyy-mm-dd" in tab.banner()
+
+
+# Operators: keys and limits --------------------------------------------------------------------
+def test_admin_creates_and_revokes_a_key_and_sets_a_limit(site, tabs):
+    tab = tabs().sign_in(site.gw.admin_key)
+    p = tab.page
+    tab.navigate(lambda: p.click("nav.tabs a[data-page=keys]"), "keys")
+    form = "form[data-form=new-key]"
+    p.select_option(f"{form} select[name=role]", "member")
+    p.fill(f"{form} input[name=user]", "kim")
+    p.fill(f"{form} input[name=department]", "qa")
+    p.fill(f"{form} input[name=project]", "console-a")
+    p.fill(f"{form} input[name=name]", "made in the console")
+    p.click(f"{form} button[type=submit]")
+    p.wait_for_selector("[data-created]")
+    tab.settle("keys")
+    box = p.locator("[data-created]")
+    key_id = box.get_attribute("data-created")
+    secret = p.input_value("input[data-secret]")
+    assert secret.startswith("sk-") and key_id.startswith("key_")
+    p.click("button[data-action=copy]")
+    expect(box.locator("[role=status]")).to_have_text("Copied.")
+    # The key works on /v1 and is the CLI's key like any other.
+    raw = site.gw.client(secret).chat.completions.with_raw_response.create(
+        model=EMBEDDED, messages=SAY, max_tokens=2, temperature=0
+    )
+    record = site.gw.record(raw.headers["x-request-id"])
+    assert (record["key_id"], record["user"], record["project"], record["department"]) == (
+        key_id,
+        "kim",
+        "console-a",
+        "qa",
+    )
+    listed = {k["key_id"]: k for k in cli_json(site, "keys", "list")}
+    assert listed[key_id]["name"] == "made in the console" and listed[key_id]["role"] == "member"
+    # The secret is shown once: not after the page is opened again.
+    tab.navigate(p.reload, "keys")
+    assert p.locator("input[data-secret]").count() == 0 and secret not in p.content()
+    # Revoke: two clicks, no dialog; then /v1 refuses the key.
+    row = p.locator(f"table[data-table=keys] tr[data-key={key_id}]")
+    row.locator("button[data-action=revoke]").click()
+    row.locator("button[data-action=confirm]").click()
+    p.wait_for_selector(f".flash:has-text('{key_id}')")
+    tab.settle("keys")
+    assert p.locator(f"table[data-table=keys] tr[data-key={key_id}]").count() == 0
+    me = admin(site, "GET", "/me").json()["key_id"]
+    assert p.locator(f"table[data-table=keys] tr[data-key={me}] [data-action]").count() == 0  # not its own
+    deadline = datetime.now() + timedelta(seconds=15)
+    status = 200
+    while datetime.now() < deadline:
+        status = httpx.get(f"{site.gw.base_url}/models", headers={"Authorization": f"Bearer {secret}"}).status_code
+        if status == 401:
+            break
+        time.sleep(0.2)
+    assert status == 401
+    assert {k["key_id"]: k for k in cli_json(site, "keys", "list", "--all")}[key_id]["revoked_at"]
+
+    # A limit set from the quotas page, recorded like the CLI's, then deleted.
+    tab.navigate(lambda: p.click("nav.tabs a[data-page=quotas]"), "quotas")
+    form = "form[data-form=set-limit]"
+    p.select_option(f"{form} select[name=scope]", "project")
+    p.fill(f"{form} input[name=name]", "console-a")
+    p.select_option(f"{form} select[name=metric]", "requests")
+    p.fill(f"{form} input[name=amount]", "7,777")
+    p.select_option(f"{form} select[name=period]", "week")
+    p.click(f"{form} button[type=submit]")
+    p.wait_for_selector(".flash")
+    tab.settle("quotas")
+    made = [q for q in admin(site, "GET", "/quotas").json() if q["name"] == "console-a" and q["period"] == "week"]
+    assert [(q["metric"], q["limit"]) for q in made] == [("requests", 7777)]
+    qid = made[0]["quota_id"]
+    expect(p.locator(".flash")).to_contain_text(qid)
+    events = admin(site, "GET", "/events").json()
+    assert any(e["target_id"] == qid and e["action"] == "quota.create" for e in events), events[:3]
+    row = p.locator(f"table[data-table=quota-status] tr[data-key={qid}]")
+    row.locator("button[data-action=delete]").click()
+    row.locator("button[data-action=confirm]").click()
+    p.wait_for_selector(f".flash:has-text('{qid}')")
+    tab.settle("quotas")
+    assert qid not in {q["quota_id"] for q in admin(site, "GET", "/quotas").json()}
+    # A refusal from the server shows in the banner, in the page's language.
+    p.select_option(f"{form} select[name=scope]", "global")
+    p.select_option(f"{form} select[name=metric]", "cost")
+    p.fill(f"{form} input[name=amount]", "abc")
+    p.click(f"{form} button[type=submit]")
+    assert tab.banner()
+
+
+# The Chinese console ---------------------------------------------------------------------------
+ISO_T = re.compile(r"\d{4}-\d\d-\d\dT\d\d")
+CJK = re.compile(r"[\u4e00-\u9fff]")
+STRING = re.compile(r'\bt\("([\w.%/-]+)"')
+
+
+def test_the_chinese_console_speaks_chinese(site, tabs):
+    alerts = admin(site, "GET", "/alerts").json()
+    assert alerts  # the demo's
+    zh = tabs(locale="zh-CN").sign_in(site.gw.admin_key, lang="zh")
+    p = zh.page
+    zh.open("board")
+    cells = [c.inner_text() for c in p.locator("table[data-table=alerts] [data-col=message]").all()]
+    assert len(cells) == len(alerts) and all(CJK.search(c) for c in cells)
+    english = re.compile(r"\b(threshold|used|failed|busiest|usual|period|apart|ready)\b", re.I)
+    assert not any(english.search(c) for c in cells), cells
+    assert not any(ISO_T.search(c) for c in cells)
+    assert [c.inner_text() for c in p.locator("table[data-table=alerts] [data-col=rule]").all()][0] in (
+        "用量突增",
+        "高频调用",
+        "计量偏差",
+        "错误率过高",
+        "配额告警",
+        "上游不可用",
+    )
+    # The severity never wraps; times are yyyy-mm-dd hh:mm:ss.
+    sev = p.locator("table[data-table=alerts] td[data-col=severity]").first
+    assert sev.evaluate("td => getComputedStyle(td).whiteSpace") == "nowrap"
+    for td in p.locator("table[data-table=alerts] td[data-col=fired_at]").all():
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", td.inner_text())
+    # Money: two decimals in every cost cell, four in the unit prices.
+    for td in p.locator("table[data-table=top-department] td[data-col=cost_micros]").all():
+        assert re.fullmatch(r"-?¥[\d,]+\.\d\d", td.inner_text()), td.inner_text()
+    for td in p.locator("table[data-table=models] td[data-col=cost_per_1k_micros]").all():
+        assert re.fullmatch(r"—|-?¥[\d,]+\.\d{4}", td.inner_text()), td.inner_text()
+    # No ISO time with a 'T' on any page.
+    assert not ISO_T.search(p.inner_text("#main"))
+    for route in (f"finance?month={last_month()}", "requests", "quotas", "keys"):
+        zh.open(route)
+        assert not ISO_T.search(p.inner_text("#main")), route
+    # A refusal the page knows is said in Chinese; an unknown one after a Chinese lead-in.
+    zh.open("requests?since=2026-13-01", "requests")
+    assert zh.banner().startswith("服务器拒绝了请求：")
+    viewer = tabs(locale="zh-CN").sign_in(site.viewer_key, lang="zh")
+    viewer.open("requests?project=console-b", "requests")
+    assert viewer.banner() == "此密钥只能查看项目 console-a 的数据。"
+
+    # Every string the pages name exists in both languages (a missing one shows as its key).
+    dicts = p.evaluate("async () => { const m = await import('/console/static/i18n.js'); return m.DICT; }")
+    assert set(dicts["en"]) <= set(dicts["zh"]), set(dicts["en"]) - set(dicts["zh"])
+    static = Path(__file__).parents[1] / "src/tokenabacus/console/static"
+    used = {k for f in static.rglob("*.js") if "vendor" not in f.parts for k in STRING.findall(f.read_text())}
+    assert used and not used - set(dicts["zh"]), used - set(dicts["zh"])
+    filters = re.search(r"const FILTERS = \[(.*?)\]", (static / "pages/requests.js").read_text()).group(1)
+    assert {f"filter.{f}" for f in re.findall(r'"(\w+)"', filters)} <= set(dicts["zh"])
+
+    # The English page says the same alerts in English: no Chinese in the messages.
+    en = tabs().sign_in(site.gw.admin_key)
+    en.open("board")
+    cells = [c.inner_text() for c in en.page.locator("table[data-table=alerts] [data-col=message]").all()]
+    assert len(cells) == len(alerts) and not any(CJK.search(c) for c in cells), cells
+
+
+def test_a_viewer_reads_its_finance_and_cannot_manage_keys(site, tabs):
+    tab = tabs().sign_in(site.viewer_key)
+    p = tab.page
+    assert p.locator("nav.tabs a[data-page=keys]").count() == 0
+    month = named.window(ZONE, "month").label  # the SDK's requests are this month's
+    tab.open(f"finance?month={month}", "finance")
+    assert p.locator("#banner").is_hidden()
+    keys = [tr.get_attribute("data-key") for tr in tab.rows("finance-summary")]
+    assert keys and all(k.startswith("qa|") for k in keys)
+    own = ledger(
+        site, select(func.sum(t.c.cost_micros).label("c")).where(t.c.project == "console-a", t.c.currency == "CNY")
+    )
+    assert cell_value(tab.rows("finance-summary")[0], "cost_micros") == int(own[0]["c"])
+    assert "console-b" not in p.inner_text("#main") and "bob" not in p.inner_text("#main")
+    href = p.get_attribute("a.export[data-format=xlsx]", "href")
+    assert p.request.get(f"{site.base}{href}").ok
+    tab.open("keys")
+    assert p.locator("[data-admin-only]").count() == 1 and p.locator("form[data-form=new-key]").count() == 0
+    tab.open("quotas")
+    assert p.locator("form[data-form=set-limit], [data-action=delete]").count() == 0

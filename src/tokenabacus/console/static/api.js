@@ -8,10 +8,11 @@ import { meta } from "./dom.js";
 const CSRF = meta("csrf-token");
 
 export class ApiError extends Error {
-  constructor(message, status, code) {
+  constructor(message, status, code, type) {
     super(message);
     this.status = status;
     this.code = code;
+    this.type = type;
   }
 }
 
@@ -57,7 +58,7 @@ export async function api(path, { method = "GET", params, body } = {}) {
   if (!resp.ok) {
     const err = data && data.error;
     const message = (err && err.message) || `${resp.status} ${resp.statusText} (${path})`;
-    throw new ApiError(message, resp.status, err && err.code);
+    throw new ApiError(message, resp.status, err && err.code, err && err.type);
   }
   return data;
 }

@@ -1,11 +1,14 @@
-// The console: a hash-routed page over the /admin API. #/overview, #/board, #/requests (with its
-// filters in the hash's query), #/requests/<request_id>, #/quotas.
+// The console: a hash-routed page over the /admin API. #/overview, #/board, #/finance?month=,
+// #/requests (with its filters in the hash's query), #/requests/<request_id>, #/quotas, and for
+// admins #/keys.
 
 import { api, SignedOut } from "./api.js";
 import { h } from "./dom.js";
 import { TZ } from "./format.js";
 import { applyStatic, getLang, setLang, t } from "./i18n.js";
 import * as board from "./pages/board.js";
+import * as finance from "./pages/finance.js";
+import * as keys from "./pages/keys.js";
 import * as overview from "./pages/overview.js";
 import * as quotas from "./pages/quotas.js";
 import * as request from "./pages/request.js";
@@ -26,6 +29,8 @@ function parseHash() {
 function pick(parts) {
   const [page, id] = parts;
   if (page === "board") return ["board", board];
+  if (page === "finance") return ["finance", finance];
+  if (page === "keys") return ["keys", keys];
   if (page === "requests" && id) return ["requests", request];
   if (page === "requests") return ["requests", requests];
   if (page === "quotas") return ["quotas", quotas];
@@ -52,6 +57,14 @@ async function route() {
   } catch (e) {
     if (!(e instanceof SignedOut)) showError(e);
   }
+}
+
+// Tabs the page template does not list: finance for every reader, keys for admins only.
+function addTabs(role) {
+  const nav = document.querySelector("nav.tabs");
+  const tab = (name) => h("a", { href: `#/${name}`, "data-page": name, "data-i18n": `nav.${name}` }, t(`nav.${name}`));
+  if (!nav.querySelector("[data-page=finance]")) nav.querySelector("[data-page=board]").after(tab("finance"));
+  if (role === "admin" && !nav.querySelector("[data-page=keys]")) nav.append(tab("keys"));
 }
 
 function showWho() {
@@ -86,6 +99,7 @@ async function start() {
     return;
   }
   document.body.dataset.role = me.role;
+  addTabs(me.role);
   showWho();
   window.addEventListener("hashchange", route);
   if (!window.location.hash) window.history.replaceState(null, "", "#/overview");

@@ -27,29 +27,33 @@ export function symbol(currency) {
   return SYMBOLS[currency] ?? (currency ? `${currency} ` : "");
 }
 
-// ¥1,234.57 for amounts of 1 and more (half up to the cent); below 1, up to four significant
-// decimals (¥0.0008, ¥0.1235), never fewer than two.
-export function fmtMoney(micros, currency) {
+// Minor units of a currency (what a person reads): cents for most, none for yen.
+const MINOR = { JPY: 0, KRW: 0 };
+
+export function minorUnits(currency) {
+  return MINOR[currency] ?? 2;
+}
+
+// ¥1,234.57: the currency's minor units (2 for CNY and USD), half up, thousands grouped, so a
+// column's figures all carry the same decimals. Unit prices (per 1k tokens, per request, one
+// request's cost) pass `decimals` (4) to keep their digits; the ledger's exact figure is 6.
+export function fmtMoney(micros, currency, decimals) {
   if (micros === null || micros === undefined) return "—";
+  const keep = Math.max(0, Math.min(6, decimals ?? minorUnits(currency)));
   let m = big(micros);
   const neg = m < 0n;
   if (neg) m = -m;
-  let text;
-  if (m >= 1_000_000n) {
-    const cents = (m + 5_000n) / 10_000n;
-    text = `${group((cents / 100n).toString())}.${(cents % 100n).toString().padStart(2, "0")}`;
-  } else if (m === 0n) {
-    text = "0.00";
-  } else {
-    const first = m.toString().padStart(6, "0").search(/[1-9]/);
-    const keep = Math.max(2, Math.min(6, first + 4)); // decimals kept
-    const unit = 10n ** BigInt(6 - keep);
-    const q = ((m + unit / 2n) / unit).toString().padStart(keep + 1, "0");
-    let dec = q.slice(-keep).replace(/0+$/, "");
-    if (dec.length < 2) dec = dec.padEnd(2, "0");
-    text = `${group(q.slice(0, -keep))}.${dec}`;
-  }
-  return (neg ? "-" : "") + symbol(currency) + text;
+  const unit = 10n ** BigInt(6 - keep);
+  const q = (m + unit / 2n) / unit; // half up, in units of the last decimal kept
+  const scale = 10n ** BigInt(keep);
+  const whole = group((q / scale).toString());
+  const text = keep ? `${whole}.${(q % scale).toString().padStart(keep, "0")}` : whole;
+  return (neg && q !== 0n ? "-" : "") + symbol(currency) + text;
+}
+
+// A unit price or one request's cost: four decimals, the same in every row.
+export function fmtPrice(micros, currency) {
+  return fmtMoney(micros, currency, 4);
 }
 
 // A percentage the server already computed (12.3 means 12.3 %).
@@ -95,6 +99,25 @@ export function fmtTime(ms, seconds = true) {
   return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}${seconds ? `:${p.second}` : ""}`;
 }
 
+// 2026-11-03 in the operator's zone.
+export function fmtDate(ms) {
+  if (ms === null || ms === undefined) return "—";
+  const p = parts(ms);
+  return `${p.year}-${p.month}-${p.day}`;
+}
+
+// A time the server wrote as text (ISO 8601 with an offset, "2026-12-01T00:00:00+08:00", or
+// epoch milliseconds): shown as "2026-12-01 08:30" in the operator's zone, a midnight as the date
+// alone. Text that is not a time is returned as it is.
+export function fmtWhen(v) {
+  if (v === null || v === undefined || v === "") return "—";
+  const ms = typeof v === "number" ? v : /^\d{4}-\d{2}-\d{2}T/.test(v) ? Date.parse(v) : NaN;
+  if (Number.isNaN(ms)) return String(v);
+  const p = parts(ms);
+  const day = `${p.year}-${p.month}-${p.day}`;
+  return p.hour === "00" && p.minute === "00" && p.second === "00" ? day : `${day} ${p.hour}:${p.minute}`;
+}
+
 // Today's date (YYYY-MM-DD) and its year, month and day in the operator's zone.
 export function today(ms = Date.now()) {
   const p = parts(ms);
@@ -108,6 +131,13 @@ export function daysInMonth(year, month) {
 export function fmtMs(ms) {
   if (ms === null || ms === undefined) return "—";
   return ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${fmtInt(ms)} ms`;
+}
+
+// The month n months from "YYYY-MM" (n may be negative).
+export function addMonths(month, n) {
+  const [y, m] = month.split("-").map(Number);
+  const d = new Date(Date.UTC(y, m - 1 + n, 1));
+  return `${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, "0")}`;
 }
 
 // Micros as a plain decimal string (12500000 -> "12.5"): what a person types back into a form.

@@ -2,7 +2,8 @@
 
 import { ApiError, SignedOut, url } from "./api.js";
 import { h } from "./dom.js";
-import { fmtInt, fmtMoney, fmtPct, fmtTime } from "./format.js";
+import { describe } from "./errors.js";
+import { fmtInt, fmtMoney, fmtPct, fmtPrice, fmtTime, fmtWhen } from "./format.js";
 import { t } from "./i18n.js";
 
 // The banner -----------------------------------------------------------------------------------
@@ -10,8 +11,8 @@ export function showError(err) {
   if (err instanceof SignedOut) return;
   const banner = document.getElementById("banner");
   const text = document.getElementById("banner-text");
-  const message = err instanceof ApiError || err instanceof Error ? err.message : String(err);
-  text.textContent = message;
+  text.textContent = describe(err); // in the page's language
+
   banner.hidden = false;
   if (!(err instanceof ApiError)) console.error(err);
 }
@@ -49,7 +50,7 @@ export async function fill(container, make) {
   } catch (e) {
     if (e instanceof SignedOut) return;
     showError(e);
-    container.replaceChildren(h("p", { class: "failed" }, `${t("failed")}: ${e.message}`));
+    container.replaceChildren(h("p", { class: "failed" }, `${t("failed")}: ${describe(e)}`));
   }
 }
 
@@ -90,9 +91,9 @@ export function segmented(options, current, onPick, name) {
 }
 
 // Tables ---------------------------------------------------------------------------------------
-// A column: { key, label, kind: "int" | "money" | "pct" | "change" | "text" | "time",
+// A column: { key, label, kind: "int" | "money" | "price" | "pct" | "change" | "text" | "time" | "when",
 //   value(row) (raw figure, default row[key]), currency(row), render(row) (a custom cell) }.
-const NUMERIC = new Set(["int", "money", "pct", "change"]);
+const NUMERIC = new Set(["int", "money", "price", "pct", "change"]);
 
 export function changeCell(p) {
   if (p === null || p === undefined) return h("span", { class: "chg none" }, "—");
@@ -107,7 +108,7 @@ function cell(col, row, total) {
   // A totals row leaves the figures that do not add up (ranks, shares, changes) empty.
   if (total && (v === null || v === undefined) && (col.kind || col.render)) return h("td", attrs);
   if (col.render) return h("td", attrs, col.render(row));
-  if (v !== null && v !== undefined && (col.kind === "int" || col.kind === "money")) attrs["data-value"] = String(v);
+  if (v !== null && v !== undefined && ["int", "money", "price"].includes(col.kind)) attrs["data-value"] = String(v);
   let text;
   switch (col.kind) {
     case "int":
@@ -115,6 +116,9 @@ function cell(col, row, total) {
       break;
     case "money":
       text = fmtMoney(v, col.currency ? col.currency(row) : row.currency);
+      break;
+    case "price":
+      text = fmtPrice(v, col.currency ? col.currency(row) : row.currency);
       break;
     case "pct":
       text = fmtPct(v);
@@ -126,6 +130,9 @@ function cell(col, row, total) {
     }
     case "time":
       text = fmtTime(v);
+      break;
+    case "when":
+      text = fmtWhen(v);
       break;
     default:
       text = v === null || v === undefined || v === "" ? "—" : String(v);

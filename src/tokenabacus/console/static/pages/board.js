@@ -4,17 +4,50 @@
 
 import { api } from "../api.js";
 import { h } from "../dom.js";
-import { daysInMonth, fmtInt, fmtMoney, today } from "../format.js";
+import { addDays, fmtInt, fmtMoney, today } from "../format.js";
 import { getLang, note, t } from "../i18n.js";
-import { card, chart, exportLinks, fill, segmented, table } from "../ui.js";
+import { card, chart, exportLinks, fill, segmented, showError, table } from "../ui.js";
+import { alerts, forecast, suspicious } from "./board-watch.js";
 import { compact } from "./overview.js";
 
-const PERIODS = ["today", "week", "month"];
+const PERIODS = ["today", "week", "month", "last_month", "range"];
+const DAY = /^\d{4}-\d{2}-\d{2}$/;
 const DIMS = ["department", "project", "user"];
 const SHORT = 10;
 
 function go(query) {
-  window.location.hash = `#/board?${new URLSearchParams(query)}`;
+  const q = Object.fromEntries(Object.entries(query).filter(([, v]) => v));
+  window.location.hash = `#/board?${new URLSearchParams(q)}`;
+}
+
+// The board's window as the report routes take it: a period, last month (the month before this
+// one), or a range of days typed by the reader, "to" included (the routes' `until` is exclusive).
+export function span(view) {
+  if (view.period === "last_month") return { period: "month", previous: true };
+  if (view.period === "range") return { since: view.since, until: addDays(view.to, 1) };
+  return { period: view.period };
+}
+
+function rangePicker(view) {
+  const from = h("input", { name: "since", value: view.since || "", placeholder: "yyyy-mm-dd", size: 10 });
+  const to = h("input", { name: "to", value: view.to || "", placeholder: "yyyy-mm-dd", size: 10 });
+  const apply = (e) => {
+    e.preventDefault();
+    const since = from.value.trim();
+    const until = to.value.trim();
+    if (!DAY.test(since) || !DAY.test(until) || until < since) {
+      showError(new Error(t("board.bad_range")));
+      return;
+    }
+    go({ period: "range", since, to: until, rank: view.rank });
+  };
+  return h(
+    "form",
+    { class: "range", "data-form": "range", onsubmit: apply },
+    h("label", {}, h("span", { class: "control-label" }, t("board.from")), from),
+    h("label", {}, h("span", { class: "control-label" }, t("board.to")), to),
+    h("button", { type: "submit", class: "small" }, t("filter.apply")),
+  );
 }
 
 const none = (v) => (v === null || v === undefined || v === "" ? t("none") : v);
@@ -30,9 +63,9 @@ function shareCell(pct) {
 }
 
 // Rankings -------------------------------------------------------------------------------------
-function ranking(dim, period, rank, tz) {
+function ranking(dim, win, rank, tz) {
   const body = h("div");
-  const params = { by: dim, period, rank, tz };
+  const params = { by: dim, ...win, rank, tz };
   const el = card(t(`board.top.${dim}`), { actions: [exportLinks("/admin/reports/top", params)] }, body);
   el.dataset.section = `top-${dim}`;
   fill(body, async () => {
@@ -113,7 +146,7 @@ function heatmap(rows) {
   });
   const box = h("div", { class: "chart heat", style: `height:${Math.max(160, 60 + days.length * 26)}px` });
   const option = {
-    grid: { left: 96, right: 72, top: 8, bottom: 48 },
+    grid: { left: 128, right: 72, top: 8, bottom: 48 },
     tooltip: {
       formatter: (p) => {
         const [hour, y, v] = p.value;
@@ -137,7 +170,7 @@ function heatmap(rows) {
     },
     yAxis: {
       type: "category",
-      data: days.map((d) => `${d.slice(5)} ${weekday(d)}`),
+      data: days.map((d) => `${d} ${weekday(d)}`),
       inverse: true,
       splitArea: { show: true },
     },
@@ -159,10 +192,10 @@ function heatmap(rows) {
   return { box, option, days };
 }
 
-function peaks(period, tz) {
+function peaks(win, tz) {
   const chartBox = h("div");
   const tableBox = h("div");
-  const params = { period, tz };
+  const params = { ...win, tz };
   const el = card(
     t("board.peaks"),
     { actions: [exportLinks("/admin/reports/peaks", params)], note: t("board.peaks.note", { tz }) },
@@ -171,7 +204,7 @@ function peaks(period, tz) {
   );
   el.dataset.section = "peaks";
   fill(chartBox, async () => {
-    const rows = await api("/admin/report", { params: { by: "day,hour", period, tz } });
+    const rows = await api("/admin/report", { params: { by: "day,hour", ...win, tz } });
     if (!rows.length) return h("p", { class: "empty" }, t("board.nothing"));
     const c = heatmap(rows);
     return [c.box, () => chart(c.box, c.option)];
@@ -197,9 +230,9 @@ function peaks(period, tz) {
 }
 
 // Models ---------------------------------------------------------------------------------------
-function models(period, tz) {
+function models(win, tz) {
   const body = h("div");
-  const params = { period, tz };
+  const params = { ...win, tz };
   const el = card(t("board.models"), { actions: [exportLinks("/admin/reports/models", params)] }, body);
   el.dataset.section = "models";
   fill(body, async () => {
@@ -221,8 +254,8 @@ function models(period, tz) {
           { key: "completion_tokens", label: t("col.completion_tokens"), kind: "int" },
           { key: "total_tokens", label: t("col.total_tokens"), kind: "int" },
           { key: "cost_micros", label: t("col.cost"), kind: "money" },
-          { key: "cost_per_1k_micros", label: t("col.per_1k"), kind: "money" },
-          { key: "cost_per_request_micros", label: t("col.per_request"), kind: "money" },
+          { key: "cost_per_1k_micros", label: t("col.per_1k"), kind: "price" },
+          { key: "cost_per_request_micros", label: t("col.per_request"), kind: "price" },
           { key: "unpriced_requests", label: t("col.unpriced"), kind: "int" },
         ],
         empty: t("board.nothing"),
@@ -233,154 +266,20 @@ function models(period, tz) {
   return el;
 }
 
-// Suspicious callers ---------------------------------------------------------------------------
-// The server words each reason in English; the Chinese page says the same from the row's figures
-// (flagged_on names them), never by parsing the English.
-function reason(r) {
-  if (getLang() !== "zh") return r.reason;
-  const one = (what) => {
-    const peak = fmtInt(r[`peak_${what}_per_minute`]);
-    const usual = r[`baseline_${what}_per_minute`];
-    if (usual === null || usual === undefined) return t(`reason.${what}.new`, { peak });
-    const ratio = r[`${what}_ratio`];
-    const fixed1 = (v) => Number(v).toLocaleString("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
-    return t(`reason.${what}`, { peak, ratio: fixed1(ratio), usual: fixed1(usual) });
-  };
-  return (r.flagged_on || "").split(",").filter(Boolean).map(one).join("；");
-}
-
-function suspicious(period, tz) {
-  const body = h("div");
-  const params = { period, tz };
-  const el = card(t("board.suspicious"), { actions: [exportLinks("/admin/reports/suspicious", params)] }, body);
-  el.dataset.section = "suspicious";
-  fill(body, async () => {
-    const res = await api("/admin/reports/suspicious", { params });
-    return [
-      table({
-        name: "suspicious",
-        key: (r) => r.key_id,
-        rows: res.rows,
-        columns: [
-          { key: "key_id", label: t("col.key_id") },
-          { key: "user", label: t("dim.user"), cls: "nowrap" },
-          { key: "project", label: t("dim.project"), cls: "nowrap" },
-          { key: "department", label: t("dim.department"), cls: "nowrap" },
-          { key: "reason", label: t("col.reason"), value: (r) => reason(r), cls: "wrap" },
-          { key: "peak_requests_per_minute", label: t("col.peak_rpm"), kind: "int" },
-          { key: "peak_requests_at", label: t("col.peak_at"), cls: "nowrap" },
-          { key: "peak_tokens_per_minute", label: t("col.peak_tpm"), kind: "int" },
-          { key: "peak_tokens_at", label: t("col.peak_at"), cls: "nowrap" },
-        ],
-        empty: t("board.no_suspicious"),
-      }),
-      h("p", { class: "note" }, t("board.suspicious.note")),
-    ];
-  });
-  return el;
-}
-
-// The forecast's notes, said in Chinese on the Chinese page (the server words them in English).
-function forecastNote(note) {
-  if (!note || getLang() !== "zh") return note;
-  return note
-    .split("; ")
-    .map((part) => {
-      let m = part.match(/^([\d,]+) unpriced records? in the history: cost covers the rest$/);
-      if (m) return t("fnote.unpriced", { n: m[1] });
-      m = part.match(/^(cost: )?only (\d+) days? of .*\(a forecast needs (\d+)\)$/);
-      if (m) return t("fnote.short", { n: m[2], need: m[3] });
-      if (/could not be fitted/.test(part)) return t("fnote.unfit");
-      if (/^no priced records/.test(part)) return t("fnote.no_price");
-      return part;
-    })
-    .join("；");
-}
-
-// Month-end forecast -----------------------------------------------------------------------------
-// The server's month-end horizon: the month's complete days as recorded, plus the forecast of
-// the days left (today included), so the export holds the same figures as the table.
-function forecast(tz) {
-  const body = h("div");
-  const now = today();
-  const left = daysInMonth(now.year, now.month) - now.day + 1;
-  const params = { by: "department", horizon: "month-end", tz };
-  const el = card(
-    t("board.forecast"),
-    {
-      actions: [exportLinks("/admin/forecast", params)],
-      note: t("board.forecast.note", { month: now.iso.slice(0, 7), days: left }),
-    },
-    body,
-  );
-  el.dataset.section = "forecast";
-  fill(body, async () => {
-    const rows = await api("/admin/forecast", { params });
-    const range = (r) =>
-      r.month_cost_low_micros === null
-        ? "—"
-        : `${fmtMoney(r.month_cost_low_micros, r.currency)} – ${fmtMoney(r.month_cost_high_micros, r.currency)}`;
-    return table({
-      name: "forecast",
-      key: (r) => `${r.department ?? ""}|${r.currency ?? ""}`,
-      rows,
-      columns: [
-        { key: "department", label: t("dim.department"), value: (r) => none(r.department) },
-        { key: "so_far_tokens", label: t("col.so_far_tokens"), kind: "int" },
-        { key: "tokens", label: t("col.rest_tokens"), kind: "int" },
-        { key: "month_tokens", label: t("col.month_tokens"), kind: "int" },
-        { key: "so_far_cost_micros", label: t("col.so_far_cost"), kind: "money" },
-        { key: "cost_micros", label: t("col.rest_cost"), kind: "money" },
-        { key: "month_cost_micros", label: t("col.month_cost"), kind: "money" },
-        { key: "range", label: t("col.range"), render: range, cls: "nowrap" },
-        { key: "note", label: t("col.note"), value: (r) => forecastNote(r.note), cls: "wrap muted" },
-      ],
-      empty: t("board.nothing"),
-    });
-  });
-  return el;
-}
-
-// Alerts ---------------------------------------------------------------------------------------
-function figure(v) {
-  if (v === null || v === undefined) return "—";
-  return Number.isInteger(v) ? fmtInt(v) : Number(v).toLocaleString("en-US", { maximumFractionDigits: 2 });
-}
-
-function alerts(tz) {
-  const body = h("div");
-  const params = { limit: 50, tz };
-  const el = card(t("board.alerts"), { actions: [exportLinks("/admin/alerts", params)] }, body);
-  el.dataset.section = "alerts";
-  fill(body, async () => {
-    const rows = await api("/admin/alerts", { params });
-    return table({
-      name: "alerts",
-      key: (r) => r.id,
-      rows,
-      columns: [
-        { key: "fired_at", label: t("col.fired_at"), kind: "time", cls: "nowrap" },
-        {
-          key: "severity",
-          label: t("col.severity"),
-          render: (r) => h("span", { class: `sev sev-${r.severity}` }, t(`sev.${r.severity}`)),
-        },
-        { key: "rule", label: t("col.rule"), cls: "nowrap" },
-        { key: "scope", label: t("col.scope") },
-        { key: "figure", label: t("col.figure"), value: (r) => figure(r.figure), cls: "num" },
-        { key: "threshold", label: t("col.threshold"), value: (r) => figure(r.threshold), cls: "num" },
-        { key: "message", label: t("col.message"), cls: "wrap" },
-      ],
-      empty: t("board.no_alerts"),
-    });
-  });
-  return el;
-}
-
 export async function render(main, ctx) {
-  const period = PERIODS.includes(ctx.query.get("period")) ? ctx.query.get("period") : "week";
-  const rank = ctx.query.get("rank") === "cost" ? "cost" : "tokens";
+  const q = ctx.query;
+  let period = PERIODS.includes(q.get("period")) ? q.get("period") : "week";
+  const view = { period, since: q.get("since") || "", to: q.get("to") || "" };
+  if (period === "range" && !(DAY.test(view.since) && DAY.test(view.to))) period = view.period = "week";
+  const rank = q.get("rank") === "cost" ? "cost" : "tokens";
+  view.rank = rank;
+  const win = span(view);
   const tz = ctx.tz;
+  const pick = (p) => {
+    // "A chosen range" opens with the last 7 days filled in, for the reader to change.
+    const end = today().iso;
+    go(p === "range" ? { period: p, since: view.since || addDays(end, -6), to: view.to || end, rank } : { period: p, rank });
+  };
   main.append(
     h(
       "div",
@@ -393,9 +292,10 @@ export async function render(main, ctx) {
         segmented(
           PERIODS.map((p) => [p, t(`period.${p}`)]),
           period,
-          (p) => go({ period: p, rank }),
+          pick,
           "period",
         ),
+        period === "range" ? rangePicker(view) : null,
         h("span", { class: "control-label" }, t("board.rank")),
         segmented(
           [
@@ -403,15 +303,15 @@ export async function render(main, ctx) {
             ["cost", t("rank.cost")],
           ],
           rank,
-          (r) => go({ period, rank: r }),
+          (r) => go({ ...view, rank: r }),
           "rank",
         ),
       ),
     ),
-    ...DIMS.map((d) => ranking(d, period, rank, tz)),
-    peaks(period, tz),
-    models(period, tz),
-    suspicious(period, tz),
+    ...DIMS.map((d) => ranking(d, win, rank, tz)),
+    peaks(win, tz),
+    models(win, tz),
+    suspicious(win, tz),
     forecast(tz),
     alerts(tz),
   );

@@ -121,7 +121,7 @@ function dailyChart(rows) {
     grid: { left: 64, right: 64, top: 36, bottom: 28 },
     tooltip: { trigger: "axis" },
     legend: { data: [t("kpi.tokens"), t("kpi.cost")], top: 0 },
-    xAxis: { type: "category", data: labels.map((d) => d.slice(5)) },
+    xAxis: { type: "category", data: labels }, // yyyy-mm-dd, as every date on the page
     yAxis: [
       { type: "value", name: t("kpi.tokens"), axisLabel: { formatter: (v) => compact(v) } },
       {
@@ -147,7 +147,6 @@ function dailyChart(rows) {
       },
     ],
   };
-  // The axis value is "MM-DD"; map it back for the tooltip.
   option.tooltip.formatter = (items) => {
     const day = labels[items[0].dataIndex];
     const d = days.get(day);

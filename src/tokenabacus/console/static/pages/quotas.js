@@ -4,9 +4,10 @@
 
 import { api } from "../api.js";
 import { h } from "../dom.js";
-import { fmtAmount, fmtTime, microsToDecimal } from "../format.js";
+import { fmtAmount, fmtTime, fmtWhen, microsToDecimal } from "../format.js";
 import { t } from "../i18n.js";
 import { card, exportLinks, fill, hideError, showError, table } from "../ui.js";
+import { limitForm } from "./quota-form.js";
 
 function metricLabel(metric) {
   return metric.startsWith("cost:") ? `${t("metric.cost")} (${metric.slice(5)})` : t(`metric.${metric}`);
@@ -46,7 +47,30 @@ function progress(r) {
   );
 }
 
-function statusTable(rows) {
+// A limit set at run time can be deleted here; one from the config file is changed there.
+function deleteButton(r, rerender) {
+  if (r.source !== "runtime") return h("span", { class: "muted small" }, t("quota.from_config"));
+  const b = h("button", { type: "button", class: "danger small", "data-action": "delete" }, t("quota.delete"));
+  b.addEventListener("click", async () => {
+    if (b.dataset.action === "delete") {
+      b.dataset.action = "confirm"; // two steps, no dialog
+      b.textContent = t("quota.confirm_delete");
+      return;
+    }
+    b.disabled = true;
+    try {
+      await api(`/admin/quotas/${encodeURIComponent(r.quota_id)}`, { method: "DELETE" });
+      rerender(t("quota.deleted", { id: r.quota_id }));
+    } catch (e) {
+      showError(e);
+      b.disabled = false;
+    }
+  });
+  return b;
+}
+
+function statusTable(rows, admin, rerender) {
+  const extra = admin ? [{ key: "actions", label: "", render: (r) => deleteButton(r, rerender) }] : [];
   return table({
     name: "quota-status",
     key: (r) => r.quota_id,
@@ -77,9 +101,10 @@ function statusTable(rows) {
       {
         key: "resets_at",
         label: t("col.resets_at"),
-        value: (r) => (r.resets_at ? r.resets_at.replace("T", " ").slice(0, 16) : t("quota.never")),
+        value: (r) => (r.resets_at ? fmtWhen(r.resets_at) : t("quota.never")),
         cls: "nowrap",
       },
+      ...extra,
     ],
     empty: t("quota.none"),
   });
@@ -168,6 +193,7 @@ export async function render(main, ctx, flash) {
       { actions: [exportLinks("/admin/quotas/status")], note: t("quotas.status.note") },
       statusBox,
     ),
+    admin ? card(t("quota.set_title"), { note: t("quota.set_note") }, limitForm(rerender)) : "",
     card(
       t("quotas.pending"),
       {
@@ -179,7 +205,7 @@ export async function render(main, ctx, flash) {
     card(t("quotas.decided"), {}, decidedBox),
   );
   await Promise.all([
-    fill(statusBox, async () => statusTable(await api("/admin/quotas/status"))),
+    fill(statusBox, async () => statusTable(await api("/admin/quotas/status"), admin, rerender)),
     fill(pendingBox, async () => {
       const rows = await api("/admin/quota-requests", { params: { status: "pending" } });
       const cols = [

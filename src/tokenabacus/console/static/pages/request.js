@@ -94,7 +94,7 @@ export async function render(main, ctx) {
           "cost_micros",
           t("field.cost"),
           r.cost_micros,
-          r.cost_micros === null ? t("unpriced") : fmtMoney(r.cost_micros, r.currency),
+          r.cost_micros === null ? t("unpriced") : fmtMoney(r.cost_micros, r.currency, 6), // the ledger's exact figure
           "num",
         ),
         plain(r, "currency"),

@@ -9,7 +9,7 @@ import { t } from "../i18n.js";
 import { card, exportLinks, fill, table } from "../ui.js";
 
 const PAGE = 50;
-const FILTERS = ["since", "until", "model", "project", "user", "status", "client_ip"];
+const FILTERS = ["since", "until", "model", "department", "project", "user", "status", "client_ip"];
 const STATUSES = ["ok", "error", "cancelled", "rejected"];
 const EXPORT_MAX = 10000; // the route's own ceiling
 
@@ -37,12 +37,17 @@ function datalist(id, values) {
 async function options() {
   // Suggestions only: a failure here must not hide the log, so errors are swallowed to empty.
   const quiet = (p, params) => api(p, { params }).catch(() => null);
-  const [projects, users, models] = await Promise.all([
+  const [departments, projects, users, models] = await Promise.all([
+    quiet("/admin/org/departments"),
     quiet("/admin/org/projects"),
     quiet("/admin/org/users"),
     quiet("/admin/reports/models", { period: "month" }),
   ]);
   return [
+    datalist(
+      "dl-department",
+      (departments || []).map((d) => d.name),
+    ),
     datalist(
       "dl-project",
       (projects || []).map((p) => p.name),
@@ -74,15 +79,18 @@ export async function render(main, ctx) {
         const data = new FormData(form);
         const next = new URLSearchParams();
         for (const f of FILTERS) {
-          const v = String(data.get(f) || "").trim();
+          let v = String(data.get(f) || "").trim();
+          if (f === "since" || f === "until") v = v.replace("T", " "); // shown as typed: 2026-11-03 14:05
           if (v) next.set(f, v);
         }
         window.location.hash = `#/requests?${next}`;
       },
     },
-    field("since", filters.since, { type: "datetime-local", step: 60 }),
-    field("until", filters.until, { type: "datetime-local", step: 60 }),
+    // Text, not datetime-local: the browser would show its own locale's format (12/08/2026, 2026/12/08).
+    field("since", filters.since, { placeholder: "yyyy-mm-dd hh:mm" }),
+    field("until", filters.until, { placeholder: "yyyy-mm-dd hh:mm" }),
     field("model", filters.model, { list: "dl-model" }),
+    field("department", filters.department, { list: "dl-department" }),
     field("project", filters.project, { list: "dl-project" }),
     field("user", filters.user, { list: "dl-user" }),
     h(
@@ -148,7 +156,7 @@ export async function render(main, ctx) {
           { key: "prompt_tokens", label: t("col.prompt_tokens"), kind: "int" },
           { key: "completion_tokens", label: t("col.completion_tokens"), kind: "int" },
           { key: "total_tokens", label: t("col.total_tokens"), kind: "int" },
-          { key: "cost_micros", label: t("col.cost"), kind: "money" },
+          { key: "cost_micros", label: t("col.cost"), kind: "price" },
           { key: "duration_ms", label: t("col.duration"), value: (r) => fmtMs(r.duration_ms), cls: "num" },
           { key: "client_ip", label: t("col.client_ip"), cls: "mono" },
         ],
