@@ -93,6 +93,10 @@ def test_a_limit_on_an_unknown_name_is_refused(gw):
     assert "unknown user 'carl': did you mean 'carol'?" in one_line(
         gw, "quota", "set", "--user", "carl", "--tokens", "100"
     )
+    with httpx.Client(base_url=gw.base_url.removesuffix("/v1") + "/admin", timeout=30) as c:
+        body = {"scope": "department", "name": "markting", "tokens": 100, "period": "day"}
+        r = c.post("/quotas", json=body, headers={"Authorization": f"Bearer {gw.admin_key}"})
+    assert r.status_code == 400 and "did you mean 'marketing'?" in r.json()["error"]["message"], r.text
     ok = gw.cli("quota", "set", "--department", "marketing", "--tokens", "100")
     assert "department=marketing 100 tokens per day" in ok.stdout
 

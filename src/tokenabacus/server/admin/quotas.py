@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from tokenabacus.calendar import now_ms
 from tokenabacus.governance import quotaview
 from tokenabacus.governance.keys import MEMBER, Identity
+from tokenabacus.governance.placement import check_scope
 from tokenabacus.governance.quotas import Limit
 from tokenabacus.governance.roles import can_see_scope, require_admin
 from tokenabacus.ledger.admin_events import Actor
@@ -146,6 +147,10 @@ def quota_routes(gw: Gateway) -> APIRouter:
     async def set_limit(request: Request, body: LimitBody) -> dict:
         ident: Identity = request.state.identity
         metric, amount = body.metric_amount()
+        try:  # a department, project or user the organization does not know limits nobody
+            await asyncio.to_thread(check_scope, gw.store.org, body.scope, body.name)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
         row = await asyncio.to_thread(
             gw.store.quotas.set,
             body.scope,
