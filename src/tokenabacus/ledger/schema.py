@@ -44,6 +44,7 @@ usage_records = Table(
     Column("currency", String(8)),
     Column("prev_hash", String(128)),
     Column("hash", String(128)),
+    Column("model_alias", String(200)),  # the name the client asked for, when it was an alias of model
 )
 Index("ix_usage_timestamp", usage_records.c.timestamp)
 Index("ix_usage_project_ts", usage_records.c.project, usage_records.c.timestamp)
@@ -65,6 +66,10 @@ api_keys = Table(
     Column("scope_kind", String(16)),  # a viewer's scope: department | project
     Column("scope_value", String(200)),
     Column("allow_ips", Text),  # JSON list of CIDRs the key may be used from; null: anywhere
+    Column("expires_at", BigInteger),  # refused from this time on; null: never
+    # A rotated key's old secret (its hash) stays valid until previous_until, then only the new one.
+    Column("previous_hash", String(128)),
+    Column("previous_until", BigInteger),
 )
 
 # The organization: department -> project -> user. Records carry the names, so these rows are the
