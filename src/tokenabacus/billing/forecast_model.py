@@ -148,27 +148,33 @@ def moments(fitted: Fitted, weights: Sequence[float]) -> tuple[float, float]:
     """Mean and variance of sum_h weights[h-1] * y_{T+h} (step 1 is the day after the history),
     exactly from the fitted state space: with a_{T+1} ~ N(a, P) the predicted state, y_{T+h} =
     Z T^{h-1} a_{T+1} + (state shocks between) + noise, so the sum is a linear combination of
-    independent Gaussians."""
-    import numpy as np
+    independent Gaussians.
 
-    w = np.asarray(weights, dtype=float)
+    Plain Python, no numpy: a kept fit then answers without importing either library (the CLI's
+    warm run). The state shock entering at step j+1 reaches the sum through u_j = sum over h > j of
+    w_h Z T^(h-1-j), and u_j = w_(j+1) Z + u_(j+1) T, so one backward pass of small
+    matrix-vector products gives every u_j (u_0 is how the predicted state reaches the sum)."""
+    w = [float(x) for x in weights]
     if fitted.constant is not None:
-        return fitted.constant * float(w.sum()), 0.0
-    end = len(w)
-    Z, T = np.asarray(fitted.Z), np.asarray(fitted.T)
-    a, P, RQR = np.asarray(fitted.a), np.asarray(fitted.P), np.asarray(fitted.RQR)
-    rows = np.empty((end, len(a)))  # rows[h] = Z T^h: how the state at T+1 reaches y_{T+1+h}
-    v = Z.copy()
-    for h in range(end):
-        rows[h] = v
-        v = v @ T
-    g = w @ rows
-    mean = float(g @ a)
-    var = float(g @ P @ g) + float(w @ w) * fitted.noise
-    # The state shock of step j (entering the state at T+1+j) reaches the steps after j.
-    for j in range(1, end):
-        k = w[j:] @ rows[: end - j]
-        if k.any():
-            var += float(k @ RQR @ k)
+        return fitted.constant * sum(w), 0.0
+    Z, T, RQR, a, P = fitted.Z, fitted.T, fitted.RQR, fitted.a, fitted.P
+    n = len(a)
+    cols = list(zip(*T, strict=True))  # T's columns: (u T)[c] = u . T[:, c]
+    u = [0.0] * n
+    var = 0.0
+    for j in range(len(w) - 1, -1, -1):
+        u = [w[j] * z + _dot(u, col) for z, col in zip(Z, cols, strict=True)]
+        if j and any(u):
+            var += _quad(u, RQR)
+    mean = _dot(u, a)
+    var += _quad(u, P) + sum(x * x for x in w) * fitted.noise
     s = fitted.scale
     return mean * s, var * s * s
+
+
+def _dot(x: Sequence[float], y: Sequence[float]) -> float:
+    return sum(p * q for p, q in zip(x, y, strict=True))
+
+
+def _quad(x: Sequence[float], m: Sequence[Sequence[float]]) -> float:
+    return sum(xi * _dot(row, x) for xi, row in zip(x, m, strict=True) if xi)
