@@ -102,6 +102,9 @@ def test_forecast_covers_the_truth_on_every_database(tmp_path, db_url):
         recs.append(record(datetime(2026, 4, 20, 12, tzinfo=ZoneInfo(ZONE)), "alpha", "marketing", 10**9, REJECTED))
         recs.append(record(datetime(2026, 5, 1, 8, tzinfo=ZoneInfo(ZONE)), "alpha", "marketing", 10**9))
         assert store.usage.insert(recs) == len(recs)
+        # The forecast prices its tokens from the price book: the price the records were charged at.
+        (pv,) = BOOK.history("qwen-7b-chat")
+        store.prices.add(pv.model, pv.currency, pv.input, pv.cached, pv.output, pv.effective_from, "test")
     finally:
         store.close()
 
