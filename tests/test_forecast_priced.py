@@ -15,6 +15,7 @@ import pytest
 
 from conftest import GatewayProc
 from tokenabacus.ledger.record import start_record
+from tokenabacus.money import show_money
 
 ZONE = "Asia/Shanghai"
 TZ = ZoneInfo(ZONE)
@@ -108,7 +109,7 @@ def test_the_forecast_cost_is_its_tokens_at_the_price_book(demo):
 
     table = demo.cli("forecast", "--by", "department", "--as-of", AS_OF.isoformat()).stdout
     rd = rows["rd"]
-    assert f"¥{rd['cost_micros'] / 1e6:.6f}" in table
+    assert show_money(rd["cost_micros"], "CNY") in table  # a person reads ¥12,345.68
 
 
 def test_a_month_with_no_priced_use_has_no_cost_not_zero(demo):
