@@ -10,6 +10,7 @@ import pytest
 
 from conftest import BIN
 from tokenabacus import __version__
+from tokenabacus.cli.usage import TABLE_COLS
 
 
 def run(*args: str, data_dir=None) -> subprocess.CompletedProcess:
@@ -128,21 +129,7 @@ def test_tables_fit_the_terminal_and_never_cut_a_cell(demo_ledger, columns):
         assert cells["cost"].startswith("¥") and cells["model"] == rec["model"]
         if "request_id" in cells:
             assert cells["request_id"] == rec["request_id"]
-    hidden = set(header) ^ {
-        "timestamp",
-        "request_id",
-        "status",
-        "model",
-        "user",
-        "project",
-        "department",
-        "prompt_tokens",
-        "completion_tokens",
-        "total_tokens",
-        "cost",
-        "usage_source",
-        "duration_ms",
-    }
+    hidden = set(header) ^ set(TABLE_COLS)
     if hidden:
         assert f"{len(hidden)} more columns" in shown and "--wide" in shown
     wide = _on_a_terminal(["usage", "-n", "5", "--wide", "--data-dir", str(demo_ledger)], columns)
