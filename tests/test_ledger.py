@@ -11,8 +11,8 @@ from sqlalchemy import text
 from conftest import EMBEDDED, GatewayProc
 from records import sample_records
 from tokenabacus.ledger.record import FIELDS
-from tokenabacus.ledger.sinks import JsonlSink
 from tokenabacus.ledger.store import Store
+from tokenabacus.observe.jsonl import JsonlSink
 
 
 def _records(n: int) -> list[dict]:

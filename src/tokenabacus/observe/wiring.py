@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenabacus.config import Settings
-from tokenabacus.ledger.sinks import JsonlSink, Sink
+from tokenabacus.ledger.sinks import Sink
 from tokenabacus.observe.backlog import Backlog, Runner
+from tokenabacus.observe.jsonl import JsonlSink
 
 OBSERVERS_DIR = "observers"
 
