@@ -52,7 +52,7 @@ def zone_of(s: Settings, tz: str | None) -> tzinfo:
     from tokenabacus.calendar import zone_named
 
     try:
-        return zone_named(tz or s.governance.timezone)
+        return zone_named(tz) if tz else s.zone
     except ValueError as e:
         fail(str(e))
 

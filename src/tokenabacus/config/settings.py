@@ -7,12 +7,14 @@ fix the file without reading a traceback.
 from __future__ import annotations
 
 import os
+from datetime import tzinfo
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from tokenabacus.calendar import zone_named
 from tokenabacus.config.alerts import AlertsConfig
 from tokenabacus.config.auth import AuthBrakeConfig
 from tokenabacus.config.base import ConfigError, _Strict, check_cidrs
@@ -145,6 +147,11 @@ class Settings(_Strict):
                 raise ValueError(f"prices: model {p.model!r} has two prices from {p.from_ or 'the start'}")
             starts.add(start)
         return self
+
+    @property
+    def zone(self) -> tzinfo:
+        """governance.timezone as a zone: where days, weeks and months are cut by default."""
+        return zone_named(self.governance.timezone)
 
     # Derived locations -------------------------------------------------------------------
     @property
