@@ -185,3 +185,26 @@ def test_rotation_gives_a_new_secret_and_the_old_one_a_grace_period(gw):
     assert ev[1]["actor_key_id"] == "cli" and ev[0]["actor_name"] == "bootstrap"
     text = json.dumps(ev)
     assert "key_hash" not in text and "previous_hash" not in text and new not in text and old not in text
+
+
+def test_times_people_give_are_read_in_the_zone():
+    from tokenabacus.governance import keylife
+
+    sh = ZoneInfo(ZONE)
+    at = keylife.parse_expiry("2027-03-31", sh)
+    assert at == int(datetime(2027, 4, 1, tzinfo=sh).timestamp() * 1000)  # through the whole day
+    assert keylife.validity(at, sh) == "valid through 2027-03-31 (Asia/Shanghai)"
+    msg = keylife.expired_message(at, sh)
+    assert msg == "API key expired on 2027-03-31 (Asia/Shanghai); ask an admin for a new one."
+    noon = keylife.parse_expiry("2027-03-31T12:30", sh)
+    assert keylife.validity(noon, sh) == "valid until 2027-03-31 12:30:00 (Asia/Shanghai)"
+    assert [keylife.parse_duration(t, "--ttl") for t in ("3s", "2m", "24h", "90d", "1w")] == [
+        3_000,
+        120_000,
+        86_400_000,
+        90 * 86_400_000,
+        7 * 86_400_000,
+    ]
+    assert keylife.expires_at(None, None, sh) is None
+    with pytest.raises(ValueError, match="a number and a unit"):
+        keylife.parse_duration("1y", "--ttl")

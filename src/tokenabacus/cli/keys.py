@@ -146,7 +146,7 @@ def create(
         stored = [("user", owner.user), ("department", owner.department), ("project", owner.project)]
         stored += [("scope", f"{scope[0]}:{scope[1]}")] if scope else []
         who = " ".join(f"{k}={v}" for k, v in stored if v) or "nobody (not billed)"
-        life = f", valid through {keylife.expiry_label(expires_at, zone)}" if expires_at is not None else ""
+        life = f", {keylife.validity(expires_at, zone)}" if expires_at is not None else ""
         life += f", budget {keylife.budget_label(quota)}" if quota is not None else ""
         typer.echo(
             f"{role.value} key id {row['key_id']} for {who}{life}. Store the key now: it is not shown again.",

@@ -59,15 +59,24 @@ def expires_at(expires: str | None, ttl: str | None, zone: tzinfo, at_ms: int | 
 def expiry_label(at_ms: int, zone: tzinfo) -> str:
     """``2027-03-31 (Asia/Shanghai)`` for a key valid through that day, else the date and time."""
     local = datetime.fromtimestamp(at_ms / 1000, zone)
-    if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
+    if _whole_day(at_ms, zone):
         text = (local.date() - timedelta(days=1)).isoformat()
         return f"{text} ({zone})"
     return f"{local.date().isoformat()} {local.strftime('%H:%M:%S')} ({zone})"
 
 
-def expired_message(at_ms: int, zone: tzinfo) -> str:
+def _whole_day(at_ms: int, zone: tzinfo) -> bool:
     local = datetime.fromtimestamp(at_ms / 1000, zone)
-    if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
+    return (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0)
+
+
+def validity(at_ms: int, zone: tzinfo) -> str:
+    """``valid through 2027-03-31 (Asia/Shanghai)``, or ``valid until`` a date and time."""
+    return f"valid {'through' if _whole_day(at_ms, zone) else 'until'} {expiry_label(at_ms, zone)}"
+
+
+def expired_message(at_ms: int, zone: tzinfo) -> str:
+    if _whole_day(at_ms, zone):
         when = f"on {expiry_label(at_ms, zone)}"  # the last day it was valid
     else:
         when = f"at {expiry_label(at_ms, zone)}"
