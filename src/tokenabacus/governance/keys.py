@@ -16,6 +16,7 @@ import orjson
 from tokenabacus.calendar import now_ms
 from tokenabacus.config import KeyDefaults
 from tokenabacus.governance.keystrength import check_admin_key
+from tokenabacus.ledger.admin_events import Actor
 from tokenabacus.ledger.reloader import Reloader
 from tokenabacus.ledger.store import Store
 
@@ -46,6 +47,10 @@ class Identity:
     scope_value: str | None = None
     allow_ips: tuple[IPNetwork, ...] | None = None  # None: any address
     name: str | None = None
+    expires_at: int | None = None  # UTC ms from which the key is refused; None: never
+
+    def expired(self, at_ms: int) -> bool:
+        return self.expires_at is not None and at_ms >= self.expires_at
 
     @property
     def admin(self) -> bool:
@@ -73,6 +78,7 @@ def identity_of(r: dict) -> Identity:
         scope_value=r.get("scope_value"),
         allow_ips=parse_networks(r.get("allow_ips")),
         name=r.get("name"),
+        expires_at=r.get("expires_at"),
     )
 
 
@@ -139,9 +145,12 @@ def create_key(
     role: str = MEMBER,
     scope: tuple[str, str] | None = None,
     allow_ips: list[str] | None = None,
+    expires_at: int | None = None,
+    actor: Actor | None = None,
 ) -> tuple[str, dict]:
     """Create and store a key; return (the plaintext key, shown once; its stored row).
-    ``allow_ips``: normalised CIDRs (config.check_cidrs)."""
+    ``allow_ips``: normalised CIDRs (config.check_cidrs). ``expires_at``: UTC ms it is refused
+    from (governance.keylife). With ``actor``, the creation is an admin event."""
     key = generate_key()
     row = {
         "key_id": "key_" + secrets.token_hex(8),
@@ -158,7 +167,9 @@ def create_key(
         "scope_value": scope[1] if scope else None,
         "allow_ips": orjson.dumps(allow_ips).decode() if allow_ips else None,
     }
-    store.keys.add(row)
+    if expires_at is not None:  # only then: a row as it was before key lifetimes existed
+        row["expires_at"] = expires_at
+    store.keys.add(row, actor)
     return key, row
 
 
@@ -184,19 +195,40 @@ class KeyCache:
         self.store = store
         self._by_hash: dict[str, Identity] = {}
         self._revoked: dict[str, str] = {}  # hash -> key_id, so a 401 can say whose key it was
+        # A rotated key's old secret: hash -> (the key, the UTC ms it is refused from).
+        self._previous: dict[str, tuple[Identity, int]] = {}
         self._admin_hash: str | None = None
         self.reloader = Reloader(
             "key cache", store.keys.generation, self.load, refresh_interval_s, miss_interval_s, logger=log
         )
 
-    def _load_sync(self) -> tuple[dict[str, Identity], dict[str, str], str | None]:
+    def _load_sync(self) -> tuple[dict[str, Identity], dict[str, str], dict[str, tuple[Identity, int]], str | None]:
         rows = self.store.keys.list(include_revoked=True)
         table = {r["key_hash"]: identity_of(r) for r in rows if r["revoked_at"] is None}
         revoked = {r["key_hash"]: r["key_id"] for r in rows if r["revoked_at"] is not None}
-        return table, revoked, self.store.meta.get(ADMIN_KEY_HASH)
+        previous: dict[str, tuple[Identity, int]] = {}
+        for r in rows:
+            if r.get("previous_hash"):
+                if r["revoked_at"] is None:
+                    previous[r["previous_hash"]] = (table[r["key_hash"]], r["previous_until"] or 0)
+                else:
+                    revoked[r["previous_hash"]] = r["key_id"]
+        return table, revoked, previous, self.store.meta.get(ADMIN_KEY_HASH)
 
     async def load(self) -> None:
-        self._by_hash, self._revoked, self._admin_hash = await asyncio.to_thread(self._load_sync)
+        self._by_hash, self._revoked, self._previous, self._admin_hash = await asyncio.to_thread(self._load_sync)
+
+    def _live(self, key_hash: str) -> Identity | None:
+        """The key holding this hash, while it may be used: not expired, and an old secret only
+        during its rotation's grace period. Time passes without a reload, so this is asked each time."""
+        ident = self._by_hash.get(key_hash)
+        now = now_ms()
+        if ident is None:
+            old = self._previous.get(key_hash)
+            if old is None or now >= old[1]:
+                return None
+            ident = old[0]
+        return None if ident.expired(now) else ident
 
     async def start(self) -> None:
         await self.reloader.start()
@@ -205,17 +237,19 @@ class KeyCache:
         await self.reloader.stop()
 
     def lookup(self, key: str) -> Identity | None:
-        return self._by_hash.get(hash_key(key))
+        return self._live(hash_key(key))
 
     async def identify(self, key: str) -> Identity | None:
         """Who a key is: its own row (a named admin key keeps its id), else the bootstrap admin
         key (which has no row), else a fresh look at the keys (``resolve``). /v1 and /admin alike."""
         h = hash_key(key)
-        ident = self._by_hash.get(h)
+        ident = self._live(h)
         if ident is not None:
             return ident
         if self._admin_hash is not None and hmac.compare_digest(h, self._admin_hash):
             return BOOTSTRAP_ADMIN
+        if self.refused_key_id(h) is not None:  # known and refused: no reload needed
+            return None
         return await self.resolve(key)
 
     async def resolve(self, key: str) -> Identity | None:
@@ -223,32 +257,61 @@ class KeyCache:
         most one per miss interval), so a key created a moment ago by `tokenabacus keys create`
         works at once while random keys cannot hammer the database."""
         h = hash_key(key)
-        ident = self._by_hash.get(h)
+        ident = self._live(h)
         if ident is not None:
             return ident
         try:
             await self.reloader.check_soon()
         except Exception:
             log.warning("key cache reload failed", exc_info=True)
-        return self._by_hash.get(h)
+        return self._live(h)
 
     def holder(self, key_hash: str) -> Identity | None:
         """Who the key with this hash is while it is live (a console session acts as it): None
         once it is revoked, or for the bootstrap key once it has been replaced."""
-        ident = self._by_hash.get(key_hash)
+        ident = self._live(key_hash)
         if ident is not None:
             return ident
         if self._admin_hash is not None and hmac.compare_digest(key_hash, self._admin_hash):
             return BOOTSTRAP_ADMIN
         return None
 
+    def refused_key_id(self, key_hash: str) -> str | None:
+        """The id of a known key this hash may no longer use: revoked, expired, or an old secret
+        past its rotation's grace period. None for a live key or one nobody holds."""
+        if key_hash in self._revoked:
+            return self._revoked[key_hash]
+        ident = self._by_hash.get(key_hash)
+        if ident is None and key_hash in self._previous:
+            ident = self._previous[key_hash][0]
+        if ident is not None and self._live(key_hash) is None:
+            return ident.key_id
+        return None
+
     def revoked_key_id(self, key: str) -> str | None:
-        return self._revoked.get(hash_key(key))
+        """Whose key this was, when it is refused (revoked, expired or rotated away): its use is
+        recorded under that id and is not counted as a guess."""
+        return self.refused_key_id(hash_key(key))
+
+    def expired_at(self, key: str) -> int | None:
+        """When the key was refused from, if it is refused because it expired (its own secret or
+        an old one in grace); else None."""
+        h = hash_key(key)
+        if h in self._revoked:
+            return None
+        ident = self._by_hash.get(h)
+        if ident is None and h in self._previous:
+            ident, until = self._previous[h]
+            if now_ms() >= until:
+                return None  # rotated away: refused like a revoked secret
+        if ident is not None and ident.expired(now_ms()):
+            return ident.expires_at
+        return None
 
     def is_admin(self, key: str) -> bool:
         """The bootstrap admin key, or a named key with the admin role."""
         h = hash_key(key)
         if self._admin_hash is not None and hmac.compare_digest(h, self._admin_hash):
             return True
-        ident = self._by_hash.get(h)
+        ident = self._live(h)
         return ident is not None and ident.role == ADMIN

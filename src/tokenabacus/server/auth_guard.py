@@ -9,13 +9,18 @@ any part of one (/v1 failures are in the ledger already, so only their lockouts 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from tokenabacus.api.errors import APIError
+from tokenabacus.api.errors import APIError, unauthorized
 from tokenabacus.governance.brake import AuthBrake
 from tokenabacus.observe.auth_metrics import AuthMetrics
 
+if TYPE_CHECKING:
+    from tokenabacus.governance.keys import KeyCache
+
 log = logging.getLogger(__name__)
 AUTH_RATE_LIMITED = "auth_rate_limited"
+KEY_EXPIRED = "key_expired"
 
 
 def auth_rate_limited(wait_s: int) -> APIError:
@@ -27,6 +32,18 @@ def auth_rate_limited(wait_s: int) -> APIError:
         AUTH_RATE_LIMITED,
         {"retry-after": str(wait_s)},
     )
+
+
+def key_refusal(keys: KeyCache, key: str | None, timezone: str, fallback: APIError | None = None) -> APIError:
+    """The 401 for a key that identified nobody: ``key_expired`` with the day it expired, else
+    ``fallback`` (default: the usual invalid_api_key)."""
+    at = keys.expired_at(key) if key else None
+    if at is None:
+        return fallback or unauthorized()
+    from tokenabacus.calendar import zone_named
+    from tokenabacus.governance.keylife import expired_message
+
+    return APIError(401, expired_message(at, zone_named(timezone)), "invalid_request_error", None, KEY_EXPIRED)
 
 
 class AuthGuard:

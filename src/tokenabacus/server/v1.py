@@ -37,6 +37,7 @@ from tokenabacus.server.asgi import (
     send_json,
     watch_disconnect,
 )
+from tokenabacus.server.auth_guard import key_refusal
 from tokenabacus.server.refusals import from_refusal
 
 if TYPE_CHECKING:
@@ -252,7 +253,7 @@ class V1:
                 rec.key_id = revoked
             if revoked is None:  # a key nobody holds: a guess, or a typo
                 self.gw.auth.failed("v1", ip, key)
-            raise unauthorized()
+            raise key_refusal(self.gw.keys, key, self.gw.settings.governance.timezone)
         return ident
 
     async def _admit(self, ep: Endpoint, auth: str | None, receive: Receive, rec: UsageRecord) -> Exchange:

@@ -12,6 +12,7 @@ from tokenabacus.api.errors import APIError, internal_error, unauthorized
 from tokenabacus.governance.access import check_key_ip
 from tokenabacus.governance.errors import Forbidden
 from tokenabacus.governance.keys import Identity
+from tokenabacus.server.auth_guard import key_refusal
 
 if TYPE_CHECKING:
     from tokenabacus.server.console import Console
@@ -69,6 +70,7 @@ class Authenticated:
             if key is not None and not revoked:
                 self.gw.auth.failed("admin", ip, key)
             err = unauthorized("this API key has been revoked" if revoked else "a valid API key is required")
+            err = key_refusal(self.gw.keys, key, self.gw.settings.governance.timezone, err)  # or: it expired
             return await error_json(err)(scope, receive, send)
         if ident.allow_ips is not None:
             try:
