@@ -80,6 +80,10 @@ def site(tmp_path_factory, browser) -> Site:
     tmp = tmp_path_factory.mktemp("console-browser")
     gw = GatewayProc(tmp / "data", {"governance": {"timezone": ZONE}})
     gw.cli("demo", "seed", "--records", "3000")
+    # The demo's organization holds keys to its names: the test's department and projects join it.
+    gw.cli("org", "department", "add", "qa")
+    for project in ("console-a", "console-b"):
+        gw.cli("org", "project", "add", project, "--department", "qa")
     gw.start()
     try:
         members = {
