@@ -580,7 +580,7 @@ def test_wrong_key_sign_out_expired_session_and_csrf(site, tabs):
 
 # Finance: a past month's chargeback, the board's months, the log by department -----------------
 def last_month() -> str:
-    return named.window(ZONE, "month", previous=True).label
+    return windows.window(ZONE, "month", previous=True).label
 
 
 def cli_json(site: Site, *args: str):
@@ -611,7 +611,7 @@ def dept_sums(site: Site, since_ms: int, until_ms: int) -> dict[str, tuple[int, 
 
 def test_finance_page_is_the_clis_chargeback_of_a_past_month(site, tabs):
     month = last_month()
-    win = named.window(ZONE, month=month)
+    win = windows.window(ZONE, month=month)
     cli = cli_json(site, "report", "chargeback", "--month", month)
     want = {r["department"]: r for r in cli["summary"] if r["row"] == "group" and r["currency"] == "CNY"}
     assert len(want) >= 3  # the demo's departments spent last month
@@ -693,7 +693,7 @@ def test_board_shows_last_month_and_a_chosen_range(site, tabs):
 
     cli = cli_json(site, "report", "top", "--by", "department", "--month", "--previous")
     assert shown() == {(r["department"] or ""): r["total_tokens"] for r in cli if r["row"] == "group"}
-    win = named.window(ZONE, "month", previous=True)
+    win = windows.window(ZONE, "month", previous=True)
     assert shown() == {d: v[0] for d, v in dept_sums(site, win.since_ms, win.until_ms).items()}
 
     # A range of days, the last one included.
@@ -708,7 +708,7 @@ def test_board_shows_last_month_and_a_chosen_range(site, tabs):
     until = (datetime.fromisoformat(to) + timedelta(days=1)).date().isoformat()
     cli = cli_json(site, "report", "top", "--by", "department", "--since", first, "--until", until)
     assert shown() == {(r["department"] or ""): r["total_tokens"] for r in cli if r["row"] == "group"}
-    a = named.window(ZONE, since=first, until=until)
+    a = windows.window(ZONE, since=first, until=until)
     assert shown() == {d: v[0] for d, v in dept_sums(site, a.since_ms, a.until_ms).items()}
     href = tab.page.get_attribute("[data-section=top-department] a.export[data-format=csv]", "href")
     assert f"since={first}" in href and f"until={until}" in href
@@ -871,7 +871,7 @@ def test_a_viewer_reads_its_finance_and_cannot_manage_keys(site, tabs):
     tab = tabs().sign_in(site.viewer_key)
     p = tab.page
     assert p.locator("nav.tabs a[data-page=keys]").count() == 0
-    month = named.window(ZONE, "month").label  # the SDK's requests are this month's
+    month = windows.window(ZONE, "month").label  # the SDK's requests are this month's
     tab.open(f"finance?month={month}", "finance")
     assert p.locator("#banner").is_hidden()
     keys = [tr.get_attribute("data-key") for tr in tab.rows("finance-summary")]

@@ -102,6 +102,9 @@ def test_forecast_covers_the_truth_on_every_database(tmp_path, db_url):
         recs.append(record(datetime(2026, 4, 20, 12, tzinfo=ZoneInfo(ZONE)), "alpha", "marketing", 10**9, REJECTED))
         recs.append(record(datetime(2026, 5, 1, 8, tzinfo=ZoneInfo(ZONE)), "alpha", "marketing", 10**9))
         assert store.usage.insert(recs) == len(recs)
+        # The forecast prices its tokens from the price book: the price the records were charged at.
+        (pv,) = BOOK.history("qwen-7b-chat")
+        store.prices.add(pv.model, pv.currency, pv.input, pv.cached, pv.output, pv.effective_from, "test")
     finally:
         store.close()
 
@@ -327,7 +330,7 @@ def test_estimate_is_the_hand_computed_cost(tmp_path):
         "--days",
         "31",
     ).stdout
-    assert "¥48360.000000" in table and "¥1.560000" in table
+    assert "¥48,360.00" in table and "¥1.56" in table  # amounts for a person: minor units, separators
 
     # Each request is rounded on its own, as the gateway charges it: 7 tokens at 3.333333 per 1M
     # are 23.33 micros -> 23; 30,000 of them are 690,000 micros, not round(699,999.93).

@@ -155,6 +155,18 @@ def show_money(micros: int | None, currency: str | None) -> str | None:
     return _with_currency(("-" if micros < 0 and units else "") + text, currency)
 
 
+def show_rate(micros: int | None, currency: str | None) -> str | None:
+    """A cost per request or per token for a person: separators, and every significant decimal
+    down to the micro (``¥0.00423``), never fewer than the currency's minor units."""
+    if micros is None:
+        return None
+    places = MINOR_UNITS.get(currency or "", 2)
+    whole, frac = divmod(abs(micros), MICROS)
+    digits = f"{frac:06d}".rstrip("0").ljust(places, "0")
+    text = f"{whole:,}" + (f".{digits}" if digits else "")
+    return _with_currency(("-" if micros < 0 else "") + text, currency)
+
+
 def plain_amount(micros: int | None) -> str | None:
     """The exact amount as a plain number (``123729.26435``): no symbol, no separators, for CSV."""
     if micros is None:

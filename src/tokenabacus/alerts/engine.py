@@ -20,7 +20,7 @@ from tokenabacus.alerts import detect, messages
 from tokenabacus.alerts.detect import Firing
 from tokenabacus.alerts.notifiers import Message, Notifier, NotifyError, build_notifier
 from tokenabacus.alerts.outbox import Outbox
-from tokenabacus.calendar import now_ms
+from tokenabacus.calendar import now_ms, zone_named
 from tokenabacus.config import Settings
 from tokenabacus.config.alerts import AlertsConfig, QuotaRule, Rule, UpstreamDownRule
 from tokenabacus.ledger.leases import Lease
@@ -75,7 +75,8 @@ class AlertEngine:
         ttl_s = max(30.0, 3 * self.cfg.evaluate_interval_s)
         self.lease = Lease(store.db, LEASE, holder or holder_id(), ttl_s=ttl_s)
         self.holding = False  # this process holds the lease: its senders may send
-        self.outbox = Outbox(self.cfg, self.channels, store.alerts, lambda: self.holding, on_drop)
+        zone = zone_named(settings.governance.timezone)  # the readers' local time in every message
+        self.outbox = Outbox(self.cfg, self.channels, store.alerts, lambda: self.holding, on_drop, zone)
         self._down_since: dict[str, int] = {}
         self._task: asyncio.Task | None = None
         self.last_error: str | None = None

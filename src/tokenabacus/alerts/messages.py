@@ -1,10 +1,11 @@
 """What an alert says, in Chinese or English: the scope, the figure, the baseline or threshold,
-and a link to the dashboard."""
+and a link to the dashboard; its fields' labels in the same language and its time in ``zone``
+(governance.timezone: the reader's), never English lines and a UTC stamp under Chinese text."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from tokenabacus.alerts.detect import Firing
@@ -46,7 +47,9 @@ def _n(v: float | None) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:,.2f}"
 
 
-def render(f: Firing, lang: str, severity: str, link: str | None, now: datetime | None = None) -> Message:
+def render(
+    f: Firing, lang: str, severity: str, link: str | None, now: datetime | None = None, zone: tzinfo | None = None
+) -> Message:
     zh = lang == "zh"
     title = f"[tokenabacus] {TITLES[lang].get(f.kind, f.kind)}: {f.scope}"
     unit = UNITS_ZH.get(f.unit, f.unit) if zh else f.unit
@@ -141,10 +144,12 @@ def render(f: Firing, lang: str, severity: str, link: str | None, now: datetime 
         severity=severity,  # type: ignore[arg-type]
         link=link,
         fired_at=now or datetime.now(UTC),
+        language=lang,
+        zone=zone,
     )
 
 
-def from_row(a: Mapping[str, Any], lang: str, link: str | None) -> Message:
+def from_row(a: Mapping[str, Any], lang: str, link: str | None, zone: tzinfo | None = None) -> Message:
     """An alert's message rebuilt from its history row: what each delivery sends, the same after
     a restart as when it fired."""
     return Message(
@@ -159,10 +164,12 @@ def from_row(a: Mapping[str, Any], lang: str, link: str | None) -> Message:
         severity=a["severity"],
         link=link,
         fired_at=datetime.fromtimestamp(a["fired_at"] / 1000, UTC),
+        language=lang,
+        zone=zone,
     )
 
 
-def test_message(lang: str, link: str | None) -> Message:
+def test_message(lang: str, link: str | None, zone: tzinfo | None = None) -> Message:
     zh = lang == "zh"
     return Message(
         title=f"[tokenabacus] {TITLES[lang]['test']}",
@@ -170,4 +177,6 @@ def test_message(lang: str, link: str | None) -> Message:
         rule="test",
         severity="info",
         link=link,
+        language=lang,
+        zone=zone,
     )

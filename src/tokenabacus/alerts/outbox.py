@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from datetime import tzinfo
 
 from tokenabacus.alerts import messages
 from tokenabacus.alerts.notifiers import Notifier, NotifyError
@@ -39,9 +40,12 @@ class Outbox:
         rows: AlertHistory,
         active: Callable[[], bool] = lambda: True,
         on_drop: Callable[[str], None] | None = None,
+        zone: tzinfo | None = None,
     ) -> None:
-        """``active``: whether this process may send now (it holds the alerts lease)."""
+        """``active``: whether this process may send now (it holds the alerts lease); ``zone``:
+        where the messages' readers are (their times are shown there)."""
         self.cfg = cfg
+        self.zone = zone
         self.channels = channels
         self.configs = {c.name: c for c in cfg.channels}
         self.rows = rows
@@ -145,7 +149,7 @@ class Outbox:
         if not await asyncio.to_thread(self.rows.begin_attempt, d.id, d.attempts, until):
             return  # another sender took it
         n = d.attempts + 1
-        msg = messages.from_row(d.alert, self.cfg.language, self.cfg.dashboard_url)
+        msg = messages.from_row(d.alert, self.cfg.language, self.cfg.dashboard_url, self.zone)
         msg = dataclasses.replace(msg, idempotency_key=d.idempotency_key)
         retry_after = None
         try:

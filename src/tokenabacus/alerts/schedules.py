@@ -4,7 +4,10 @@ before, quota use, the alerts fired) to IM channels, and by email with the figur
 
 One sender across processes and replicas: the "reports" lease picks the process that looks, and
 the unique (schedule, period) row in report_runs is claimed before anything is sent, so a period
-goes out once even if two processes race. `tokenabacus reports send --now NAME` sends one on demand.
+goes out once even if two processes race. `tokenabacus reports send --now NAME` sends one on demand:
+the period that ended last before the moment it is asked (yesterday, for a daily report asked at 05:40,
+even though today's send time, 09:00, has not come). The message is in alerts.language to its last
+line, its times in the schedule's zone.
 """
 
 from __future__ import annotations
@@ -58,14 +61,15 @@ def last_due(s: ScheduleConfig, tz: str, now: datetime) -> Due:
         if ok:
             break
         day -= timedelta(days=1)
-    now_ms_at = int(at.timestamp() * 1000)
-    if s.every == "day":
-        win = windows.window(tz, "today", previous=True, now_ms=now_ms_at)
-    elif s.every == "week":
-        win = windows.window(tz, "week", previous=True, now_ms=now_ms_at)
-    else:
-        win = windows.window(tz, "month", previous=True, now_ms=now_ms_at)
-    return Due(win.label, win, at)
+    return just_ended(s, tz, at)
+
+
+def just_ended(s: ScheduleConfig, tz: str, now: datetime) -> Due:
+    """The period of ``s`` (day, week or month in ``tz``) that ended last before ``now``, sent at
+    ``now``."""
+    period = {"day": "today", "week": "week"}.get(s.every, "month")
+    win = windows.window(tz, period, previous=True, now_ms=int(now.timestamp() * 1000))
+    return Due(win.label, win, now)
 
 
 def build(store: Store, settings: Settings, s: ScheduleConfig, due: Due) -> Message:
@@ -114,7 +118,8 @@ def build(store: Store, settings: Settings, s: ScheduleConfig, due: Due) -> Mess
     attachments = _attachments(s, depts, projects, peaks, win)
     title = f"[tokenabacus] 用量报告 {win.label}" if zh else f"[tokenabacus] Usage report {win.label}"
     return Message(title=title, lines=tuple(lines), rule=f"report:{s.name}", severity="info",
-                   link=settings.alerts.dashboard_url, attachments=attachments)  # fmt: skip
+                   link=settings.alerts.dashboard_url, attachments=attachments,
+                   language=settings.alerts.language, zone=zone_named(win.tz))  # fmt: skip
 
 
 def _ranked(t: Table, by: str, zh: bool) -> list[str]:
@@ -175,12 +180,13 @@ def runs(store: Store, name: str | None = None) -> list[dict[str, Any]]:
 
 
 async def send_now(store: Store, settings: Settings, name: str, at: datetime | None = None) -> dict[str, Any]:
-    """Send schedule ``name``'s report for the period that ended last, now (on demand)."""
+    """Send schedule ``name``'s report for the period that ended last before ``at`` (default
+    now), now (on demand)."""
     s = next((x for x in settings.alerts.schedules if x.name == name), None)
     if s is None:
         known = ", ".join(x.name for x in settings.alerts.schedules) or "none configured"
         raise LookupError(f"no scheduled report named {name!r} ({known})")
-    due = last_due(s, s.timezone or settings.governance.timezone, at or datetime.now(UTC))
+    due = just_ended(s, s.timezone or settings.governance.timezone, at or datetime.now(UTC))
     msg = await asyncio.to_thread(build, store, settings, s, due)
     run_id = await asyncio.to_thread(report_runs.claim, store.db, s.name, f"{due.period} (on demand {now_ms()})"[:64])
     deliveries = await send(notifiers(settings.alerts), s.channels, msg)

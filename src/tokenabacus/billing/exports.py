@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from tokenabacus.billing.cells import csv_field, formula_like, xlsx_text
-from tokenabacus.money import SYMBOLS, plain_amount, show_money
+from tokenabacus.money import SYMBOLS, plain_amount, show_money, show_rate
 
 if TYPE_CHECKING:
     from openpyxl.worksheet.worksheet import Worksheet
@@ -99,7 +99,8 @@ def money_cells(rows: Sequence[dict], cols: Sequence[str], for_person: bool) -> 
         for c in money:
             if f"{c}_micros" in r:
                 micros = r[f"{c}_micros"]
-                r[c] = show_money(micros, r.get("currency")) if for_person else plain_amount(micros)
+                shown = show_rate if "per_" in c else show_money  # a unit cost keeps its decimals
+                r[c] = shown(micros, r.get("currency")) if for_person else plain_amount(micros)
         out.append(r)
     return out
 

@@ -12,6 +12,10 @@ same experiment covers 85% and 90%. The total over the horizon is Gaussian with 
 computed exactly from the state space (forecast errors of consecutive days are correlated, so
 the per-day intervals statsmodels reports cannot simply be added up).
 
+The cost is the forecast tokens priced by the price book, day by day, at the group's recent model
+mix (billing/forecast_prices.py says why, rather than a forecast of the cost series). Fits are kept
+per series, so a second forecast of the same day answers without fitting (billing/forecast_model.py).
+
 Money stays integer micro-units; the days are cut in a time zone. The history is the ledger's
 daily sums (ledger/usage_sums.py, which bill.py shares).
 """
@@ -21,22 +25,25 @@ from __future__ import annotations
 import calendar
 import math
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
+from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING
 
+from tokenabacus.billing import forecast_prices as fp
+from tokenabacus.billing.forecast_model import Fitted, fit, moments
+from tokenabacus.billing.prices import PriceBook, PriceVersion
+from tokenabacus.calendar import midnight_ms
 from tokenabacus.dates import check_day
-from tokenabacus.ledger.usage_sums import DaySum, daily_sums
+from tokenabacus.ledger.usage_sums import DaySum, ModelSum, daily_sums, model_sums
 
 if TYPE_CHECKING:
     from tokenabacus.ledger.database import Database
 
 LEVEL = 0.80  # the interval: 80%, the planning figure (95% on a quarter is too wide to budget with)
 MIN_DAYS = 14  # two full weeks: less cannot tell a weekday pattern from a trend
-SEASON = 7  # days in the seasonal cycle
 LOOKBACK_DAYS = 365  # history read: a year is plenty for a trend and a week
 MAX_HORIZON_DAYS = 366
 GROUPS = ("project", "department")
@@ -123,61 +130,28 @@ class Total:
     high: int
 
 
-def forecast_total(y: Sequence[float], start: int, end: int, level: float = LEVEL) -> Total | None:
-    """The forecast sum of steps ``start`` to ``end`` (step 1 is the day after the last one in
-    ``y``) and its central ``level`` interval; None when the model cannot be fitted."""
-    import numpy as np
-
-    arr = np.asarray(y, dtype=float)
-    if len(arr) < MIN_DAYS or not 1 <= start <= end:
+def _total(fitted: Fitted | None, weights: Sequence[float], level: float) -> Total | None:
+    if fitted is None:
         return None
-    if np.ptp(arr) == 0:  # a constant history: nothing to estimate (and a degenerate likelihood)
-        v = round(float(arr[0]) * (end - start + 1))
-        return Total(v, v, v)
-    try:
-        mean, var = _sum_moments(arr, start, end)
-    except (ValueError, np.linalg.LinAlgError):
-        return None
+    mean, var = moments(fitted, weights)
     if not (math.isfinite(mean) and math.isfinite(var)):
         return None
     half = NormalDist().inv_cdf(0.5 + level / 2) * math.sqrt(max(var, 0.0))
     return Total(max(round(mean), 0), max(round(mean - half), 0), max(round(mean + half), 0))
 
 
-def _sum_moments(arr, start: int, end: int) -> tuple[float, float]:
-    """Mean and variance of the sum of the forecasts for steps start..end, exactly from the
-    fitted state space: with a_{T+1} ~ N(a, P) the predicted state, y_{T+h} = Z T^{h-1} a_{T+1}
-    + (state shocks between) + noise, so the sum is a linear combination of independent Gaussians."""
-    import numpy as np
-    from statsmodels.tsa.statespace.structural import UnobservedComponents
+def _window(start: int, end: int) -> list[float]:
+    return [0.0] * (start - 1) + [1.0] * (end - start + 1)
 
-    scale = max(float(np.abs(arr).mean()), 1.0)  # the optimizer behaves on unit-sized data
-    model = UnobservedComponents(arr / scale, level="local linear trend", seasonal=SEASON)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence chatter; a failed fit shows as non-finite numbers
-        res = model.fit(disp=False)
-    f = res.filter_results
-    Z = f.design[0, :, 0]
-    T = f.transition[:, :, 0]
-    RQR = f.selection[:, :, 0] @ f.state_cov[:, :, 0] @ f.selection[:, :, 0].T
-    noise = float(f.obs_cov[0, 0, 0])
-    a, P = f.predicted_state[:, -1], f.predicted_state_cov[:, :, -1]
-    rows = np.empty((end, len(a)))  # rows[h] = Z T^h: how the state at T+1 reaches y_{T+1+h}
-    v = Z.copy()
-    for h in range(end):
-        rows[h] = v
-        v = v @ T
-    window = np.zeros(end)
-    window[start - 1 : end] = 1.0
-    g = window @ rows
-    mean = float(g @ a)
-    var = float(g @ P @ g) + (end - start + 1) * noise
-    # The state shock of step j (entering the state at T+1+j) reaches the window's steps after j.
-    for j in range(1, end):
-        lo = max(start, j + 1)
-        k = rows[lo - 1 - j : end - j].sum(axis=0)
-        var += float(k @ RQR @ k)
-    return mean * scale, var * scale * scale
+
+def forecast_total(
+    y: Sequence[float], start: int, end: int, level: float = LEVEL, cache_dir: Path | None = None
+) -> Total | None:
+    """The forecast sum of steps ``start`` to ``end`` (step 1 is the day after the last one in
+    ``y``) and its central ``level`` interval; None when the model cannot be fitted."""
+    if len(y) < MIN_DAYS or not 1 <= start <= end:
+        return None
+    return _total(fit(y, cache_dir), _window(start, end), level)
 
 
 # The forecast -------------------------------------------------------------------------------------
@@ -193,25 +167,39 @@ def forecast(
     today: date | None = None,
     filters: Mapping[str, str] | None = None,
     level: float = LEVEL,
+    book: PriceBook | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[Horizon, list[dict]]:
     """Per group (a project or department), the forecast total of tokens and of cost (per
     currency charged) over ``horizon`` from the complete days before ``today`` (default: today in
-    ``zone``). Money in micros. A group with fewer than MIN_DAYS days since its first record gets
-    a note and no figures."""
+    ``zone``). Money in micros, priced by ``book`` (default: the ledger's stored versions only;
+    pass the gateway's book, which merges the config file's). A group with fewer than MIN_DAYS
+    days since its first record gets a note and no figures. Fits are kept in memory and, with
+    ``cache_dir``, on disk."""
     if by not in GROUPS:
         raise ValueError(f"--by {by!r}: forecast by project or department")
     today = today or datetime.now(zone).date()
     hz = parse_horizon(horizon, today)
-    start, end = (hz.first - today).days + 1, (hz.last - today).days + 1
     first_day = today - timedelta(days=LOOKBACK_DAYS)
     sums = daily_sums(db, by, first_day, today, zone, filters)
+    if book is None:
+        from tokenabacus.ledger.meta import Meta
+        from tokenabacus.ledger.prices import PriceStore
+
+        book = PriceBook(stored=[PriceVersion.of_row(r) for r in PriceStore(db, Meta(db)).versions()])
+    mix_from, mix_to = fp.window(today)
+    mixes: dict[str | None, dict[str, ModelSum]] = {}
+    for (g, model), m in model_sums(db, by, midnight_ms(mix_from, zone), midnight_ms(mix_to, zone), filters).items():
+        mixes.setdefault(g, {})[model] = m
 
     groups: dict[str | None, dict[str | None, dict[date, DaySum]]] = {}
     for (g, cur, day), s in sums.items():
         groups.setdefault(g, {}).setdefault(cur, {})[day] = s
+    days = [hz.first + timedelta(days=i) for i in range(hz.days)]
     rows = []
     for g in sorted(groups, key=lambda x: (x is None, x or "")):
-        found = _group_rows(by, g, groups[g], today, hz, start, end, level)
+        price = fp.pricing(book, mixes.get(g, {}), days, today, zone)
+        found = _group_rows(by, g, groups[g], today, hz, price, level, cache_dir)
         if hz.actual_from is not None:
             _add_actuals(found, groups[g], hz.actual_from, today)
         rows += found
@@ -250,22 +238,31 @@ def _series(by_day: Mapping[date, int], first: date, today: date) -> list[float]
     return [float(by_day.get(first + timedelta(days=i), 0)) for i in range((today - first).days)]
 
 
+def _unpriced_note(price: fp.Pricing, none_priced: bool = False) -> str:
+    names = ", ".join(sorted(price.unpriced))
+    if none_priced:
+        return f"no price in force for the models used in the last {fp.MIX_DAYS} days ({names}): no cost forecast"
+    share = sum(price.unpriced.values())
+    return (
+        f"{share:.1%} of the last {fp.MIX_DAYS} days' tokens are of models with no price in force "
+        f"({names}): the cost covers the rest"
+    )
+
+
 def _group_rows(
     by: str,
     g: str | None,
     by_currency: Mapping[str | None, Mapping[date, DaySum]],
     today: date,
     hz: Horizon,
-    start: int,
-    end: int,
+    price: fp.Pricing,
     level: float,
+    cache_dir: Path | None,
 ) -> list[dict]:
     tokens: dict[date, int] = {}
-    unpriced = 0
     for days in by_currency.values():
         for day, s in days.items():
             tokens[day] = tokens.get(day, 0) + s.tokens
-            unpriced += s.unpriced
     first = min(tokens)
     n = (today - first).days
     base: dict[str, object] = {by: g, "history_days": n, "from": hz.first.isoformat(), "to": hz.last.isoformat()}
@@ -274,36 +271,33 @@ def _group_rows(
     no_cost = {"currency": None, "cost_micros": None, "cost_low_micros": None, "cost_high_micros": None}
     if n < MIN_DAYS:
         return [{**base, **empty, **no_cost, "note": _days_note(n)}]
-    notes = []
-    t = forecast_total(_series(tokens, first, today), start, end, level)
+    fitted = fit(_series(tokens, first, today), cache_dir)
+    start, end = (hz.first - today).days + 1, (hz.last - today).days + 1
+    t = _total(fitted, _window(start, end), level)
     if t is None:
-        notes.append("the model could not be fitted to this history")
-        tok = empty
-    else:
-        tok = {"tokens": t.point, "tokens_low": t.low, "tokens_high": t.high}
-    # Cost per currency charged, busiest first; each from its own first priced day.
-    costs = []
-    for cur, days in by_currency.items():
-        if cur is None:
-            continue
-        charged = {d: s.cost for d, s in days.items()}  # a currency is only set on a priced record
-        costs.append((-sum(charged.values()), cur, min(charged), charged))
-    costs.sort(key=lambda x: (x[0], x[1]))
-    if unpriced:
-        notes.append(f"{unpriced:,} unpriced record{'s' if unpriced != 1 else ''} in the history: cost covers the rest")
-    if not costs:
-        notes.append("no priced records: no cost forecast")
-        return [{**base, **tok, **no_cost, "note": "; ".join(notes) or None}]
+        return [{**base, **empty, **no_cost, "note": "the model could not be fitted to this history"}]
+    tok = {"tokens": t.point, "tokens_low": t.low, "tokens_high": t.high}
+    if not price.rates:
+        note = (
+            _unpriced_note(price, none_priced=True)
+            if price.unpriced
+            else (f"no use in the last {fp.MIX_DAYS} days to price the forecast by: no cost forecast")
+        )
+        return [{**base, **tok, **no_cost, "note": note}]
+    notes = [_unpriced_note(price)] if price.unpriced else []
+    # Cost per currency charged, the dearest first: the tokens' forecast at that currency's prices.
+    costs = sorted(((_total(fitted, w, level), cur) for cur, w in price.rates.items()), key=_dearest)
     out = []
-    for i, (_, cur, c_first, charged) in enumerate(costs):
+    for i, (c, cur) in enumerate(costs):
         row_notes = list(notes) if i == 0 else [f"{g or '(none)'} is also charged in {cur}"]
-        cn = (today - c_first).days
         money: dict = {"currency": cur, "cost_micros": None, "cost_low_micros": None, "cost_high_micros": None}
-        if cn < MIN_DAYS:
-            row_notes.append("cost: " + _days_note(cn, f"{cur} charges"))
-        elif (c := forecast_total(_series(charged, c_first, today), start, end, level)) is None:
+        if c is None:
             row_notes.append("cost: the model could not be fitted to this history")
         else:
             money |= {"cost_micros": c.point, "cost_low_micros": c.low, "cost_high_micros": c.high}
         out.append({**base, **(tok if i == 0 else empty), **money, "note": "; ".join(row_notes) or None})
     return out
+
+
+def _dearest(x: tuple[Total | None, str]) -> tuple[int, str]:
+    return (-(x[0].point if x[0] else 0), x[1])

@@ -93,7 +93,9 @@ def test(
         fail("no alert channels are configured (alerts.channels)")
     if channel is not None and channel not in {c.name for c in s.alerts.channels}:
         fail(f"no channel named {channel!r}")
-    msg = test_message(s.alerts.language, s.alerts.dashboard_url)
+    from tokenabacus.calendar import zone_named
+
+    msg = test_message(s.alerts.language, s.alerts.dashboard_url, zone_named(s.governance.timezone))
     results = asyncio.run(send(notifiers(s.alerts), [channel] if channel else None, msg))
     for name, result in results.items():
         typer.echo(f"{name}: {result}")
@@ -133,18 +135,38 @@ def check(
 def send_report(
     name: Annotated[str, typer.Argument(help="The schedule's name (alerts.schedules).")],
     now: Annotated[bool, typer.Option("--now", help="Send it now, for the period that just ended.")] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Send it as at this time (2026-12-08T05:45, in the schedule's time zone; default now): "
+            "the report for the period that had ended by then.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Send a scheduled report on demand; exit 1 if a channel failed."""
+    from datetime import UTC, datetime
+
     from tokenabacus.alerts.schedules import send_now
+    from tokenabacus.billing.reports import parse_when
+    from tokenabacus.calendar import zone_named
 
     if not now:
         fail("reports are sent on their schedule by the gateway; add --now to send one now")
     s = settings_for(config, data_dir)
+    at = None
+    if as_of is not None:
+        sched = next((x for x in s.alerts.schedules if x.name == name), None)
+        try:
+            zone = zone_named((sched.timezone if sched else None) or s.governance.timezone)
+            at = datetime.fromtimestamp(parse_when(as_of, zone, "--as-of") / 1000, UTC)
+        except ValueError as e:
+            fail(str(e))
     store = open_store(config, data_dir, settings=s, create=False)
     try:
-        out = asyncio.run(send_now(store, s, name))
+        out = asyncio.run(send_now(store, s, name, at))
     except LookupError as e:
         fail(str(e))
     finally:

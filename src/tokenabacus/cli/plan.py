@@ -94,6 +94,7 @@ def forecast(
     """Forecast tokens and cost per project or department over the next month, quarter or N days,
     from the daily history (trend and weekly pattern), with an 80% interval."""
     from tokenabacus.billing import forecast as fc
+    from tokenabacus.billing.estimate import price_book
 
     s = settings_for(config, data_dir)
     zone = _zone(s, tz)
@@ -106,8 +107,11 @@ def forecast(
     except ValueError as e:
         fail(str(e))
     store = open_store(config, data_dir, s, create=False)
+    # Fits kept on disk beside the ledger: the next run of the day answers without fitting (a
+    # new process each time, so a memory cache alone would not help the CLI).
+    cache = s.data_path / "cache" / "forecast" if s.data_path.is_dir() else None
     try:
-        hz, rows = fc.forecast(store.db, by, horizon, zone, today, filters)
+        hz, rows = fc.forecast(store.db, by, horizon, zone, today, filters, book=price_book(s, store), cache_dir=cache)
     except ValueError as e:
         fail(str(e))
     if fmt != Fmt.table:

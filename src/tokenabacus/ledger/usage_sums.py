@@ -1,6 +1,7 @@
-"""Named reads of summed usage records: the daily sums forecasts and bills are made of, and the
-usage of a hardware pool's models per team. Each is one GROUP BY over ``usage_records``; the
-callers (billing) turn the sums into forecasts, bills and cost shares.
+"""Named reads of summed usage records: the daily sums forecasts and bills are made of, the
+tokens per model a forecast is priced by, and the usage of a hardware pool's models per team. Each
+is one GROUP BY over ``usage_records``; the callers (billing) turn the sums into forecasts, bills
+and cost shares.
 """
 
 from __future__ import annotations
@@ -98,6 +99,31 @@ def daily_sums(
             s.requests += int(n)
             s.unpriced += int(unpriced or 0)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSum:
+    prompt: int  # prompt tokens, the cached ones included
+    cached: int
+    completion: int
+
+
+def model_sums(
+    db: Database, by: str, since: int, until: int, filters: Mapping[str, str] | None = None
+) -> dict[tuple[str | None, str], ModelSum]:
+    """Tokens per (value of column ``by``, model) in [since, until) (UTC ms), of the records with
+    counted tokens (every status but rejected): the model mix a forecast is priced by."""
+    c = usage.c
+    q = (
+        select(c[by], c.model, func.sum(c.prompt_tokens), func.sum(c.cached_tokens), func.sum(c.completion_tokens))
+        .where(c.timestamp >= since, c.timestamp < until, c.status != REJECTED, c.model.is_not(None))
+        .where(c.prompt_tokens.is_not(None), c.completion_tokens.is_not(None))
+        .group_by(c[by], c.model)
+    )
+    for k, v in (filters or {}).items():
+        q = q.where(c[k] == v)
+    with db.connect() as conn:
+        return {(g, m): ModelSum(int(p or 0), int(h or 0), int(o or 0)) for g, m, p, h, o in conn.execute(q)}
 
 
 def usage_by_team(

@@ -1,17 +1,35 @@
 """The one message every notifier sends, and its renderings: markdown, Slack mrkdwn, plain text.
 
 The caller writes the title and body lines in the reader's language; the structured fields (rule, scope,
-figures, link) stay language-neutral so the generic webhook can send them as data.
+figures, link) stay language-neutral data for the generic webhook. Rendered for people (``fields``), their
+labels are in the message's ``language`` and the time is local to its ``zone``: a Chinese message is
+Chinese to its last line, with Beijing times for a Beijing reader.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Literal
 
 Severity = Literal["info", "warning", "critical"]
+
+# The fields' labels and severities as a reader of each language sees them.
+LABELS = {
+    "zh": {
+        "rule": "规则",
+        "report": "报告",
+        "scope": "范围",
+        "figure": "数值",
+        "baseline": "基线",
+        "threshold": "阈值",
+        "severity": "级别",
+        "fired_at": "时间",
+    },
+}
+SEVERITIES = {"zh": {"info": "提示", "warning": "警告", "critical": "严重"}}
+REPORT = "report:"  # a scheduled report's rule: report:<schedule name>
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +68,10 @@ class Message:
     # after a timeout whose first attempt did arrive): the Idempotency-Key header, the webhook's
     # "idempotency_key" field, the email's Message-ID.
     idempotency_key: str | None = None
+    # How the fields read: their labels' language ("zh" or "en") and the zone of the time shown
+    # (None: UTC in ISO 8601, as the data carries it).
+    language: str = "en"
+    zone: tzinfo | None = None
 
     def __post_init__(self) -> None:
         if self.fired_at.tzinfo is None:
@@ -62,22 +84,36 @@ class Message:
         """fired_at in UTC, ISO 8601 with a Z suffix, to the second."""
         return self.fired_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+    def fired_at_local(self) -> str:
+        """fired_at as a reader of the message reads it: in its zone, to the second, with the
+        zone's name (UTC in ISO 8601 when it has none)."""
+        if self.zone is None:
+            return self.fired_at_iso()
+        local = self.fired_at.astimezone(self.zone)
+        return f"{local:%Y-%m-%d %H:%M:%S} {getattr(self.zone, 'key', None) or local.tzname() or ''}".rstrip()
+
     def fields(self) -> list[tuple[str, str]]:
-        """The structured fields that are set, as (label, formatted value), in a fixed order."""
+        """The structured fields that are set, as (label, formatted value), in a fixed order, in
+        the message's language."""
+        words = LABELS.get(self.language, {})
         unit = f" {self.unit}" if self.unit else ""
         out: list[tuple[str, str]] = []
-        if self.rule:
+        if self.rule and self.rule.startswith(REPORT):
+            out.append(("report", self.rule.removeprefix(REPORT)))
+        elif self.rule:
             out.append(("rule", self.rule))
         if self.scope:
             out.append(("scope", self.scope))
         for label, value in (("figure", self.figure), ("baseline", self.baseline), ("threshold", self.threshold)):
             if value is not None:
                 out.append((label, format_number(value) + unit))
+        out = [(words.get(k, k), v) for k, v in out]
         out.extend((k, v) for k, v in self.labels.items())
         if self.rule or self.scope or self.figure is not None:
             # Only alerts get a severity and time line; a plain notice stays short.
-            out.append(("severity", self.severity))
-            out.append(("fired_at", self.fired_at_iso()))
+            severity = SEVERITIES.get(self.language, {}).get(self.severity, self.severity)
+            out.append((words.get("severity", "severity"), severity))
+            out.append((words.get("fired_at", "fired_at"), self.fired_at_local()))
         return out
 
 

@@ -71,7 +71,7 @@ def plan_routes(gw: Gateway) -> APIRouter:
 
         def run() -> list[dict]:
             only = read_filters(ident, {"project": project, "department": department}, gw.store.org.department_of)
-            return fc.forecast(gw.store.db, by, horizon, z, today, only)[1]
+            return fc.forecast(gw.store.db, by, horizon, z, today, only, book=gw.prices)[1]
 
         rows = await asyncio.to_thread(run)
         return export(rows, fc.columns(by, horizon), format, "forecast", f"Forecast by {by}, {horizon}", rows)
