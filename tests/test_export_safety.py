@@ -191,16 +191,18 @@ def test_admin_exports_keep_caller_text_as_text(hostile, path, params, expect):
 
 def test_the_chargeback_workbook_keeps_names_as_text_and_money_as_numbers(hostile):
     _, admin, _ = hostile
-    wb = check_xlsx(get(admin, "/reports/chargeback", month=MONTH, format="xlsx").content, [DEPT, "@refund"])
+    book = get(admin, "/reports/chargeback", month=MONTH, format="xlsx", lang="en").content
+    wb = check_xlsx(book, [DEPT, "@refund"])
     assert DEPT in wb.sheetnames  # a sheet per department, named as it is
     heading = wb[DEPT]["A1"]
     assert heading.value.startswith(DEPT) and heading.data_type == "s"
     adj = wb["Adjustments"]
     header = [c.value for c in adj[1]]
     row = list(adj[2])
-    amount = row[header.index("amount")]
+    amount = row[header.index("Amount")]
     assert amount.data_type == "n" and amount.value == -120.5  # a credit, still a number
-    assert row[header.index("department")].value == DEPT
+    assert amount.number_format.startswith('"¥"#,##0.00')  # shown as money, kept exact
+    assert row[header.index("Department")].value == DEPT
     rows = check_csv(get(admin, "/reports/chargeback", month=MONTH, format="csv").text, [DEPT])
     mine = [r for r in rows if r["department"] == "'" + DEPT and r["adjustments_micros"]]
     assert mine and mine[0]["adjustments_micros"] == "-120500000"  # numbers are never quoted

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from conftest import BIN, GatewayProc
 from tokenabacus.billing import chargeback as cb
-from tokenabacus.billing import rankings, suspicious, windows
+from tokenabacus.billing import chargeback_book, rankings, suspicious, windows, workbook_labels
 from tokenabacus.billing.arguments import ArgumentError, as_option, as_query
 from tokenabacus.billing.prices import PriceBook, PriceVersion
 from tokenabacus.ledger.record import FIELDS, new_request_id
@@ -218,20 +218,23 @@ def test_chargeback_grand_total_is_the_ledgers_sum(ledger, tmp_path):
     assert sum(v["cost_micros"] for v in c.versions if v["currency"] == "CNY") == int(ledger_sum["CNY"])
     assert [a["reason"] for a in c.adjustments] == ["duplicate batch refunded", "vision surcharge"]
 
-    wb = load_workbook(io.BytesIO(cb.workbook(c)))
+    wb = load_workbook(io.BytesIO(chargeback_book.workbook(c, "en")))
     assert wb.sheetnames[0] == "Summary" and {"marketing", "rnd", "finance", "(none)"} <= set(wb.sheetnames)
     assert {"Price versions", "Adjustments"} <= set(wb.sheetnames)
     summary = list(wb["Summary"].iter_rows(values_only=True))
-    header = summary.index(next(r for r in summary if r and r[0] == "row"))
-    cols = list(summary[header])
+    # Headers a person reads ("Amount due"); the rows' kinds as labels ("grand total").
+    header = summary.index(next(r for r in summary if r and r[0] == "Row"))
+    key = {label: k for k, label in workbook_labels.columns("en").items()}
+    cols = [key[c] for c in summary[header]]
     rows = [dict(zip(cols, r, strict=True)) for r in summary[header + 1 :]]
-    grand = {r["currency"]: r for r in rows if r["row"] == "total"}
+    grand = {r["currency"]: r for r in rows if r["row"] == "grand total"}
     # Exact decimals in the cells: the sheet's total is the ledger's sum to the micro-unit.
     assert Decimal(str(grand["CNY"]["cost"])) * 1_000_000 == int(ledger_sum["CNY"])
     assert Decimal(str(grand["CNY"]["amount_due"])) * 1_000_000 == int(ledger_sum["CNY"]) - 1_500_000
     sheet = wb["marketing"]
-    bold_rows = [r[0].value for r in sheet.iter_rows() if r[0].font.bold and r[0].value in ("subtotal", "total")]
-    assert "subtotal" in bold_rows and "total" in bold_rows
+    totals = ("subtotal", "department total")
+    bold_rows = [r[0].value for r in sheet.iter_rows() if r[0].font.bold and r[0].value in totals]
+    assert "subtotal" in bold_rows and "department total" in bold_rows
 
     # A viewer-style scope: only one department's rows, totals and adjustments.
     scoped = cb.chargeback(store, "2026-11", ZONE, BOOK.all_versions(), {"department": ("rnd",)})

@@ -125,7 +125,10 @@ def _drift(src: Source, win: Window, f: Filters, a: Mapping[str, Any]) -> Answer
 
 def _chargeback(src: Source, win: Window, f: Filters, a: Mapping[str, Any]) -> Answer:
     from tokenabacus.billing import chargeback as cb
+    from tokenabacus.billing.chargeback_book import workbook
+    from tokenabacus.billing.workbook_labels import pick_lang
 
+    lang = pick_lang(a["lang"])
     result = cb.chargeback(src.store, win.label, win.tz, src.versions(), f)
     return Answer(
         f"Chargeback {win.label} ({win.tz})",
@@ -135,8 +138,14 @@ def _chargeback(src: Source, win: Window, f: Filters, a: Mapping[str, Any]) -> A
         result.as_json(),
         f"chargeback-{win.label}",
         document=True,
-        workbook=lambda: cb.workbook(result),
+        workbook=lambda: workbook(result, lang),
     )
+
+
+def _check_chargeback(a: Mapping[str, Any]) -> None:
+    from tokenabacus.billing.workbook_labels import pick_lang
+
+    pick_lang(a["lang"])
 
 
 REPORTS: tuple[NamedReport, ...] = (
@@ -206,8 +215,18 @@ REPORTS: tuple[NamedReport, ...] = (
         "the month's adjustments, the price versions that charged it and the hardware apportioned. As\n"
         "xlsx: a summary sheet, a sheet per department, price versions, adjustments, hardware.",
         _chargeback,
+        (
+            Param(
+                "lang",
+                str | None,
+                None,
+                "The workbook's language, zh or en (default: the locale's, LANG=zh_CN... reads zh).",
+                ("zh", "en"),
+            ),
+        ),
         description="Cost by department, project, user and model with sub-totals, the month's adjustments,\n"
         "the price versions used and the hardware apportioned; `format=xlsx` is the workbook\n"
-        "finance gets from `tokenabacus report chargeback` (a sheet per department).",
+        "finance gets from `tokenabacus report chargeback` (a sheet per department), in `lang`.",
+        check=_check_chargeback,
     ),
 )

@@ -16,7 +16,6 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from tokenabacus.billing.exports import Sheet, xlsx_bytes
 from tokenabacus.billing.prices import PriceVersion
 from tokenabacus.billing.reports import ReportQuery, run_report
 from tokenabacus.billing.windows import Window, window
@@ -28,8 +27,8 @@ DETAIL = ("project", "user", "model")
 FIGURES = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
 NONE = "(none)"  # how a missing department, project or user is shown
 # The flat table's columns (CSV and the terminal): money as amounts and as exact micros.
-COLUMNS = ["row", "department", *DETAIL, *FIGURES, "cost", "adjustments", "amount_due", "currency"]
-COLUMNS += ["unpriced_requests", "cost_micros", "adjustments_micros", "amount_due_micros"]
+COLUMNS = ["row", "department", *DETAIL, *FIGURES, "cost", "adjustments", "hardware", "amount_due", "currency"]
+COLUMNS += ["unpriced_requests", "cost_micros", "adjustments_micros", "hardware_micros", "amount_due_micros"]
 
 
 @dataclass
@@ -42,7 +41,7 @@ class Chargeback:
     versions: list[dict]  # the price versions that charged the month's records
     adjustments: list[dict]
     hardware: list[dict]
-    totals: list[dict]  # per currency: records' cost, adjustments, amount due
+    totals: list[dict]  # per currency: records' cost, adjustments, hardware, amount due
     unpriced_requests: int
     notes: list[str] = field(default_factory=list)
 
@@ -86,7 +85,7 @@ def _currencies(rows: Iterable[dict]) -> list[str | None]:
 
 def _money(row: dict) -> dict:
     cur = row.get("currency")
-    for k in ("cost", "adjustments", "amount_due"):
+    for k in ("cost", "adjustments", "hardware", "amount_due"):
         if f"{k}_micros" in row:
             row[k] = format_money(row[f"{k}_micros"], cur)
     return row
@@ -100,9 +99,8 @@ def chargeback(
     filters: Mapping[str, Sequence[str]] | None = None,
 ) -> Chargeback:
     """The chargeback of ``month`` (YYYY-MM, cut at midnight in ``tz``). ``versions``: the price
-    book's versions, to show what each version id charged; ``filters`` scope it (a viewer's)."""
-    from tokenabacus.billing.hardware import apportion
-
+    book's versions, to show what each version id charged; ``filters`` scope it (a viewer's).
+    A department's amount due is its records' cost, its adjustments and its hardware share."""
     win = window(tz, month=month)
     flt = tuple(sorted((k, tuple(v)) for k, v in (filters or {}).items()))
     # One scan, also split by price version: the detail rows and the versions table both come
@@ -123,11 +121,12 @@ def chargeback(
         r["department"] = r["department"] or NONE
     rows_all = _fold_tokenless(rows_all)
     adjustments = _adjustments(store, win, filters)
+    hardware = _hardware(store, month, tz, filters)
     # Departments ranked by their cost (the largest currency sum first), then name.
     by_dept: dict[str, list[dict]] = {}
     for r in rows_all:
         by_dept.setdefault(r["department"], []).append(r)
-    for a in adjustments:
+    for a in [*adjustments, *hardware]:
         by_dept.setdefault(a["department"] or NONE, [])
 
     def weight(d: str) -> tuple:
@@ -138,6 +137,7 @@ def chargeback(
     for dept in sorted(by_dept, key=weight):
         rows = by_dept[dept]
         adj = [a for a in adjustments if (a["department"] or NONE) == dept]
+        hw = [h for h in hardware if (h["department"] or NONE) == dept]
         out: list[dict] = []
         for project in sorted({r["project"] or NONE for r in rows}):
             members = sorted(
@@ -163,17 +163,19 @@ def chargeback(
             for cur in _currencies(members):
                 sub = _figures(r for r in members if r["currency"] == cur)
                 out.append(_money({"row": "subtotal", "department": dept, "project": project, **sub, "currency": cur}))
-        adj_currencies = {a["currency"] for a in adj}
-        for cur in _currencies([*rows, *({"currency": c} for c in adj_currencies)]):
+        other_currencies = {a["currency"] for a in [*adj, *hw]}
+        for cur in _currencies([*rows, *({"currency": c} for c in other_currencies)]):
             figs = _figures(r for r in rows if r["currency"] == cur)
             adj_sum = sum(a["amount_micros"] for a in adj if a["currency"] == cur)
+            hw_sum = sum(h["cost_micros"] for h in hw if h["currency"] == cur)
             line = {
                 "department": dept,
                 **figs,
                 "currency": cur,
                 "adjustments_micros": adj_sum if cur else None,
+                "hardware_micros": hw_sum if cur else None,
                 # Unpriced records (no currency) owe nothing known: no amount, not zero.
-                "amount_due_micros": (figs["cost_micros"] or 0) + adj_sum if cur else None,
+                "amount_due_micros": (figs["cost_micros"] or 0) + adj_sum + hw_sum if cur else None,
             }
             out.append(_money({"row": "total", "project": None, "user": None, "model": None, **line}))
             summary.append(_money({"row": "group", **line}))
@@ -187,7 +189,7 @@ def chargeback(
         departments=departments,
         versions=_versions(_merged(by_version, ("model", "price_version")), versions, tz),
         adjustments=adjustments,
-        hardware=[] if filters else apportion(store, month, tz),
+        hardware=hardware,
         totals=totals,
         unpriced_requests=sum(t["unpriced_requests"] for t in totals),
         notes=_notes(sum(t["unpriced_requests"] for t in totals), totals, filters),
@@ -231,7 +233,8 @@ def _totals(summary: list[dict]) -> list[dict]:
         figs = {f: sum(s[f] for s in mine) for f in FIGURES}
         cost = sum(s["cost_micros"] or 0 for s in mine) if cur else None
         adj = sum(s["adjustments_micros"] or 0 for s in mine) if cur else None
-        due = cost + adj if cost is not None and adj is not None else None
+        hw = sum(s["hardware_micros"] or 0 for s in mine) if cur else None
+        due = cost + adj + hw if cost is not None and adj is not None and hw is not None else None
         out.append(
             _money(
                 {
@@ -239,6 +242,7 @@ def _totals(summary: list[dict]) -> list[dict]:
                     "cost_micros": cost,
                     "currency": cur,
                     "adjustments_micros": adj,
+                    "hardware_micros": hw,
                     "amount_due_micros": due,
                     "unpriced_requests": sum(s["unpriced_requests"] for s in mine),
                 }
@@ -263,6 +267,17 @@ def _adjustments(store: Store, win: Window, filters: Mapping[str, Sequence[str]]
             }
         )
     return out
+
+
+def _hardware(store: Store, month: str, tz: str, filters: Mapping[str, Sequence[str]] | None) -> list[dict]:
+    """The hardware pools' cost apportioned to departments and projects; a scope by department
+    or project keeps its own shares, any other scope (a user, a model) has no share to show."""
+    from tokenabacus.billing.hardware import apportion
+
+    if filters and not set(filters) <= {"department", "project"}:
+        return []
+    rows = apportion(store, month, tz)
+    return [h for h in rows if all(h.get(d) in values for d, values in (filters or {}).items())]
 
 
 def _merged(rows: Iterable[dict], keys: Sequence[str], ordered: bool = True) -> list[dict]:
@@ -309,6 +324,10 @@ def _versions(rows: Iterable[dict], versions: Iterable[PriceVersion], tz: str) -
                     "input_per_1m": None if v is None else format_rate(v.input, "1m", v.currency),
                     "cached_per_1m": None if v is None or v.cached is None else format_rate(v.cached, "1m", v.currency),
                     "output_per_1m": None if v is None else format_rate(v.output, "1m", v.currency),
+                    # The prices as exact micros per 1M tokens (the workbook's numeric cells)
+                    "input_per_1m_micros": None if v is None else v.input,
+                    "cached_per_1m_micros": None if v is None else v.cached,
+                    "output_per_1m_micros": None if v is None else v.output,
                     "requests": r["requests"],
                     "total_tokens": r["total_tokens"],
                     "cost_micros": r["cost_micros"],
@@ -328,49 +347,3 @@ def _notes(unpriced: int, totals: list[dict], filters: Mapping[str, Sequence[str
     if filters:
         notes.append("scoped to " + ", ".join(f"{k}={'|'.join(v)}" for k, v in sorted(filters.items())))
     return notes
-
-
-# The workbook ----------------------------------------------------------------------------------
-_DETAIL_COLS = ["row", "project", "user", "model", *FIGURES, "cost", "currency", "unpriced_requests"]
-
-
-def sheets(cb: Chargeback) -> list[Sheet]:
-    """Summary first, a sheet per department, then price versions, adjustments and hardware."""
-    head = [
-        f"Chargeback {cb.month} ({cb.tz})",
-        f"Records from {_iso(cb.window.since_ms, cb.tz)} to {_iso(cb.window.until_ms, cb.tz)} (exclusive)",
-        *cb.notes,
-    ]
-    summary_cols = ["row", "department", *FIGURES, "cost", "adjustments", "amount_due", "currency", "unpriced_requests"]
-    out = [Sheet("Summary", summary_cols, [_as_money(r) for r in cb.summary], head, _MONEY)]
-    for dept, rows in cb.departments.items():
-        out.append(Sheet(dept, _DETAIL_COLS, [_as_money(r) for r in rows], [f"{dept}: {cb.month} ({cb.tz})"], _MONEY))
-    vcols = ["model", "price_version", "effective_from", "input_per_1m", "cached_per_1m", "output_per_1m"]
-    vcols += ["requests", "total_tokens", "cost", "currency"]
-    out.append(Sheet("Price versions", vcols, [_as_money(r) for r in cb.versions], money=_MONEY))
-    if cb.adjustments:
-        acols = ["adjustment_id", "at_local", "department", "project", "user", "model", "request_id"]
-        acols += ["amount", "currency", "reason", "created_by"]
-        rows = [{**a, "amount": a["amount_micros"]} for a in cb.adjustments]
-        out.append(Sheet("Adjustments", acols, rows, money=frozenset({"amount"})))
-    if cb.hardware:
-        hcols = ["pool", "basis", "department", "project", "usage", "share", "cost", "currency"]
-        rows = [{**h, "cost": h["cost_micros"]} for h in cb.hardware]
-        out.append(Sheet("Hardware", hcols, rows, ["Self-hosted hardware apportioned by use"], _MONEY))
-    return out
-
-
-_MONEY = frozenset({"cost", "adjustments", "amount_due"})
-
-
-def _as_money(r: dict) -> dict:
-    """A row for the workbook: money columns hold micros (written as exact amounts)."""
-    return {**r, **{k: r.get(f"{k}_micros") for k in _MONEY}}
-
-
-def _iso(ms: int, tz: str) -> str:
-    return datetime.fromtimestamp(ms / 1000, zone_named(tz)).isoformat(timespec="minutes")
-
-
-def workbook(cb: Chargeback) -> bytes:
-    return xlsx_bytes(sheets(cb), f"Chargeback {cb.month}")
