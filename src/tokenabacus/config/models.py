@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -30,6 +31,8 @@ class ModelPolicy(_Strict):
     allow_ips: list[str] | None = None  # CIDRs; None: any address
     # At most this many requests run on the model at once; the rest wait in fair order.
     max_concurrency: int | None = Field(None, ge=1)
+    # Other names clients may ask for the model by: served, billed, priced and limited under its name.
+    aliases: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list)
 
     @field_validator("allow_ips")
     @classmethod
@@ -106,3 +109,25 @@ class UpstreamModel(ModelPolicy):
 
 
 ModelConfig = Annotated[EmbeddedModel | UpstreamModel, Field(discriminator="engine")]
+
+
+def check_names(models: Sequence[EmbeddedModel | UpstreamModel]) -> None:
+    """Every name a request may ask for (a model's name or one of its aliases) means one model:
+    a ValueError naming the first clash."""
+    owner: dict[str, str] = {}
+    for m in models:
+        if m.name in owner:
+            raise ValueError(f"model name {m.name!r} is declared twice")
+        owner[m.name] = m.name
+    for m in models:
+        for alias in m.aliases:
+            if alias in owner:
+                other = owner[alias]
+                what = f"the name of model {other!r}" if other == alias else f"already an alias of model {other!r}"
+                raise ValueError(f"model {m.name!r}: alias {alias!r} is {what}")
+            owner[alias] = m.name
+
+
+def alias_map(models: Sequence[EmbeddedModel | UpstreamModel]) -> dict[str, str]:
+    """Alias -> the model's name (check_names has made each alias mean one model)."""
+    return {alias: m.name for m in models for alias in m.aliases}

@@ -18,7 +18,7 @@ from tokenabacus.calendar import zone_named
 from tokenabacus.config.alerts import AlertsConfig
 from tokenabacus.config.auth import AuthBrakeConfig
 from tokenabacus.config.base import ConfigError, _Strict, check_cidrs
-from tokenabacus.config.models import DEFAULT_MODEL_NAME, EmbeddedModel, ModelConfig, UpstreamModel
+from tokenabacus.config.models import DEFAULT_MODEL_NAME, EmbeddedModel, ModelConfig, UpstreamModel, check_names
 from tokenabacus.config.prices import PriceDecl
 from tokenabacus.config.quotas import GovernanceConfig
 
@@ -135,11 +135,7 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
-        seen: set[str] = set()
-        for m in self.models:
-            if m.name in seen:
-                raise ValueError(f"model name {m.name!r} is declared twice")
-            seen.add(m.name)
+        check_names(self.models)  # names and aliases: each means one model
         starts: set[tuple[str, str]] = set()
         for p in self.prices:
             start = (p.model, str(p.from_))

@@ -66,6 +66,8 @@ class UsageRecord:
     currency: str | None = None
     prev_hash: str | None = None
     hash: str | None = None
+    # The name the client asked for when it was an alias of ``model`` (appended: the contract's order holds).
+    model_alias: str | None = None
     # Not part of the contract: monotonic start used to compute durations.
     _t0: float = field(default=0.0, repr=False, compare=False)
 

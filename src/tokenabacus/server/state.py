@@ -19,6 +19,7 @@ from tokenabacus.alerts.engine import AlertEngine
 from tokenabacus.alerts.schedules import ReportScheduler
 from tokenabacus.billing.prices import PriceBook, PriceCache, config_versions
 from tokenabacus.config import EmbeddedModel, Settings, UpstreamModel, effective_models
+from tokenabacus.config.models import alias_map
 from tokenabacus.engines.base import Engine
 from tokenabacus.engines.embedded import EmbeddedEngine
 from tokenabacus.engines.upstream import UpstreamEngine
@@ -71,6 +72,8 @@ class Gateway:
         models = effective_models(settings)
         self.engines: dict[str, Engine] = {m.name: build_engine(m) for m in models}
         self.meters: dict[str, Meter] = {m.name: build_meter(m, self.engines[m.name]) for m in models}
+        # Other names a request may ask for a model by (config check_names keeps them unambiguous).
+        self.aliases: dict[str, str] = alias_map(models)
         # The price book every record is charged from (enrich) and cost limits reserve money at:
         # the config's versions merged with the ledger's, swapped whole when the prices change.
         self.price_cache = PriceCache(config_versions(settings.prices, ZoneInfo(settings.governance.timezone)))

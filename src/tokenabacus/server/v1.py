@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,9 @@ from tokenabacus.server.asgi import (
     watch_disconnect,
 )
 from tokenabacus.server.auth_guard import key_refusal
+from tokenabacus.server.cost import INCLUDE_COST_HEADER, asks_cost, cost_headers
 from tokenabacus.server.refusals import from_refusal
+from tokenabacus.server.usage import usage_chunk, usage_dict
 
 if TYPE_CHECKING:
     from tokenabacus.server.state import Gateway
@@ -63,15 +64,6 @@ ENDPOINTS = {
 }
 
 
-def usage_dict(rec: UsageRecord) -> dict:
-    """The usage a 200 response shows: the record's own figures (known on every success)."""
-    p, c = rec.prompt_tokens or 0, rec.completion_tokens or 0
-    u: dict = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-    if rec.cached_tokens is not None:
-        u["prompt_tokens_details"] = {"cached_tokens": rec.cached_tokens}
-    return u
-
-
 @dataclass(slots=True)
 class Exchange:
     """One admitted request on its way through the engine: settled once, recorded once."""
@@ -84,6 +76,7 @@ class Exchange:
     counting: asyncio.Future | None = None
     ticket: Ticket | None = None  # what admission took (reservations, a scheduler slot)
     settled: bool = False
+    include_cost: bool = False  # a stream's usage chunk tells the cost (server/cost.py)
 
     async def count_prompt(self) -> int | None:
         """The prompt count, for admission: started here, reused when settling."""
@@ -137,14 +130,17 @@ class V1:
         except APIError as e:
             return await send_json(send, e.status, e.body(), extra=e.headers)
         visible = self.gw.governance.admission.visible
+        aliases = self.gw.aliases
         path_model = scope.get("path_params", {}).get("model")
         if path_model is not None:
-            if path_model not in self.gw.engines or not visible(ident, path_model):
+            name = aliases.get(path_model, path_model)
+            if name not in self.gw.engines or not visible(ident, name):
                 missing = model_not_found(path_model)
                 return await send_json(send, missing.status, missing.body())
             return await send_json(send, 200, orjson.dumps(self.gw.model_object(path_model)))
-        # Only the models this caller may use.
+        # Only the models this caller may use, each under its name and its aliases.
         data = [self.gw.model_object(name) for name in self.gw.engines if visible(ident, name)]
+        data += [self.gw.model_object(alias) for alias, name in aliases.items() if visible(ident, name)]
         await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))
 
     # Recording ---------------------------------------------------------------------------------
@@ -205,7 +201,7 @@ class V1:
         ex: Exchange | None = None
         try:
             try:
-                ex = await self._admit(ep, auth, receive, rec)
+                ex = await self._admit(ep, auth, receive, rec, header(scope, INCLUDE_COST_HEADER))
             except APIError as e:
                 rec.status, rec.error_code = REJECTED, e.error_code
                 queued = self._spool(rec)
@@ -256,8 +252,11 @@ class V1:
             raise key_refusal(self.gw.keys, key, self.gw.settings.governance.timezone)
         return ident
 
-    async def _admit(self, ep: Endpoint, auth: str | None, receive: Receive, rec: UsageRecord) -> Exchange:
-        """Identify the caller, read and check the body, resolve the model, and pass admission."""
+    async def _admit(
+        self, ep: Endpoint, auth: str | None, receive: Receive, rec: UsageRecord, include_cost: str | None
+    ) -> Exchange:
+        """Identify the caller, read and check the body, resolve the model (an alias to its
+        model's name), and pass admission."""
         ident = await self._identify(auth, rec.client_ip, rec)
         rec.key_id, rec.user, rec.project, rec.department = ident.key_id, ident.user, ident.project, ident.department
         try:
@@ -275,28 +274,36 @@ class V1:
                 "invalid_json",
             ) from None
         if isinstance(body, dict) and isinstance(body.get("model"), str):
-            rec.model = body["model"][:MAX_MODEL]  # named even when the rest of the body is refused
+            # Named even when the rest of the body is refused; an alias is billed under its model.
+            rec.model, rec.model_alias = self._resolve(body["model"])
         ep.validate(body, self.max_tokens_limit)
         rec.stream = bool(body.get("stream"))
-        engine = self.gw.engines.get(body["model"])
+        asked = body["model"]
+        name = self.gw.aliases.get(asked, asked)
+        engine = self.gw.engines.get(name)
         if engine is None:
-            raise model_not_found(body["model"])
-        rec.engine = engine.kind
-        rec.model_version = engine.model_version
-        ex = Exchange(
-            ep, rec, Call(endpoint=ep.name, body=body, stream=rec.stream), engine, self.gw.meters[body["model"]]
-        )
+            raise model_not_found(asked)
+        body["model"] = name  # engines, admission and the price book know the model by its name
+        wants_cost = rec.stream and asks_cost(include_cost, body)
+        rec.engine, rec.model_version = engine.kind, engine.model_version
+        ex = Exchange(ep, rec, Call(endpoint=ep.name, body=body, stream=rec.stream), engine, self.gw.meters[name])
+        ex.include_cost = wants_cost
         try:
             ex.ticket = await self.gw.governance.admission.admit(
-                rec.request_id, ident, body["model"], rec.client_ip, ex.call, ex.count_prompt
+                rec.request_id, ident, name, rec.client_ip, ex.call, ex.count_prompt
             )
         except Refused as e:
             ex.forget()
-            raise from_refusal(e, body["model"]) from None
+            raise from_refusal(e, asked) from None
         if ex.ticket is not None and ex.ticket.max_tokens is not None:
             # Admission holds a body without max_tokens to the default: the engine is told so.
             body["max_tokens"] = ex.ticket.max_tokens
         return ex
+
+    def _resolve(self, asked: str) -> tuple[str, str | None]:
+        """(the model's name, the alias asked for or None), as the record stores them."""
+        name = self.gw.aliases.get(asked)
+        return (asked[:MAX_MODEL], None) if name is None else (name, asked)
 
     async def _complete(self, ex: Exchange, send: Send) -> None:
         rec = ex.rec
@@ -317,11 +324,12 @@ class V1:
         out["usage"] = usage_dict(rec)
         body = orjson.dumps(out)
         await done
-        await send_json(send, 200, body, rec.request_id)
+        await send_json(send, 200, body, rec.request_id, cost_headers(rec))  # priced by _spool's enrich
 
     async def _stream(self, ex: Exchange, receive: Receive, send: Send) -> None:
         rec, call = ex.rec, ex.call
-        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        # Asking for the cost asks for the usage chunk that carries it.
+        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage")) or ex.include_cost
         watcher = asyncio.create_task(watch_disconnect(receive, call.cancelled))
         chunks: AsyncGenerator[dict, None] = ex.engine.stream(call)
         started = False
@@ -365,18 +373,8 @@ class V1:
         done = self._spool(rec, ex)
         tail = b""
         if include_usage:
-            base = last or {"id": "chatcmpl-" + rec.request_id[4:], "created": int(time.time())}
-            usage_chunk: dict[str, Any] = {
-                "id": base.get("id"),
-                "object": base.get("object") or ex.ep.chunk_object,
-                "created": base.get("created"),
-                "model": rec.model,
-                "choices": [],
-                "usage": usage_dict(rec),
-            }
-            if "system_fingerprint" in base:
-                usage_chunk["system_fingerprint"] = base["system_fingerprint"]
-            tail += b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
+            chunk = usage_chunk(rec, last, ex.ep.chunk_object, ex.include_cost)
+            tail += b"data: " + orjson.dumps(chunk) + b"\n\n"
         await done  # durable before the final bytes
         if not started:
             headers = [*SSE_HEADERS, (b"x-request-id", rec.request_id.encode())]
