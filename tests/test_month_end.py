@@ -129,3 +129,15 @@ def test_days_are_cut_in_the_operators_zone(month):
     shown = run(month, "usage", "-n", "1").stdout.decode()
     at = datetime.fromtimestamp(latest["timestamp"] / 1000, UTC).astimezone(zone).isoformat(timespec="seconds")
     assert at in shown and at.endswith("+08:00")
+
+
+def test_report_models_has_no_phantom_rows(month):
+    """Refused requests to a priced model are its requests, not a `(no price)` row of 0 tokens."""
+    since = month["month"] + "-01"
+    rows = json.loads(run(month, "report", "models", "--since", since, "--format", "json").stdout)
+    priced = {r["model"] for r in rows if r["currency"] is not None}
+    assert not [r for r in rows if r["currency"] is None and (r["model"] in priced or not r["total_tokens"])]
+    zone = ZoneInfo(ZONE)
+    start = int(datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=zone).timestamp() * 1000)
+    (n,) = month["db"].execute("SELECT COUNT(*) FROM usage_records WHERE timestamp >= ?", (start,)).fetchone()
+    assert sum(r["requests"] for r in rows) == n

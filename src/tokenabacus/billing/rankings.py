@@ -213,10 +213,10 @@ def models(store: Store, win: Window, filters: Mapping[str, Sequence[str]] | Non
     unpriced model's records form their own row with no cost, never a zero."""
     rep = run_report(store, _query(win, ("model", "currency"), filters, sort="cost_micros"))
     rows = []
-    for r in rep.rows:
+    for r in _refusals_folded(rep.rows):
         cost, tokens, n = r["cost_micros"], r["total_tokens"], r["requests"]
         per_1k = _ratio(cost * 1000, tokens) if cost is not None else None
-        per_req = _ratio(cost, n) if cost is not None else None
+        per_req = _ratio(cost, n - r.get("refused", 0)) if cost is not None else None  # per charged request
         rows.append(
             {
                 "model": r["model"],
@@ -243,6 +243,22 @@ def models(store: Store, win: Window, filters: Mapping[str, Sequence[str]] | Non
         notes.append("models without a price show no cost: set one with `tokenabacus prices set`")
     money = frozenset({"cost_micros", "cost_per_1k_micros", "cost_per_request_micros"})
     return Table(f"Cost per model, {win.label}", cols, rows, notes, money)
+
+
+def _refusals_folded(rows: list[dict]) -> list[dict]:
+    """A priced model's requests that used no tokens (refused, failed before any output) cost
+    nothing to charge: they are requests (and errors) of its priced row, not a row of their own."""
+    priced = {r["model"]: r for r in rows if r["currency"] is not None}
+    out = []
+    for r in rows:
+        home = priced.get(r["model"])
+        if r["currency"] is None and not r["total_tokens"] and home is not None:
+            home["requests"] += r["requests"]
+            home["errors"] += r["errors"]
+            home["refused"] = home.get("refused", 0) + r["requests"]
+            continue
+        out.append(r)
+    return out
 
 
 def _ratio(num: int, den: int) -> int | None:
