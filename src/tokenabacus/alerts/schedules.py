@@ -30,7 +30,7 @@ from tokenabacus.config.alerts import ScheduleConfig
 from tokenabacus.ledger import report_runs
 from tokenabacus.ledger.leases import Lease
 from tokenabacus.ledger.store import Store
-from tokenabacus.money import format_money
+from tokenabacus.money import show_money
 
 log = logging.getLogger(__name__)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -83,9 +83,9 @@ def build(store: Store, settings: Settings, s: ScheduleConfig, due: Due) -> Mess
     lines = [
         (f"周期：{win.label}（{win.tz}）" if zh else f"Period: {win.label} ({win.tz})"),
         (
-            f"合计：{total['requests']:,} 次请求，{total['total_tokens']:,} Token，{total['cost'] or '-'}"
+            f"合计：{total['requests']:,} 次请求，{total['total_tokens']:,} Token，{_money(total)}"
             if zh
-            else f"Total: {total['requests']:,} requests, {total['total_tokens']:,} tokens, {total['cost'] or '-'}"
+            else f"Total: {total['requests']:,} requests, {total['total_tokens']:,} tokens, {_money(total)}"
         ),
         "",
         ("**部门排名（Token / 金额）**" if zh else "**Departments (tokens / cost)**"),
@@ -122,6 +122,13 @@ def build(store: Store, settings: Settings, s: ScheduleConfig, due: Due) -> Mess
                    language=settings.alerts.language, zone=zone_named(win.tz))  # fmt: skip
 
 
+def _money(r: dict) -> str:
+    """A row's cost as a person reads it in a message (¥12,345.68); its exact figure is attached."""
+    if r.get("cost_micros") is None:
+        return r.get("cost") or "-"  # several currencies, or none priced: the table's own words
+    return show_money(r["cost_micros"], r.get("currency")) or "-"
+
+
 def _ranked(t: Table, by: str, zh: bool) -> list[str]:
     out = []
     for r in t.rows:
@@ -129,7 +136,7 @@ def _ranked(t: Table, by: str, zh: bool) -> list[str]:
             continue
         share = f"{r['tokens_share_pct']:g}%" if r["tokens_share_pct"] is not None else "-"
         name = r[by] or ("(无)" if zh else "(none)")
-        out.append(f"{r['tokens_rank']}. {name}: {r['total_tokens']:,} ({share}), {r['cost'] or '-'}")
+        out.append(f"{r['tokens_rank']}. {name}: {r['total_tokens']:,} ({share}), {_money(r)}")
     return out or (["（无）"] if zh else ["(none)"])
 
 
@@ -148,9 +155,7 @@ def _quota_lines(store: Store, settings: Settings, zh: bool) -> list[str]:
     out = ["", "**配额使用**" if zh else "**Quota use**"]
     for pct, r in used[:5]:
         amount = (
-            format_money(r["used"], r["metric"].split(":", 1)[1])
-            if r["metric"].startswith("cost")
-            else f"{r['used']:,}"
+            show_money(r["used"], r["metric"].split(":", 1)[1]) if r["metric"].startswith("cost") else f"{r['used']:,}"
         )
         out.append(f"- {r['scope']}={r['name'] or '*'} {r['metric']}/{r['period']}: {pct:.0f}% ({amount})")
     return out
